@@ -1,0 +1,15 @@
+//! Sans-I/O logic of the swarm, shared by the signalling server, the browser client and the
+//! native peer. Nothing here touches a socket, a clock or a browser: callers feed in what
+//! happened and carry out the actions that come back, so every rule is unit-tested natively.
+//!
+//! # Layout
+//! - [`room`]: the server's room registry: who is in which room, whom to tell when someone
+//!   joins or leaves, and where a `signal` may be relayed.
+//! - [`negotiation`]: who offers, who is polite, and the perfect-negotiation decisions that
+//!   keep two peers from glaring when both renegotiate at once.
+//! - [`mesh`]: a client's view of its room: which peers to connect to, in which role, and
+//!   when the application hears `peer-joined` and `peer-left`.
+
+pub mod mesh;
+pub mod negotiation;
+pub mod room;

@@ -1,0 +1,26 @@
+//! Wire types shared by every part of the swarm: the signalling server, the browser client
+//! and (later) the native peer. Nothing here performs I/O; everything builds for `wasm32`
+//! and native alike.
+//!
+//! # Layout
+//! - [`peer_id`]: the 128-bit random [`PeerId`] the server assigns, written as 32 hex digits.
+//! - [`room`]: [`RoomName`], the validated room name in `GET /ws/{room}`.
+//! - [`signal`]: signalling protocol v1, the JSON frames between a client and the server
+//!   ([`ClientMsg`], [`ServerMsg`]) and the `data` payloads peers exchange through it
+//!   ([`SignalData`]).
+//! - [`wire`]: how application messages are framed on the `swarm` data channel between peers.
+//!
+//! The contract itself, with examples, is written down in `PROTOCOL.md` next to this crate.
+
+pub mod peer_id;
+pub mod room;
+pub mod signal;
+pub mod wire;
+
+pub use peer_id::{PeerId, PeerIdError};
+pub use room::{RoomName, RoomNameError};
+pub use signal::{
+    ClientMsg, ErrorCode, IceCandidateInit, IceServer, ParseError, SdpType, ServerMsg,
+    SessionDescription, SignalData,
+};
+pub use wire::{AppMessage, WireError};

@@ -1,0 +1,101 @@
+//! State shared by every connection.
+
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use axum::extract::ws::Message;
+use swarm_core::room::Rooms;
+use swarm_protocol::PeerId;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::Config;
+
+/// The way to reach one connected peer: its bounded outgoing queue, and a token that its
+/// connection task watches to be told it fell too far behind.
+#[derive(Debug, Clone)]
+pub(crate) struct Outbox {
+    queue: mpsc::Sender<Message>,
+    overflowed: CancellationToken,
+}
+
+impl Outbox {
+    pub(crate) fn new(queue: mpsc::Sender<Message>, overflowed: CancellationToken) -> Self {
+        Self { queue, overflowed }
+    }
+
+    /// Queues a frame without waiting. A full queue means the peer is not reading: it is
+    /// disconnected rather than allowed to stall whoever is sending to it.
+    pub(crate) fn push(&self, frame: Message) {
+        if let Err(mpsc::error::TrySendError::Full(_)) = self.queue.try_send(frame) {
+            self.overflowed.cancel();
+        }
+    }
+}
+
+/// Shared server state; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    config: Config,
+    /// A std mutex: it is never held across an `.await`, and every critical section is a few
+    /// map operations.
+    rooms: Mutex<Rooms<Outbox>>,
+    shutdown: CancellationToken,
+    connections: TaskTracker,
+}
+
+impl AppState {
+    /// Fresh state with no rooms.
+    pub fn new(config: Config) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                config,
+                rooms: Mutex::new(Rooms::new()),
+                shutdown: CancellationToken::new(),
+                connections: TaskTracker::new(),
+            }),
+        }
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &Config {
+        &self.shared.config
+    }
+
+    /// Cancelled when the server begins to shut down.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shared.shutdown.clone()
+    }
+
+    /// Waits up to `timeout` for every connection task to end; `false` if some did not.
+    pub async fn drain(&self, timeout: Duration) -> bool {
+        self.shared.connections.close();
+        tokio::time::timeout(timeout, self.shared.connections.wait())
+            .await
+            .is_ok()
+    }
+
+    pub(crate) fn connections(&self) -> &TaskTracker {
+        &self.shared.connections
+    }
+
+    /// The room registry. A poisoned lock is taken over: the registry's invariants hold
+    /// between its method calls, so a panic elsewhere cannot leave it half-updated.
+    pub(crate) fn rooms(&self) -> MutexGuard<'_, Rooms<Outbox>> {
+        self.shared
+            .rooms
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A new unguessable peer id: 128 bits from a cryptographically secure generator.
+    pub(crate) fn new_peer_id(&self) -> PeerId {
+        PeerId::from_bytes(rand::random())
+    }
+}

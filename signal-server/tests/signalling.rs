@@ -1,0 +1,382 @@
+//! Signalling protocol v1 against a real server on a loopback port, driven by real
+//! WebSocket clients (tokio-tungstenite).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use signal_server::Config;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::{self, Message};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// How long a test waits for a frame that must arrive.
+const ARRIVES: Duration = Duration::from_secs(5);
+/// How long a test waits to be sure a frame does not arrive.
+const QUIET: Duration = Duration::from_millis(300);
+
+struct Server {
+    addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+    _www: tempfile::TempDir,
+}
+
+impl Server {
+    async fn start() -> Self {
+        Self::start_with(Config::default()).await
+    }
+
+    async fn start_with(mut config: Config) -> Self {
+        let www = tempfile::tempdir().expect("temp dir");
+        std::fs::write(www.path().join("index.html"), "<h1>swarm</h1>").expect("write page");
+        config.www = www.path().to_path_buf();
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(signal_server::run(listener, config, async {
+            let _ = stopped.await;
+        }));
+        Self { addr, stop: Some(stop), task, _www: www }
+    }
+
+    async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let result = tokio::time::timeout(Duration::from_secs(10), &mut self.task)
+            .await
+            .expect("server stops in time")
+            .expect("server task");
+        result.expect("server ran cleanly");
+    }
+
+    async fn client(&self, room: &str) -> Client {
+        let url = format!("ws://{}/ws/{room}", self.addr);
+        let (ws, _) = tokio_tungstenite::connect_async(url).await.expect("connect");
+        let mut client = Client { ws, id: String::new(), peers: Vec::new() };
+        let welcome = client.recv().await;
+        assert_eq!(welcome["type"], "welcome", "first frame is welcome: {welcome}");
+        client.id = welcome["id"].as_str().expect("id is a string").to_owned();
+        client.peers = welcome["peers"]
+            .as_array()
+            .expect("peers is an array")
+            .iter()
+            .map(|p| p.as_str().expect("peer id").to_owned())
+            .collect();
+        assert_eq!(welcome["iceServers"], json!([]));
+        client
+    }
+
+    async fn http_get(&self, path: &str) -> String {
+        let mut stream = TcpStream::connect(self.addr).await.expect("connect");
+        let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.expect("write");
+        let mut response = String::new();
+        stream.read_to_string(&mut response).await.expect("read");
+        response
+    }
+}
+
+struct Client {
+    ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    id: String,
+    peers: Vec<String>,
+}
+
+impl Client {
+    async fn send(&mut self, frame: Value) {
+        self.send_raw(frame.to_string()).await;
+    }
+
+    async fn send_raw(&mut self, text: String) {
+        self.ws.send(Message::text(text)).await.expect("send");
+    }
+
+    async fn next_message(&mut self, wait: Duration) -> Option<Message> {
+        match tokio::time::timeout(wait, self.ws.next()).await {
+            Err(_) => None,
+            Ok(None) => panic!("connection ended"),
+            Ok(Some(message)) => Some(message.expect("read")),
+        }
+    }
+
+    async fn recv(&mut self) -> Value {
+        loop {
+            match self.next_message(ARRIVES).await.expect("a frame in time") {
+                Message::Text(text) => return serde_json::from_str(&text).expect("JSON frame"),
+                Message::Ping(_) | Message::Pong(_) => continue,
+                other => panic!("unexpected frame {other:?}"),
+            }
+        }
+    }
+
+    async fn assert_quiet(&mut self) {
+        if let Some(message) = self.next_message(QUIET).await {
+            panic!("expected no frame, got {message:?}");
+        }
+    }
+
+    async fn expect_error(&mut self, code: &str) -> String {
+        let frame = self.recv().await;
+        assert_eq!(frame["type"], "error", "{frame}");
+        assert_eq!(frame["code"], code, "{frame}");
+        frame["message"].as_str().expect("message").to_owned()
+    }
+
+    /// Proves the connection still works by relaying a frame to `other`.
+    async fn assert_usable(&mut self, other: &mut Client) {
+        self.send(json!({"type": "signal", "to": other.id, "data": "still here"})).await;
+        let frame = other.recv().await;
+        assert_eq!(frame["data"], "still here");
+    }
+
+    async fn expect_close(&mut self) -> (CloseCode, String) {
+        loop {
+            match tokio::time::timeout(ARRIVES, self.ws.next()).await.expect("close in time") {
+                Some(Ok(Message::Close(Some(frame)))) => {
+                    return (frame.code, frame.reason.to_string());
+                }
+                Some(Ok(Message::Text(_) | Message::Ping(_) | Message::Pong(_))) => continue,
+                other => panic!("expected a close frame, got {other:?}"),
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn welcome_joined_and_left() {
+    let server = Server::start().await;
+    let mut a = server.client("demo").await;
+    assert!(a.peers.is_empty());
+    assert_eq!(a.id.len(), 32);
+    assert!(a.id.chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
+
+    let mut b = server.client("demo").await;
+    assert_eq!(b.peers, vec![a.id.clone()]);
+    assert_ne!(a.id, b.id);
+    assert_eq!(a.recv().await, json!({"type": "joined", "id": b.id}));
+
+    let c = server.client("demo").await;
+    assert_eq!(c.peers, vec![a.id.clone(), b.id.clone()]);
+    assert_eq!(a.recv().await, json!({"type": "joined", "id": c.id}));
+    assert_eq!(b.recv().await, json!({"type": "joined", "id": c.id}));
+
+    let c_id = c.id.clone();
+    drop(c);
+    assert_eq!(a.recv().await, json!({"type": "left", "id": c_id}));
+    assert_eq!(b.recv().await, json!({"type": "left", "id": c_id}));
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_clean_close_also_announces_left() {
+    let server = Server::start().await;
+    let mut a = server.client("demo").await;
+    let mut b = server.client("demo").await;
+    a.recv().await;
+    b.ws.close(None).await.expect("close");
+    assert_eq!(a.recv().await, json!({"type": "left", "id": b.id}));
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn signal_is_relayed_with_from_stamped_by_the_server() {
+    let server = Server::start().await;
+    let mut a = server.client("demo").await;
+    let mut b = server.client("demo").await;
+    a.recv().await;
+
+    let data = json!({"sdp": {"type": "offer", "sdp": "v=0\r\n"}});
+    // A forged `from` is ignored: the server writes the sender's real id.
+    b.send(json!({"type": "signal", "to": a.id, "from": "f".repeat(32), "data": data})).await;
+    assert_eq!(a.recv().await, json!({"type": "signal", "from": b.id, "data": data}));
+
+    let candidate = json!({"candidate": null});
+    a.send(json!({"type": "signal", "to": b.id, "data": candidate})).await;
+    assert_eq!(b.recv().await, json!({"type": "signal", "from": a.id, "data": candidate}));
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn data_is_relayed_without_being_rewritten() {
+    let server = Server::start().await;
+    let mut a = server.client("demo").await;
+    let mut b = server.client("demo").await;
+    a.recv().await;
+    let raw = format!(r#"{{"type":"signal","to":"{}","data":{{"z" : 1.50, "a":"\u00e9"}}}}"#, a.id);
+    b.send_raw(raw).await;
+    let Some(Message::Text(text)) = a.next_message(ARRIVES).await else {
+        panic!("expected the relayed frame");
+    };
+    assert!(text.ends_with(r#""data":{"z" : 1.50, "a":"\u00e9"}}"#), "{text}");
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn no_relay_across_rooms() {
+    let server = Server::start().await;
+    let mut a = server.client("room-a").await;
+    let mut b = server.client("room-b").await;
+    assert!(b.peers.is_empty(), "a room does not list another room's peers");
+    b.send(json!({"type": "signal", "to": a.id, "data": 1})).await;
+    let message = b.expect_error("unknown-peer").await;
+    assert!(message.contains(&a.id), "{message}");
+    a.assert_quiet().await;
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn unknown_target_is_an_error_and_the_connection_stays_usable() {
+    let server = Server::start().await;
+    let mut a = server.client("demo").await;
+    let mut b = server.client("demo").await;
+    a.recv().await;
+    a.send(json!({"type": "signal", "to": "0".repeat(32), "data": 1})).await;
+    a.expect_error("unknown-peer").await;
+    a.assert_usable(&mut b).await;
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn malformed_frames_are_bad_messages_and_the_connection_stays_usable() {
+    let server = Server::start().await;
+    let mut a = server.client("demo").await;
+    let mut b = server.client("demo").await;
+    a.recv().await;
+    let bad = [
+        "{not json".to_owned(),
+        "[]".to_owned(),
+        json!({"type": "dance"}).to_string(),
+        json!({"to": b.id, "data": 1}).to_string(),
+        json!({"type": "signal", "data": 1}).to_string(),
+        json!({"type": "signal", "to": b.id}).to_string(),
+        json!({"type": "signal", "to": "not-an-id", "data": 1}).to_string(),
+    ];
+    for frame in bad {
+        a.send_raw(frame.clone()).await;
+        let message = a.expect_error("bad-message").await;
+        assert!(!message.is_empty(), "{frame} explained");
+    }
+    a.ws.send(Message::binary(vec![1, 2, 3])).await.expect("send");
+    a.expect_error("bad-message").await;
+    a.assert_usable(&mut b).await;
+    b.assert_quiet().await;
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn oversize_frames_are_refused_and_the_connection_stays_usable() {
+    let server = Server::start_with(Config { max_frame_len: 1000, ..Config::default() }).await;
+    let mut a = server.client("demo").await;
+    let mut b = server.client("demo").await;
+    a.recv().await;
+    let big = json!({"type": "signal", "to": b.id, "data": "x".repeat(2000)});
+    a.send(big).await;
+    let message = a.expect_error("too-large").await;
+    assert!(message.contains("1000"), "{message}");
+    b.assert_quiet().await;
+    a.assert_usable(&mut b).await;
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn frames_past_the_hard_limit_close_the_connection_with_1009() {
+    let server = Server::start_with(Config { max_frame_len: 1000, ..Config::default() }).await;
+    let mut a = server.client("demo").await;
+    let mut b = server.client("demo").await;
+    a.recv().await;
+    a.send_raw("x".repeat(20_000)).await;
+    let (code, _) = a.expect_close().await;
+    assert_eq!(code, CloseCode::Size);
+    assert_eq!(b.recv().await, json!({"type": "left", "id": a.id}));
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn bad_room_names_are_refused_with_400_before_the_upgrade() {
+    let server = Server::start().await;
+    let too_long = "x".repeat(65);
+    for room in ["a%20b", "caf%C3%A9", "a.b%2Fc", too_long.as_str()] {
+        let url = format!("ws://{}/ws/{room}", server.addr);
+        match tokio_tungstenite::connect_async(url).await {
+            Err(tungstenite::Error::Http(response)) => {
+                assert_eq!(response.status(), 400, "room {room:?}");
+            }
+            other => panic!("room {room:?} should be refused, got {other:?}"),
+        }
+        let plain = server.http_get(&format!("/ws/{room}")).await;
+        assert!(plain.starts_with("HTTP/1.1 400"), "plain GET of {room:?}: {plain}");
+    }
+    let longest = "x".repeat(64);
+    server.client(&longest).await;
+    server.client("A-z_0.9").await;
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn healthz_and_the_page_are_served() {
+    let server = Server::start().await;
+    let health = server.http_get("/healthz").await;
+    assert!(health.starts_with("HTTP/1.1 200"), "{health}");
+    assert!(health.ends_with("ok"), "{health}");
+    let page = server.http_get("/").await;
+    assert!(page.starts_with("HTTP/1.1 200"), "{page}");
+    assert!(page.contains("<h1>swarm</h1>"), "{page}");
+    assert!(page.to_ascii_lowercase().contains("cache-control: no-cache"), "{page}");
+    let missing = server.http_get("/nope.js").await;
+    assert!(missing.starts_with("HTTP/1.1 404"), "{missing}");
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn ids_are_unique_across_many_joins() {
+    let server = Server::start().await;
+    let mut ids = std::collections::HashSet::new();
+    for _ in 0..50 {
+        let client = server.client("many").await;
+        assert!(ids.insert(client.id.clone()), "duplicate id");
+    }
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn shutdown_closes_every_socket_with_going_away() {
+    let server = Server::start().await;
+    let mut a = server.client("demo").await;
+    let mut b = server.client("other").await;
+    let stopping = tokio::spawn(server.shutdown());
+    let (code, reason) = a.expect_close().await;
+    assert_eq!(code, CloseCode::Away);
+    assert!(reason.contains("shutting down"), "{reason}");
+    assert_eq!(b.expect_close().await.0, CloseCode::Away);
+    stopping.await.expect("shutdown completes");
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_is_disconnected_without_stalling_the_room() {
+    let server = Server::start_with(Config { outgoing_queue: 4, ..Config::default() }).await;
+    let slow = server.client("demo").await;
+    let mut fast = server.client("demo").await;
+    let mut other = server.client("demo").await;
+    // `slow` never reads while `fast` sends it far more than the kernel's socket buffers hold.
+    let chunk = "x".repeat(60_000);
+    for _ in 0..500 {
+        fast.send(json!({"type": "signal", "to": slow.id, "data": chunk})).await;
+    }
+    // The slow client is dropped, and the room keeps working for everyone else.
+    let slow_id = slow.id.clone();
+    loop {
+        let frame = other.recv().await;
+        if frame == json!({"type": "left", "id": slow_id}) {
+            break;
+        }
+    }
+    fast.assert_usable(&mut other).await;
+    drop(slow);
+    server.shutdown().await;
+}
