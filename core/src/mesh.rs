@@ -188,8 +188,16 @@ mod tests {
         assert_eq!(
             actions,
             vec![
-                Action::Connect { peer: id(1), offerer: true, polite: false },
-                Action::Connect { peer: id(9), offerer: true, polite: true },
+                Action::Connect {
+                    peer: id(1),
+                    offerer: true,
+                    polite: false
+                },
+                Action::Connect {
+                    peer: id(9),
+                    offerer: true,
+                    polite: true
+                },
             ]
         );
     }
@@ -199,9 +207,16 @@ mod tests {
         let (mut mesh, _) = welcomed(5, &[]);
         assert_eq!(
             mesh.on_joined(id(7)),
-            vec![Action::Connect { peer: id(7), offerer: false, polite: true }]
+            vec![Action::Connect {
+                peer: id(7),
+                offerer: false,
+                polite: true
+            }]
         );
-        assert!(mesh.on_joined(id(7)).is_empty(), "a repeated joined is ignored");
+        assert!(
+            mesh.on_joined(id(7)).is_empty(),
+            "a repeated joined is ignored"
+        );
     }
 
     #[test]
@@ -216,7 +231,11 @@ mod tests {
         let (mut mesh, _) = welcomed(5, &[]);
         assert_eq!(
             mesh.on_signal_from(id(2)),
-            vec![Action::Connect { peer: id(2), offerer: false, polite: false }]
+            vec![Action::Connect {
+                peer: id(2),
+                offerer: false,
+                polite: false
+            }]
         );
         assert!(mesh.on_signal_from(id(2)).is_empty());
     }
@@ -225,12 +244,18 @@ mod tests {
     fn joined_and_left_are_told_once_each() {
         let (mut mesh, _) = welcomed(5, &[1]);
         assert!(mesh.open_peers().next().is_none());
-        assert_eq!(mesh.on_channel_open(id(1)), vec![Action::Emit(Event::PeerJoined(id(1)))]);
+        assert_eq!(
+            mesh.on_channel_open(id(1)),
+            vec![Action::Emit(Event::PeerJoined(id(1)))]
+        );
         assert!(mesh.on_channel_open(id(1)).is_empty());
         assert_eq!(mesh.open_peers().collect::<Vec<_>>(), vec![id(1)]);
         assert_eq!(
             mesh.on_left(id(1)),
-            vec![Action::Disconnect(id(1)), Action::Emit(Event::PeerLeft(id(1)))]
+            vec![
+                Action::Disconnect(id(1)),
+                Action::Emit(Event::PeerLeft(id(1)))
+            ]
         );
         assert!(mesh.on_channel_closed(id(1)).is_empty());
         assert!(!mesh.knows(id(1)));
@@ -239,14 +264,20 @@ mod tests {
     #[test]
     fn a_peer_that_never_opened_leaves_silently() {
         let (mut mesh, _) = welcomed(5, &[1]);
-        assert_eq!(mesh.on_channel_closed(id(1)), vec![Action::Disconnect(id(1))]);
+        assert_eq!(
+            mesh.on_channel_closed(id(1)),
+            vec![Action::Disconnect(id(1))]
+        );
     }
 
     #[test]
     fn leave_disconnects_everyone_without_events() {
         let (mut mesh, _) = welcomed(5, &[1, 2]);
         mesh.on_channel_open(id(1));
-        assert_eq!(mesh.leave(), vec![Action::Disconnect(id(1)), Action::Disconnect(id(2))]);
+        assert_eq!(
+            mesh.leave(),
+            vec![Action::Disconnect(id(1)), Action::Disconnect(id(2))]
+        );
         assert!(mesh.open_peers().next().is_none());
     }
 

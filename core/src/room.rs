@@ -137,7 +137,10 @@ mod tests {
     fn duplicate_ids_are_refused() {
         let mut rooms = Rooms::new();
         rooms.join(&room("a"), id(1), ()).expect("join");
-        assert_eq!(rooms.join(&room("a"), id(1), ()).err(), Some(JoinError::DuplicateId(id(1))));
+        assert_eq!(
+            rooms.join(&room("a"), id(1), ()).err(),
+            Some(JoinError::DuplicateId(id(1)))
+        );
     }
 
     #[test]

@@ -23,4 +23,4 @@ pub use signal::{
     ClientMsg, ErrorCode, IceCandidateInit, IceServer, ParseError, SdpType, ServerMsg,
     SessionDescription, SignalData,
 };
-pub use wire::{AppMessage, WireError};
+pub use wire::{AppMessage, BinaryFrame, WireError};

@@ -88,14 +88,20 @@ mod tests {
     #[test]
     fn accepts_the_allowed_alphabet() {
         for name in ["demo", "a", "A-b_c.9", &"x".repeat(MAX_ROOM_LEN)] {
-            assert_eq!(RoomName::new(name).map(|r| r.to_string()), Ok(name.to_string()));
+            assert_eq!(
+                RoomName::new(name).map(|r| r.to_string()),
+                Ok(name.to_string())
+            );
         }
     }
 
     #[test]
     fn rejects_empty_long_and_foreign_characters() {
         assert_eq!(RoomName::new(""), Err(RoomNameError::Empty));
-        assert_eq!(RoomName::new("x".repeat(MAX_ROOM_LEN + 1)), Err(RoomNameError::TooLong));
+        assert_eq!(
+            RoomName::new("x".repeat(MAX_ROOM_LEN + 1)),
+            Err(RoomNameError::TooLong)
+        );
         assert_eq!(RoomName::new("a b"), Err(RoomNameError::BadChar(' ')));
         assert_eq!(RoomName::new("a/b"), Err(RoomNameError::BadChar('/')));
         assert_eq!(RoomName::new("café"), Err(RoomNameError::BadChar('é')));

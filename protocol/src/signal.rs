@@ -160,7 +160,11 @@ pub struct IceCandidateInit {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sdp_mid: Option<String>,
     /// Index of the m-line.
-    #[serde(default, rename = "sdpMLineIndex", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        rename = "sdpMLineIndex",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub sdp_m_line_index: Option<u16>,
     /// ICE username fragment.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -360,22 +364,37 @@ mod tests {
         let text = r#"{"type":"signal","to":"0202020202020202020202020202020202020202","data":{"z":1,  "a":[1.50,"\u00e9"]}}"#;
         // The `to` above is 40 digits: not a peer id.
         assert!(matches!(ClientMsg::parse(text), Err(ParseError::Json(_))));
-        let text = format!(r#"{{"type":"signal","to":"{}","data":{{"z":1,  "a":[1.50,"\u00e9"]}}}}"#, id(2));
+        let text = format!(
+            r#"{{"type":"signal","to":"{}","data":{{"z":1,  "a":[1.50,"\u00e9"]}}}}"#,
+            id(2)
+        );
         let ClientMsg::Signal { to, data } = ClientMsg::parse(&text).expect("valid");
         assert_eq!(to, id(2));
         assert_eq!(data.get(), r#"{"z":1,  "a":[1.50,"\u00e9"]}"#);
         let out = ServerMsg::Signal { from: id(1), data }.to_json();
         assert_eq!(
             out,
-            format!(r#"{{"type":"signal","from":"{}","data":{{"z":1,  "a":[1.50,"\u00e9"]}}}}"#, id(1))
+            format!(
+                r#"{{"type":"signal","from":"{}","data":{{"z":1,  "a":[1.50,"\u00e9"]}}}}"#,
+                id(1)
+            )
         );
     }
 
     #[test]
     fn client_frames_that_are_refused() {
-        assert!(matches!(ClientMsg::parse("not json"), Err(ParseError::Json(_))));
-        assert!(matches!(ClientMsg::parse("[1,2]"), Err(ParseError::Json(_))));
-        assert!(matches!(ClientMsg::parse(r#"{"to":"x"}"#), Err(ParseError::Json(_))));
+        assert!(matches!(
+            ClientMsg::parse("not json"),
+            Err(ParseError::Json(_))
+        ));
+        assert!(matches!(
+            ClientMsg::parse("[1,2]"),
+            Err(ParseError::Json(_))
+        ));
+        assert!(matches!(
+            ClientMsg::parse(r#"{"to":"x"}"#),
+            Err(ParseError::Json(_))
+        ));
         assert!(matches!(
             ClientMsg::parse(r#"{"type":"dance"}"#),
             Err(ParseError::UnknownType(t)) if t == "dance"
@@ -419,7 +438,10 @@ mod tests {
                                  "sdpMid": "0", "sdpMLineIndex": 0}})
         );
         let end = SignalData::Candidate(None);
-        assert_eq!(serde_json::to_value(&end).expect("json"), json!({"candidate": null}));
+        assert_eq!(
+            serde_json::to_value(&end).expect("json"),
+            json!({"candidate": null})
+        );
         for data in [offer, candidate, end] {
             let raw = raw(serde_json::to_value(&data).expect("json"));
             assert_eq!(SignalData::parse(&raw).expect("parse"), data);
@@ -429,10 +451,17 @@ mod tests {
     #[test]
     fn server_frames_parse_back() {
         let msgs = [
-            ServerMsg::Welcome { id: id(1), peers: vec![], ice_servers: vec![] },
+            ServerMsg::Welcome {
+                id: id(1),
+                peers: vec![],
+                ice_servers: vec![],
+            },
             ServerMsg::Joined { id: id(2) },
             ServerMsg::Left { id: id(3) },
-            ServerMsg::Signal { from: id(4), data: raw(json!({"candidate": null})) },
+            ServerMsg::Signal {
+                from: id(4),
+                data: raw(json!({"candidate": null})),
+            },
             ServerMsg::error(ErrorCode::TooLarge, "frame of 70000 bytes"),
         ];
         for msg in msgs {
@@ -444,8 +473,15 @@ mod tests {
 
     #[test]
     fn unknown_error_codes_are_accepted() {
-        let msg = ServerMsg::parse(r#"{"type":"error","code":"room-full","message":"m"}"#).expect("parses");
-        assert!(matches!(msg, ServerMsg::Error { code: ErrorCode::Unknown, .. }));
+        let msg = ServerMsg::parse(r#"{"type":"error","code":"room-full","message":"m"}"#)
+            .expect("parses");
+        assert!(matches!(
+            msg,
+            ServerMsg::Error {
+                code: ErrorCode::Unknown,
+                ..
+            }
+        ));
     }
 
     proptest! {

@@ -29,6 +29,13 @@ pub enum AppMessage<'a> {
     Binary(&'a [u8]),
 }
 
+/// A binary frame, as read by [`decode_binary`]. The swarm's own peer protocol adds variants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BinaryFrame<'a> {
+    /// Application bytes (tag [`TAG_APP`]).
+    App(&'a [u8]),
+}
+
 /// Why a message cannot be framed, or a frame cannot be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum WireError {
@@ -72,11 +79,11 @@ pub fn encode_app_binary(payload: &[u8]) -> Result<Vec<u8>, WireError> {
     Ok(frame)
 }
 
-/// Reads a binary data-channel frame as an application message.
-pub fn decode_binary(frame: &[u8]) -> Result<AppMessage<'_>, WireError> {
+/// Reads a binary data-channel frame.
+pub fn decode_binary(frame: &[u8]) -> Result<BinaryFrame<'_>, WireError> {
     match frame.split_first() {
         None => Err(WireError::Empty),
-        Some((&TAG_APP, payload)) => Ok(AppMessage::Binary(payload)),
+        Some((&TAG_APP, payload)) => Ok(BinaryFrame::App(payload)),
         Some((&tag, _)) => Err(WireError::UnknownTag(tag)),
     }
 }
@@ -97,7 +104,10 @@ mod tests {
         assert!(encode_app_binary(&vec![0; MAX_APP_BINARY_LEN]).is_ok());
         assert_eq!(
             encode_app_binary(&vec![0; MAX_APP_BINARY_LEN + 1]),
-            Err(WireError::TooLarge { len: MAX_FRAME_LEN, max: MAX_APP_BINARY_LEN })
+            Err(WireError::TooLarge {
+                len: MAX_FRAME_LEN,
+                max: MAX_APP_BINARY_LEN
+            })
         );
         let text = "x".repeat(MAX_APP_TEXT_LEN + 1);
         assert!(AppMessage::Text(&text).check_len().is_err());
@@ -108,7 +118,7 @@ mod tests {
         fn binary_round_trip(payload in proptest::collection::vec(any::<u8>(), 0..2048)) {
             let frame = encode_app_binary(&payload).expect("fits");
             prop_assert_eq!(frame.len(), payload.len() + 1);
-            prop_assert_eq!(decode_binary(&frame), Ok(AppMessage::Binary(&payload)));
+            prop_assert_eq!(decode_binary(&frame), Ok(BinaryFrame::App(&payload)));
         }
 
         #[test]

@@ -41,7 +41,12 @@ impl Server {
         let task = tokio::spawn(signal_server::run(listener, config, async {
             let _ = stopped.await;
         }));
-        Self { addr, stop: Some(stop), task, _www: www }
+        Self {
+            addr,
+            stop: Some(stop),
+            task,
+            _www: www,
+        }
     }
 
     async fn shutdown(mut self) {
@@ -57,10 +62,19 @@ impl Server {
 
     async fn client(&self, room: &str) -> Client {
         let url = format!("ws://{}/ws/{room}", self.addr);
-        let (ws, _) = tokio_tungstenite::connect_async(url).await.expect("connect");
-        let mut client = Client { ws, id: String::new(), peers: Vec::new() };
+        let (ws, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .expect("connect");
+        let mut client = Client {
+            ws,
+            id: String::new(),
+            peers: Vec::new(),
+        };
         let welcome = client.recv().await;
-        assert_eq!(welcome["type"], "welcome", "first frame is welcome: {welcome}");
+        assert_eq!(
+            welcome["type"], "welcome",
+            "first frame is welcome: {welcome}"
+        );
         client.id = welcome["id"].as_str().expect("id is a string").to_owned();
         client.peers = welcome["peers"]
             .as_array()
@@ -130,14 +144,18 @@ impl Client {
 
     /// Proves the connection still works by relaying a frame to `other`.
     async fn assert_usable(&mut self, other: &mut Client) {
-        self.send(json!({"type": "signal", "to": other.id, "data": "still here"})).await;
+        self.send(json!({"type": "signal", "to": other.id, "data": "still here"}))
+            .await;
         let frame = other.recv().await;
         assert_eq!(frame["data"], "still here");
     }
 
     async fn expect_close(&mut self) -> (CloseCode, String) {
         loop {
-            match tokio::time::timeout(ARRIVES, self.ws.next()).await.expect("close in time") {
+            match tokio::time::timeout(ARRIVES, self.ws.next())
+                .await
+                .expect("close in time")
+            {
                 Some(Ok(Message::Close(Some(frame)))) => {
                     return (frame.code, frame.reason.to_string());
                 }
@@ -154,7 +172,10 @@ async fn welcome_joined_and_left() {
     let mut a = server.client("demo").await;
     assert!(a.peers.is_empty());
     assert_eq!(a.id.len(), 32);
-    assert!(a.id.chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
+    assert!(
+        a.id.chars()
+            .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
+    );
 
     let mut b = server.client("demo").await;
     assert_eq!(b.peers, vec![a.id.clone()]);
@@ -193,12 +214,20 @@ async fn signal_is_relayed_with_from_stamped_by_the_server() {
 
     let data = json!({"sdp": {"type": "offer", "sdp": "v=0\r\n"}});
     // A forged `from` is ignored: the server writes the sender's real id.
-    b.send(json!({"type": "signal", "to": a.id, "from": "f".repeat(32), "data": data})).await;
-    assert_eq!(a.recv().await, json!({"type": "signal", "from": b.id, "data": data}));
+    b.send(json!({"type": "signal", "to": a.id, "from": "f".repeat(32), "data": data}))
+        .await;
+    assert_eq!(
+        a.recv().await,
+        json!({"type": "signal", "from": b.id, "data": data})
+    );
 
     let candidate = json!({"candidate": null});
-    a.send(json!({"type": "signal", "to": b.id, "data": candidate})).await;
-    assert_eq!(b.recv().await, json!({"type": "signal", "from": a.id, "data": candidate}));
+    a.send(json!({"type": "signal", "to": b.id, "data": candidate}))
+        .await;
+    assert_eq!(
+        b.recv().await,
+        json!({"type": "signal", "from": a.id, "data": candidate})
+    );
     server.shutdown().await;
 }
 
@@ -208,12 +237,18 @@ async fn data_is_relayed_without_being_rewritten() {
     let mut a = server.client("demo").await;
     let mut b = server.client("demo").await;
     a.recv().await;
-    let raw = format!(r#"{{"type":"signal","to":"{}","data":{{"z" : 1.50, "a":"\u00e9"}}}}"#, a.id);
+    let raw = format!(
+        r#"{{"type":"signal","to":"{}","data":{{"z" : 1.50, "a":"\u00e9"}}}}"#,
+        a.id
+    );
     b.send_raw(raw).await;
     let Some(Message::Text(text)) = a.next_message(ARRIVES).await else {
         panic!("expected the relayed frame");
     };
-    assert!(text.ends_with(r#""data":{"z" : 1.50, "a":"\u00e9"}}"#), "{text}");
+    assert!(
+        text.ends_with(r#""data":{"z" : 1.50, "a":"\u00e9"}}"#),
+        "{text}"
+    );
     server.shutdown().await;
 }
 
@@ -222,8 +257,12 @@ async fn no_relay_across_rooms() {
     let server = Server::start().await;
     let mut a = server.client("room-a").await;
     let mut b = server.client("room-b").await;
-    assert!(b.peers.is_empty(), "a room does not list another room's peers");
-    b.send(json!({"type": "signal", "to": a.id, "data": 1})).await;
+    assert!(
+        b.peers.is_empty(),
+        "a room does not list another room's peers"
+    );
+    b.send(json!({"type": "signal", "to": a.id, "data": 1}))
+        .await;
     let message = b.expect_error("unknown-peer").await;
     assert!(message.contains(&a.id), "{message}");
     a.assert_quiet().await;
@@ -236,7 +275,8 @@ async fn unknown_target_is_an_error_and_the_connection_stays_usable() {
     let mut a = server.client("demo").await;
     let mut b = server.client("demo").await;
     a.recv().await;
-    a.send(json!({"type": "signal", "to": "0".repeat(32), "data": 1})).await;
+    a.send(json!({"type": "signal", "to": "0".repeat(32), "data": 1}))
+        .await;
     a.expect_error("unknown-peer").await;
     a.assert_usable(&mut b).await;
     server.shutdown().await;
@@ -262,7 +302,9 @@ async fn malformed_frames_are_bad_messages_and_the_connection_stays_usable() {
         let message = a.expect_error("bad-message").await;
         assert!(!message.is_empty(), "{frame} explained");
     }
-    a.ws.send(Message::binary(vec![1, 2, 3])).await.expect("send");
+    a.ws.send(Message::binary(vec![1, 2, 3]))
+        .await
+        .expect("send");
     a.expect_error("bad-message").await;
     a.assert_usable(&mut b).await;
     b.assert_quiet().await;
@@ -271,7 +313,11 @@ async fn malformed_frames_are_bad_messages_and_the_connection_stays_usable() {
 
 #[tokio::test]
 async fn oversize_frames_are_refused_and_the_connection_stays_usable() {
-    let server = Server::start_with(Config { max_frame_len: 1000, ..Config::default() }).await;
+    let server = Server::start_with(Config {
+        max_frame_len: 1000,
+        ..Config::default()
+    })
+    .await;
     let mut a = server.client("demo").await;
     let mut b = server.client("demo").await;
     a.recv().await;
@@ -286,7 +332,11 @@ async fn oversize_frames_are_refused_and_the_connection_stays_usable() {
 
 #[tokio::test]
 async fn frames_past_the_hard_limit_close_the_connection_with_1009() {
-    let server = Server::start_with(Config { max_frame_len: 1000, ..Config::default() }).await;
+    let server = Server::start_with(Config {
+        max_frame_len: 1000,
+        ..Config::default()
+    })
+    .await;
     let mut a = server.client("demo").await;
     let mut b = server.client("demo").await;
     a.recv().await;
@@ -310,7 +360,10 @@ async fn bad_room_names_are_refused_with_400_before_the_upgrade() {
             other => panic!("room {room:?} should be refused, got {other:?}"),
         }
         let plain = server.http_get(&format!("/ws/{room}")).await;
-        assert!(plain.starts_with("HTTP/1.1 400"), "plain GET of {room:?}: {plain}");
+        assert!(
+            plain.starts_with("HTTP/1.1 400"),
+            "plain GET of {room:?}: {plain}"
+        );
     }
     let longest = "x".repeat(64);
     server.client(&longest).await;
@@ -327,7 +380,11 @@ async fn healthz_and_the_page_are_served() {
     let page = server.http_get("/").await;
     assert!(page.starts_with("HTTP/1.1 200"), "{page}");
     assert!(page.contains("<h1>swarm</h1>"), "{page}");
-    assert!(page.to_ascii_lowercase().contains("cache-control: no-cache"), "{page}");
+    assert!(
+        page.to_ascii_lowercase()
+            .contains("cache-control: no-cache"),
+        "{page}"
+    );
     let missing = server.http_get("/nope.js").await;
     assert!(missing.starts_with("HTTP/1.1 404"), "{missing}");
     server.shutdown().await;
@@ -359,14 +416,19 @@ async fn shutdown_closes_every_socket_with_going_away() {
 
 #[tokio::test]
 async fn a_client_that_stops_reading_is_disconnected_without_stalling_the_room() {
-    let server = Server::start_with(Config { outgoing_queue: 4, ..Config::default() }).await;
+    let server = Server::start_with(Config {
+        outgoing_queue: 4,
+        ..Config::default()
+    })
+    .await;
     let slow = server.client("demo").await;
     let mut fast = server.client("demo").await;
     let mut other = server.client("demo").await;
     // `slow` never reads while `fast` sends it far more than the kernel's socket buffers hold.
     let chunk = "x".repeat(60_000);
     for _ in 0..500 {
-        fast.send(json!({"type": "signal", "to": slow.id, "data": chunk})).await;
+        fast.send(json!({"type": "signal", "to": slow.id, "data": chunk}))
+            .await;
     }
     // The slow client is dropped, and the room keeps working for everyone else.
     let slow_id = slow.id.clone();

@@ -1,0 +1,159 @@
+//! The `swarm` data channel of one peer connection.
+
+use std::rc::Weak;
+
+use js_sys::{ArrayBuffer, Uint8Array};
+use swarm_protocol::PeerId;
+use swarm_protocol::wire::{self, AppMessage, BinaryFrame};
+use tracing::{debug, warn};
+use wasm_bindgen::prelude::Closure;
+use wasm_bindgen::{JsCast, JsValue};
+use web_sys::{Event, MessageEvent, RtcDataChannel, RtcDataChannelState, RtcDataChannelType};
+
+use crate::error::{ClientError, describe};
+use crate::session::Session;
+
+/// The label of the one data channel every pair of peers shares.
+pub(crate) const LABEL: &str = "swarm";
+
+/// Most bytes allowed to wait in a channel's send buffer before `send` refuses. Chromium
+/// closes a channel whose buffer passes 16 MiB, so stay well below.
+const MAX_BUFFERED: u32 = 8 * 1024 * 1024;
+
+/// The channel and its callbacks; dropping it unregisters them and closes the channel.
+pub(crate) struct Channel {
+    channel: RtcDataChannel,
+    peer: PeerId,
+    _on_open: Closure<dyn FnMut(Event)>,
+    _on_close: Closure<dyn FnMut(Event)>,
+    _on_message: Closure<dyn FnMut(MessageEvent)>,
+}
+
+impl Channel {
+    /// Takes over `channel` (created by us or announced by the remote peer). Handlers are
+    /// attached at once, so no message can arrive unheard.
+    pub(crate) fn attach(channel: RtcDataChannel, peer: PeerId, session: Weak<Session>) -> Self {
+        channel.set_binary_type(RtcDataChannelType::Arraybuffer);
+        let on_open = {
+            let session = session.clone();
+            Closure::<dyn FnMut(Event)>::new(move |_: Event| {
+                if let Some(session) = session.upgrade() {
+                    session.on_channel_open(peer);
+                }
+            })
+        };
+        let on_close = {
+            let session = session.clone();
+            Closure::<dyn FnMut(Event)>::new(move |_: Event| {
+                if let Some(session) = session.upgrade() {
+                    session.on_channel_closed(peer);
+                }
+            })
+        };
+        let on_message = Closure::<dyn FnMut(MessageEvent)>::new(move |event: MessageEvent| {
+            if let Some(session) = session.upgrade() {
+                on_frame(&session, peer, event.data());
+            }
+        });
+        channel.set_onopen(Some(on_open.as_ref().unchecked_ref()));
+        channel.set_onclose(Some(on_close.as_ref().unchecked_ref()));
+        channel.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
+        Self {
+            channel,
+            peer,
+            _on_open: on_open,
+            _on_close: on_close,
+            _on_message: on_message,
+        }
+    }
+
+    /// Whether the channel was already open when it was attached (its `open` event may have
+    /// fired before we listened).
+    pub(crate) fn is_open(&self) -> bool {
+        self.channel.ready_state() == RtcDataChannelState::Open
+    }
+
+    /// Sends one application message.
+    pub(crate) fn send(&self, message: &OutgoingMessage) -> Result<(), ClientError> {
+        let buffered = self.channel.buffered_amount();
+        if buffered > MAX_BUFFERED {
+            return Err(ClientError::SendBufferFull {
+                peer: self.peer.to_string(),
+                buffered,
+            });
+        }
+        let sent = match message {
+            OutgoingMessage::Text(text) => self.channel.send_with_str(text),
+            OutgoingMessage::Frame(frame) => self.channel.send_with_u8_array(frame),
+        };
+        sent.map_err(|err| ClientError::SendFailed {
+            peer: self.peer.to_string(),
+            reason: describe(&err),
+        })
+    }
+
+    /// Unregisters the callbacks and closes the channel. Idempotent.
+    pub(crate) fn close(&self) {
+        self.channel.set_onopen(None);
+        self.channel.set_onclose(None);
+        self.channel.set_onmessage(None);
+        self.channel.close();
+    }
+}
+
+impl Drop for Channel {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+/// An application message checked and framed once, ready to send to any number of peers.
+#[derive(Debug)]
+pub(crate) enum OutgoingMessage {
+    /// Sent as a text frame.
+    Text(String),
+    /// A complete binary frame (tag and payload).
+    Frame(Vec<u8>),
+}
+
+impl OutgoingMessage {
+    /// Accepts a string, a Uint8Array (or any typed array view) or an ArrayBuffer.
+    pub(crate) fn from_js(data: &JsValue) -> Result<Self, ClientError> {
+        if let Some(text) = data.as_string() {
+            AppMessage::Text(&text)
+                .check_len()
+                .map_err(ClientError::TooLarge)?;
+            return Ok(Self::Text(text));
+        }
+        let bytes = if let Some(array) = data.dyn_ref::<Uint8Array>() {
+            array.to_vec()
+        } else if let Some(buffer) = data.dyn_ref::<ArrayBuffer>() {
+            Uint8Array::new(buffer).to_vec()
+        } else {
+            return Err(ClientError::BadData);
+        };
+        wire::encode_app_binary(&bytes)
+            .map(Self::Frame)
+            .map_err(ClientError::TooLarge)
+    }
+}
+
+/// A frame arrived from `peer`: text frames are application strings, binary frames are read
+/// with the wire module.
+fn on_frame(session: &Session, peer: PeerId, data: JsValue) {
+    if data.is_string() {
+        session.on_app_message(peer, data);
+        return;
+    }
+    let Some(buffer) = data.dyn_ref::<ArrayBuffer>() else {
+        warn!(%peer, "ignoring a data-channel frame that is neither text nor binary");
+        return;
+    };
+    let frame = Uint8Array::new(buffer).to_vec();
+    match wire::decode_binary(&frame) {
+        Ok(BinaryFrame::App(payload)) => {
+            session.on_app_message(peer, Uint8Array::from(payload).into());
+        }
+        Err(err) => debug!(%peer, error = %err, "dropping a frame"),
+    }
+}

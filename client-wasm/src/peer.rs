@@ -1,0 +1,290 @@
+//! One `RTCPeerConnection` to one remote peer, negotiated with the perfect-negotiation
+//! pattern. The decisions (who is polite, whether to ignore an offer) come from
+//! [`swarm_core::negotiation::Negotiation`]; this module performs the browser calls.
+
+use std::cell::RefCell;
+use std::rc::{Rc, Weak};
+
+use js_sys::Promise;
+use swarm_core::negotiation::{Negotiation, RemoteDescription};
+use swarm_protocol::{IceCandidateInit, PeerId, SdpType, SessionDescription, SignalData};
+use tracing::{debug, warn};
+use wasm_bindgen::prelude::{Closure, wasm_bindgen};
+use wasm_bindgen::{JsCast, JsValue};
+use wasm_bindgen_futures::{JsFuture, spawn_local};
+use web_sys::{
+    Event, RtcConfiguration, RtcDataChannelEvent, RtcDataChannelInit, RtcIceCandidateInit,
+    RtcPeerConnection, RtcPeerConnectionIceEvent, RtcPeerConnectionState, RtcSdpType,
+    RtcSessionDescriptionInit, RtcSignalingState,
+};
+
+use crate::channel::{self, Channel, OutgoingMessage};
+use crate::error::{ClientError, describe};
+use crate::session::Session;
+
+#[wasm_bindgen]
+extern "C" {
+    /// `RTCPeerConnection` with the bindings web-sys lacks.
+    #[wasm_bindgen(extends = RtcPeerConnection, js_name = RTCPeerConnection)]
+    type PeerConnectionExt;
+
+    /// `setLocalDescription()` without arguments: the browser creates the right offer or
+    /// answer for the current state itself, which perfect negotiation relies on.
+    #[wasm_bindgen(method, js_name = setLocalDescription)]
+    fn set_local_description_implicit(this: &PeerConnectionExt) -> Promise;
+}
+
+/// Calls `setLocalDescription()` without arguments.
+fn set_local_description(pc: &RtcPeerConnection) -> Promise {
+    pc.unchecked_ref::<PeerConnectionExt>()
+        .set_local_description_implicit()
+}
+
+/// A peer connection with its callbacks; dropping it unregisters them and closes it.
+pub(crate) struct PeerLink {
+    peer: PeerId,
+    pc: RtcPeerConnection,
+    negotiation: RefCell<Negotiation>,
+    channel: RefCell<Option<Channel>>,
+    _on_negotiation_needed: Closure<dyn FnMut(Event)>,
+    _on_ice_candidate: Closure<dyn FnMut(RtcPeerConnectionIceEvent)>,
+    _on_data_channel: Closure<dyn FnMut(RtcDataChannelEvent)>,
+    _on_state_change: Closure<dyn FnMut(Event)>,
+}
+
+impl PeerLink {
+    /// Creates the connection from `me` to `peer`. The `offerer` creates the `swarm` data
+    /// channel, which makes the browser ask for negotiation; the other side waits for the
+    /// offer and the announced channel.
+    pub(crate) fn new(
+        session: &Rc<Session>,
+        me: PeerId,
+        peer: PeerId,
+        offerer: bool,
+        config: &RtcConfiguration,
+    ) -> Result<Rc<Self>, JsValue> {
+        let pc = RtcPeerConnection::new_with_configuration(config)?;
+        let weak = Rc::downgrade(session);
+
+        let on_negotiation_needed = {
+            let session = weak.clone();
+            Closure::<dyn FnMut(Event)>::new(move |_: Event| {
+                if let Some(link) = link_of(&session, peer) {
+                    spawn_local(link.offer(session.clone()));
+                }
+            })
+        };
+        let on_ice_candidate = {
+            let session = weak.clone();
+            Closure::<dyn FnMut(RtcPeerConnectionIceEvent)>::new(
+                move |event: RtcPeerConnectionIceEvent| {
+                    let Some(session) = session.upgrade() else {
+                        return;
+                    };
+                    let candidate = event.candidate().map(|c| IceCandidateInit {
+                        candidate: c.candidate(),
+                        sdp_mid: c.sdp_mid(),
+                        sdp_m_line_index: c.sdp_m_line_index(),
+                        username_fragment: None,
+                    });
+                    session.send_signal(peer, &SignalData::Candidate(candidate));
+                },
+            )
+        };
+        let on_data_channel = {
+            let session = weak.clone();
+            Closure::<dyn FnMut(RtcDataChannelEvent)>::new(move |event: RtcDataChannelEvent| {
+                let channel = event.channel();
+                if channel.label() != channel::LABEL {
+                    debug!(%peer, label = channel.label(), "ignoring an unknown data channel");
+                    return;
+                }
+                if let Some(link) = link_of(&session, peer) {
+                    link.attach(channel, session.clone());
+                }
+            })
+        };
+        let on_state_change = {
+            let session = weak.clone();
+            Closure::<dyn FnMut(Event)>::new(move |_: Event| {
+                let Some(session) = session.upgrade() else {
+                    return;
+                };
+                let Some(link) = session.link(peer) else {
+                    return;
+                };
+                let state = link.pc.connection_state();
+                debug!(%peer, ?state, "connection state");
+                if matches!(
+                    state,
+                    RtcPeerConnectionState::Failed | RtcPeerConnectionState::Closed
+                ) {
+                    session.on_channel_closed(peer);
+                }
+            })
+        };
+        pc.set_onnegotiationneeded(Some(on_negotiation_needed.as_ref().unchecked_ref()));
+        pc.set_onicecandidate(Some(on_ice_candidate.as_ref().unchecked_ref()));
+        pc.set_ondatachannel(Some(on_data_channel.as_ref().unchecked_ref()));
+        pc.set_onconnectionstatechange(Some(on_state_change.as_ref().unchecked_ref()));
+
+        let link = Rc::new(Self {
+            peer,
+            pc,
+            negotiation: RefCell::new(Negotiation::new(me, peer)),
+            channel: RefCell::new(None),
+            _on_negotiation_needed: on_negotiation_needed,
+            _on_ice_candidate: on_ice_candidate,
+            _on_data_channel: on_data_channel,
+            _on_state_change: on_state_change,
+        });
+        if offerer {
+            let init = RtcDataChannelInit::new();
+            init.set_ordered(true);
+            let channel = link
+                .pc
+                .create_data_channel_with_data_channel_dict(channel::LABEL, &init);
+            link.attach(channel, weak);
+        }
+        Ok(link)
+    }
+
+    fn attach(&self, channel: web_sys::RtcDataChannel, session: Weak<Session>) {
+        let channel = Channel::attach(channel, self.peer, session.clone());
+        let already_open = channel.is_open();
+        if let Some(old) = self.channel.borrow_mut().replace(channel) {
+            old.close();
+        }
+        if already_open && let Some(session) = session.upgrade() {
+            session.on_channel_open(self.peer);
+        }
+    }
+
+    /// Sends one application message on the data channel.
+    pub(crate) fn send(&self, message: &OutgoingMessage) -> Result<(), ClientError> {
+        match self.channel.borrow().as_ref() {
+            Some(channel) => channel.send(message),
+            None => Err(ClientError::UnknownPeer(self.peer.to_string())),
+        }
+    }
+
+    /// Unregisters every callback and closes the channel and the connection. The closures
+    /// themselves are freed when the link is dropped.
+    pub(crate) fn close(&self) {
+        if let Some(channel) = self.channel.borrow().as_ref() {
+            channel.close();
+        }
+        self.pc.set_onnegotiationneeded(None);
+        self.pc.set_onicecandidate(None);
+        self.pc.set_ondatachannel(None);
+        self.pc.set_onconnectionstatechange(None);
+        self.pc.close();
+    }
+
+    /// `negotiationneeded`: create and send an offer.
+    async fn offer(self: Rc<Self>, session: Weak<Session>) {
+        self.negotiation.borrow_mut().begin_offer();
+        let result = JsFuture::from(set_local_description(&self.pc)).await;
+        self.negotiation.borrow_mut().end_offer();
+        match result {
+            Ok(_) => self.send_local_description(&session),
+            Err(err) => warn!(peer = %self.peer, error = %describe(&err), "cannot create an offer"),
+        }
+    }
+
+    /// A `signal` from this peer. The browser call is made before returning, so signals are
+    /// applied in the order they arrived; only the waiting for the result is asynchronous.
+    pub(crate) fn on_signal(self: &Rc<Self>, session: &Rc<Session>, data: SignalData) {
+        match data {
+            SignalData::Sdp(description) => self.on_description(session, description),
+            SignalData::Candidate(candidate) => {
+                let init = candidate.map(|c| {
+                    let init = RtcIceCandidateInit::new(&c.candidate);
+                    init.set_sdp_mid(c.sdp_mid.as_deref());
+                    init.set_sdp_m_line_index(c.sdp_m_line_index);
+                    init
+                });
+                let added = self
+                    .pc
+                    .add_ice_candidate_with_opt_rtc_ice_candidate_init(init.as_ref());
+                let link = Rc::clone(self);
+                spawn_local(async move {
+                    if let Err(err) = JsFuture::from(added).await
+                        && !link.negotiation.borrow().candidate_error_expected()
+                    {
+                        warn!(peer = %link.peer, error = %describe(&err), "cannot add an ICE candidate");
+                    }
+                });
+            }
+        }
+    }
+
+    fn on_description(self: &Rc<Self>, session: &Rc<Session>, description: SessionDescription) {
+        let stable = self.pc.signaling_state() == RtcSignalingState::Stable;
+        let decision = self
+            .negotiation
+            .borrow_mut()
+            .on_remote_description(description.kind, stable);
+        let RemoteDescription::Apply { answer } = decision else {
+            debug!(peer = %self.peer, "ignoring a colliding offer (impolite side)");
+            return;
+        };
+        let kind = match description.kind {
+            SdpType::Offer => RtcSdpType::Offer,
+            SdpType::Answer => RtcSdpType::Answer,
+        };
+        let init = RtcSessionDescriptionInit::new(kind);
+        init.set_sdp(&description.sdp);
+        let applied = self.pc.set_remote_description(&init);
+        let link = Rc::clone(self);
+        let session = Rc::downgrade(session);
+        spawn_local(async move {
+            let result = JsFuture::from(applied).await;
+            link.negotiation.borrow_mut().remote_applied();
+            if let Err(err) = result {
+                warn!(peer = %link.peer, error = %describe(&err), "cannot apply a remote description");
+                return;
+            }
+            if answer {
+                match JsFuture::from(set_local_description(&link.pc)).await {
+                    Ok(_) => link.send_local_description(&session),
+                    Err(err) => {
+                        warn!(peer = %link.peer, error = %describe(&err), "cannot create an answer");
+                    }
+                }
+            }
+        });
+    }
+
+    fn send_local_description(&self, session: &Weak<Session>) {
+        let Some(session) = session.upgrade() else {
+            return;
+        };
+        let Some(local) = self.pc.local_description() else {
+            return;
+        };
+        let kind = match local.type_() {
+            RtcSdpType::Offer => SdpType::Offer,
+            RtcSdpType::Answer => SdpType::Answer,
+            other => {
+                debug!(peer = %self.peer, ?other, "not sending a provisional description");
+                return;
+            }
+        };
+        let description = SessionDescription {
+            kind,
+            sdp: local.sdp(),
+        };
+        session.send_signal(self.peer, &SignalData::Sdp(description));
+    }
+}
+
+impl Drop for PeerLink {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+fn link_of(session: &Weak<Session>, peer: PeerId) -> Option<Rc<PeerLink>> {
+    session.upgrade()?.link(peer)
+}

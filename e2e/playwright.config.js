@@ -1,0 +1,32 @@
+// Playwright Test configuration: headless Debian Chromium, one test at a time (each test
+// opens several WebRTC pages, which is plenty for a 2-core machine).
+import { defineConfig } from '@playwright/test';
+
+export default defineConfig({
+  testDir: './tests',
+  timeout: 60_000,
+  expect: { timeout: 10_000 },
+  workers: 1,
+  forbidOnly: !!process.env.CI,
+  retries: 0,
+  reporter: [['list']],
+  outputDir: './test-results',
+  use: {
+    browserName: 'chromium',
+    headless: true,
+    launchOptions: {
+      executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+      args: [
+        '--no-sandbox',
+        '--disable-gpu',
+        '--disable-quic',
+        '--no-first-run',
+        '--disable-background-networking',
+        '--disable-component-update',
+        '--disable-sync',
+        // Host candidates as plain IPs instead of mDNS `.local` names.
+        '--disable-features=WebRtcHideLocalIpsWithMdns',
+      ],
+    },
+  },
+});

@@ -1,0 +1,116 @@
+// Shared test fixtures: a real signal-server per test, and pages that join rooms through the
+// public Swarm API.
+import { test as base, expect } from '@playwright/test';
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { fileURLToPath } from 'node:url';
+import path from 'node:path';
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+
+/** Starts target/release/signal-server on a free loopback port. */
+export async function startServer() {
+  const child = spawn(
+    path.join(root, 'target/release/signal-server'),
+    ['--listen', '127.0.0.1:0', '--www', path.join(root, 'www')],
+    { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, RUST_LOG: process.env.RUST_LOG || 'warn' } },
+  );
+  child.stderr.on('data', (chunk) => process.stderr.write(`[server] ${chunk}`));
+  const url = await new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error('signal-server did not start in 10 s')), 10_000);
+    let out = '';
+    child.stdout.on('data', (chunk) => {
+      out += chunk;
+      const match = out.match(/listening on (http:\/\/\S+)/);
+      if (match) {
+        clearTimeout(timer);
+        resolve(match[1]);
+      }
+    });
+    child.on('exit', (code) => reject(new Error(`signal-server exited with ${code}`)));
+  });
+  return {
+    url,
+    async stop() {
+      if (child.exitCode !== null) return;
+      const exited = once(child, 'exit');
+      child.kill('SIGTERM');
+      await exited;
+    },
+  };
+}
+
+export const test = base.extend({
+  // A fresh server for every test, so tests cannot see each other's rooms.
+  server: async ({}, use) => {
+    const server = await startServer();
+    await use(server);
+    await server.stop();
+  },
+});
+
+export { expect };
+
+/** Forwards a page's errors to the test output. */
+function watch(page, label) {
+  page.on('pageerror', (err) => console.log(`[${label}] page error: ${err.message}`));
+  page.on('console', (msg) => {
+    if (msg.type() === 'error') console.log(`[${label}] ${msg.text()}`);
+  });
+}
+
+/**
+ * Opens a page (its own browser context, like a separate user) on the server's lobby and joins
+ * `room` with `Swarm.join`. Every event the swarm emits is recorded in `window.events`.
+ */
+export async function joinRoom(browser, server, room, label = room) {
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  watch(page, label);
+  await page.goto(`${server.url}/`);
+  const id = await page.evaluate(async (room) => {
+    const { default: init, Swarm } = await import('/pkg/client_wasm.js');
+    await init();
+    const swarm = await Swarm.join(location.origin, room);
+    window.swarm = swarm;
+    window.events = [];
+    swarm.on('peer-joined', (id) => window.events.push({ type: 'peer-joined', id, at: performance.now() }));
+    swarm.on('peer-left', (id) => window.events.push({ type: 'peer-left', id, at: performance.now() }));
+    swarm.on('message', (from, data) => window.events.push({
+      type: 'message',
+      from,
+      kind: typeof data === 'string' ? 'string' : data.constructor.name,
+      data: typeof data === 'string' ? data : Array.from(data),
+    }));
+    return swarm.id;
+  }, room);
+  return { page, context, id, label };
+}
+
+/** Waits until `member` has an open data channel to exactly `ids`. */
+export async function waitForPeers(member, ids, timeout = 20_000) {
+  const expected = [...ids].sort();
+  await member.page.waitForFunction(
+    (expected) => JSON.stringify(window.swarm.peers()) === JSON.stringify(expected),
+    expected,
+    { timeout },
+  );
+}
+
+/** The events `member` has recorded so far. */
+export function events(member) {
+  return member.page.evaluate(() => window.events);
+}
+
+/** Calls `fn` on the page and returns `{name, code, message}` of what it throws. */
+export async function thrown(member, fn, arg) {
+  return member.page.evaluate(async ({ source, arg }) => {
+    try {
+      // eslint-disable-next-line no-new-func
+      await new Function('arg', `return (${source})(arg);`)(arg);
+      return null;
+    } catch (err) {
+      return { name: err.name, code: err.code, message: err.message };
+    }
+  }, { source: fn.toString(), arg });
+}
