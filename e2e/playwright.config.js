@@ -9,7 +9,7 @@ export default defineConfig({
   workers: 1,
   forbidOnly: !!process.env.CI,
   retries: 0,
-  reporter: [['list']],
+  reporter: [['list'], ['json', { outputFile: 'artifacts/results.json' }]],
   outputDir: './test-results',
   use: {
     browserName: 'chromium',

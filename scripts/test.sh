@@ -16,7 +16,19 @@ say "clippy (wasm32)"
 cargo clippy -p client-wasm --target wasm32-unknown-unknown --locked -- -D warnings
 
 say "Rust tests"
-cargo test --workspace --locked
+mkdir -p target
+cargo test --workspace --locked 2>&1 | tee target/cargo-test.log
 
 bash scripts/build.sh
 bash scripts/e2e.sh
+
+# One closing line for both runners.
+rust=$(awk '/^test result:/ { p += $4; f += $6 } END { printf "%d %d", p, f }' target/cargo-test.log)
+browser=$(node -e '
+  const s = require("./e2e/artifacts/results.json").stats;
+  console.log(`${s.expected + s.flaky} ${s.unexpected}`);')
+read -r rust_passed rust_failed <<<"$rust"
+read -r e2e_passed e2e_failed <<<"$browser"
+echo
+echo "Rust: $rust_passed passed, browser: $e2e_passed passed"
+echo "summary: $((rust_passed + e2e_passed)) passed, $((rust_failed + e2e_failed)) failed"

@@ -31,6 +31,14 @@ impl Server {
         Self::start_with(Config::default()).await
     }
 
+    async fn with_frame_limit(max_frame_len: usize) -> Self {
+        Self::start_with(Config {
+            max_frame_len,
+            ..Config::default()
+        })
+        .await
+    }
+
     async fn start_with(mut config: Config) -> Self {
         let www = tempfile::tempdir().expect("temp dir");
         std::fs::write(www.path().join("index.html"), "<h1>swarm</h1>").expect("write page");
@@ -84,6 +92,14 @@ impl Server {
             .collect();
         assert_eq!(welcome["iceServers"], json!([]));
         client
+    }
+
+    /// Two clients in `room`, after the first has heard the second join.
+    async fn pair(&self, room: &str) -> (Client, Client) {
+        let mut a = self.client(room).await;
+        let b = self.client(room).await;
+        assert_eq!(a.recv().await, json!({"type": "joined", "id": b.id}));
+        (a, b)
     }
 
     async fn http_get(&self, path: &str) -> String {
@@ -197,9 +213,7 @@ async fn welcome_joined_and_left() {
 #[tokio::test]
 async fn a_clean_close_also_announces_left() {
     let server = Server::start().await;
-    let mut a = server.client("demo").await;
-    let mut b = server.client("demo").await;
-    a.recv().await;
+    let (mut a, mut b) = server.pair("demo").await;
     b.ws.close(None).await.expect("close");
     assert_eq!(a.recv().await, json!({"type": "left", "id": b.id}));
     server.shutdown().await;
@@ -208,9 +222,7 @@ async fn a_clean_close_also_announces_left() {
 #[tokio::test]
 async fn signal_is_relayed_with_from_stamped_by_the_server() {
     let server = Server::start().await;
-    let mut a = server.client("demo").await;
-    let mut b = server.client("demo").await;
-    a.recv().await;
+    let (mut a, mut b) = server.pair("demo").await;
 
     let data = json!({"sdp": {"type": "offer", "sdp": "v=0\r\n"}});
     // A forged `from` is ignored: the server writes the sender's real id.
@@ -234,9 +246,7 @@ async fn signal_is_relayed_with_from_stamped_by_the_server() {
 #[tokio::test]
 async fn data_is_relayed_without_being_rewritten() {
     let server = Server::start().await;
-    let mut a = server.client("demo").await;
-    let mut b = server.client("demo").await;
-    a.recv().await;
+    let (mut a, mut b) = server.pair("demo").await;
     let raw = format!(
         r#"{{"type":"signal","to":"{}","data":{{"z" : 1.50, "a":"\u00e9"}}}}"#,
         a.id
@@ -272,9 +282,7 @@ async fn no_relay_across_rooms() {
 #[tokio::test]
 async fn unknown_target_is_an_error_and_the_connection_stays_usable() {
     let server = Server::start().await;
-    let mut a = server.client("demo").await;
-    let mut b = server.client("demo").await;
-    a.recv().await;
+    let (mut a, mut b) = server.pair("demo").await;
     a.send(json!({"type": "signal", "to": "0".repeat(32), "data": 1}))
         .await;
     a.expect_error("unknown-peer").await;
@@ -285,9 +293,7 @@ async fn unknown_target_is_an_error_and_the_connection_stays_usable() {
 #[tokio::test]
 async fn malformed_frames_are_bad_messages_and_the_connection_stays_usable() {
     let server = Server::start().await;
-    let mut a = server.client("demo").await;
-    let mut b = server.client("demo").await;
-    a.recv().await;
+    let (mut a, mut b) = server.pair("demo").await;
     let bad = [
         "{not json".to_owned(),
         "[]".to_owned(),
@@ -313,14 +319,8 @@ async fn malformed_frames_are_bad_messages_and_the_connection_stays_usable() {
 
 #[tokio::test]
 async fn oversize_frames_are_refused_and_the_connection_stays_usable() {
-    let server = Server::start_with(Config {
-        max_frame_len: 1000,
-        ..Config::default()
-    })
-    .await;
-    let mut a = server.client("demo").await;
-    let mut b = server.client("demo").await;
-    a.recv().await;
+    let server = Server::with_frame_limit(1000).await;
+    let (mut a, mut b) = server.pair("demo").await;
     let big = json!({"type": "signal", "to": b.id, "data": "x".repeat(2000)});
     a.send(big).await;
     let message = a.expect_error("too-large").await;
@@ -332,14 +332,8 @@ async fn oversize_frames_are_refused_and_the_connection_stays_usable() {
 
 #[tokio::test]
 async fn frames_past_the_hard_limit_close_the_connection_with_1009() {
-    let server = Server::start_with(Config {
-        max_frame_len: 1000,
-        ..Config::default()
-    })
-    .await;
-    let mut a = server.client("demo").await;
-    let mut b = server.client("demo").await;
-    a.recv().await;
+    let server = Server::with_frame_limit(1000).await;
+    let (mut a, mut b) = server.pair("demo").await;
     a.send_raw("x".repeat(20_000)).await;
     let (code, _) = a.expect_close().await;
     assert_eq!(code, CloseCode::Size);
