@@ -7,9 +7,15 @@
 //!   joins or leaves, and where a `signal` may be relayed.
 //! - [`negotiation`]: who offers, who is polite, and the perfect-negotiation decisions that
 //!   keep two peers from glaring when both renegotiate at once.
+//! - [`merkle`]: piece hashes, the Merkle root, content ids, manifest and piece verification.
+//! - [`bitfield`]: which pieces of a content someone has.
+//! - [`selector`]: which piece to request from which peer (rarest first, end game, timeouts).
 //! - [`mesh`]: a client's view of its room: which peers to connect to, in which role, and
 //!   when the application hears `peer-joined` and `peer-left`.
 
+pub mod bitfield;
+pub mod merkle;
 pub mod mesh;
 pub mod negotiation;
 pub mod room;
+pub mod selector;

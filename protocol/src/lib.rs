@@ -8,19 +8,25 @@
 //! - [`signal`]: signalling protocol v1, the JSON frames between a client and the server
 //!   ([`ClientMsg`], [`ServerMsg`]) and the `data` payloads peers exchange through it
 //!   ([`SignalData`]).
-//! - [`wire`]: how application messages are framed on the `swarm` data channel between peers.
+//! - [`content`]: content ids and [`Manifest`]s of shared files.
+//! - [`wire`]: frames on the `swarm` data channel between peers: application messages and
+//!   the peer protocol ([`PeerMsg`]) that moves files.
 //!
 //! The contract itself, with examples, is written down in `PROTOCOL.md` next to this crate.
 
+mod codec;
+pub mod content;
+mod hex;
 pub mod peer_id;
 pub mod room;
 pub mod signal;
 pub mod wire;
 
+pub use content::{ContentId, ContentIdError, Manifest};
 pub use peer_id::{PeerId, PeerIdError};
 pub use room::{RoomName, RoomNameError};
 pub use signal::{
     ClientMsg, ErrorCode, IceCandidateInit, IceServer, ParseError, SdpType, ServerMsg,
     SessionDescription, SignalData,
 };
-pub use wire::{AppMessage, BinaryFrame, WireError};
+pub use wire::{AppMessage, BinaryFrame, PeerMsg, WireError};

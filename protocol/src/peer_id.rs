@@ -35,10 +35,7 @@ impl PeerId {
 
 impl fmt::Display for PeerId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for byte in self.0 {
-            write!(f, "{byte:02x}")?;
-        }
-        Ok(())
+        crate::hex::write(f, &self.0)
     }
 }
 
@@ -52,24 +49,7 @@ impl FromStr for PeerId {
     type Err = PeerIdError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let digits = s.as_bytes();
-        if digits.len() != PEER_ID_LEN * 2 {
-            return Err(PeerIdError);
-        }
-        let mut bytes = [0u8; PEER_ID_LEN];
-        for (byte, pair) in bytes.iter_mut().zip(digits.chunks_exact(2)) {
-            *byte = (hex_digit(pair[0])? << 4) | hex_digit(pair[1])?;
-        }
-        Ok(Self(bytes))
-    }
-}
-
-/// Only lowercase digits are accepted, so every id has exactly one spelling.
-fn hex_digit(c: u8) -> Result<u8, PeerIdError> {
-    match c {
-        b'0'..=b'9' => Ok(c - b'0'),
-        b'a'..=b'f' => Ok(c - b'a' + 10),
-        _ => Err(PeerIdError),
+        crate::hex::decode(s).map(Self).ok_or(PeerIdError)
     }
 }
 

@@ -1,12 +1,16 @@
-//! Framing of application messages on the `swarm` data channel between two peers.
+//! Frames on the `swarm` data channel between two peers.
 //!
 //! - A data-channel **text** frame is an application text message, delivered as a string.
 //! - A data-channel **binary** frame starts with a one-byte tag. Tag [`TAG_APP`] (`0x00`)
-//!   carries application bytes in the rest of the frame. Every other tag is reserved for the
-//!   swarm's own peer protocol (file sharing, versioned), which lives alongside on the same
-//!   channel; a receiver that does not know a tag drops the frame.
+//!   carries application bytes in the rest of the frame; the other tags are the swarm's own
+//!   peer protocol ([`PeerMsg`]: file announcements, piece requests and pieces). A receiver
+//!   drops frames with tags it does not know, so new messages can be added.
 //!
-//! No frame is longer than [`MAX_FRAME_LEN`] bytes, which every WebRTC stack accepts.
+//! No frame is longer than [`MAX_FRAME_LEN`] bytes, which every WebRTC stack accepts. All
+//! integers are big-endian. The layout of each message is in `PROTOCOL.md`.
+
+use crate::codec::{Reader, Writer};
+use crate::content::{ContentId, HASH_LEN};
 
 /// Longest data-channel frame either peer sends, in bytes.
 pub const MAX_FRAME_LEN: usize = 64 * 1024;
@@ -17,8 +21,30 @@ pub const MAX_APP_TEXT_LEN: usize = MAX_FRAME_LEN;
 /// Longest application binary message (one byte of the frame is the tag).
 pub const MAX_APP_BINARY_LEN: usize = MAX_FRAME_LEN - 1;
 
+/// Version of the peer protocol, sent in [`PeerMsg::Hello`].
+pub const PEER_PROTOCOL_VERSION: u8 = 1;
+
+/// Bytes of piece data in one [`PeerMsg::Piece`] frame (the last chunk of a piece may be
+/// shorter). Pieces are larger than a frame, so each travels as several chunks.
+pub const CHUNK_LEN: u32 = 32 * 1024;
+
+/// Bytes of manifest in one [`PeerMsg::ManifestPart`] frame.
+pub const MANIFEST_CHUNK_LEN: u32 = 32 * 1024;
+
 /// Tag of a binary frame holding application bytes.
 pub const TAG_APP: u8 = 0x00;
+
+const TAG_HELLO: u8 = 0x01;
+const TAG_ANNOUNCE: u8 = 0x02;
+const TAG_BITFIELD: u8 = 0x03;
+const TAG_HAVE: u8 = 0x04;
+const TAG_REQUEST: u8 = 0x05;
+const TAG_CANCEL: u8 = 0x06;
+const TAG_PIECE: u8 = 0x07;
+const TAG_REJECT: u8 = 0x08;
+const TAG_MANIFEST_REQUEST: u8 = 0x09;
+const TAG_MANIFEST_PART: u8 = 0x0a;
+const TAG_NOT_FOUND: u8 = 0x0b;
 
 /// An application message as it travels between peers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,11 +55,102 @@ pub enum AppMessage<'a> {
     Binary(&'a [u8]),
 }
 
-/// A binary frame, as read by [`decode_binary`]. The swarm's own peer protocol adds variants.
+/// A message of the swarm's peer protocol. Payloads borrow from the frame they were read from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeerMsg<'a> {
+    /// First frame each side sends when the channel opens.
+    Hello {
+        /// [`PEER_PROTOCOL_VERSION`] of the sender.
+        version: u8,
+    },
+    /// "I can serve (part of) this content": sent when sharing, and to each new peer.
+    Announce {
+        /// The content.
+        id: ContentId,
+        /// Its length in bytes.
+        size: u64,
+        /// File name, for display.
+        name: &'a str,
+        /// MIME type, for display and playback.
+        mime: &'a str,
+    },
+    /// Which pieces of a content the sender has: bit `i` (most significant bit first) is
+    /// piece `i`.
+    Bitfield {
+        /// The content.
+        id: ContentId,
+        /// Packed bits, `ceil(pieces / 8)` bytes.
+        bits: &'a [u8],
+    },
+    /// The sender has verified one more piece.
+    Have {
+        /// The content.
+        id: ContentId,
+        /// Piece index.
+        piece: u32,
+    },
+    /// Please send this piece (as [`PeerMsg::Piece`] chunks).
+    Request {
+        /// The content.
+        id: ContentId,
+        /// Piece index.
+        piece: u32,
+    },
+    /// Never mind that request (it arrived elsewhere).
+    Cancel {
+        /// The content.
+        id: ContentId,
+        /// Piece index.
+        piece: u32,
+    },
+    /// One chunk of a requested piece.
+    Piece {
+        /// The content.
+        id: ContentId,
+        /// Piece index.
+        piece: u32,
+        /// Offset of `data` inside the piece.
+        offset: u32,
+        /// At most [`CHUNK_LEN`] bytes.
+        data: &'a [u8],
+    },
+    /// The sender will not serve this piece (it does not have it).
+    Reject {
+        /// The content.
+        id: ContentId,
+        /// Piece index.
+        piece: u32,
+    },
+    /// Please send the manifest of this content.
+    ManifestRequest {
+        /// The content.
+        id: ContentId,
+    },
+    /// Part of an encoded manifest.
+    ManifestPart {
+        /// The content.
+        id: ContentId,
+        /// Offset of `data` in the encoded manifest.
+        offset: u32,
+        /// Length of the whole encoded manifest.
+        total: u32,
+        /// At most [`MANIFEST_CHUNK_LEN`] bytes.
+        data: &'a [u8],
+    },
+    /// The sender does not have this content (any more).
+    NotFound {
+        /// The content.
+        id: ContentId,
+    },
+}
+
+/// A binary frame, as read by [`decode_binary`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BinaryFrame<'a> {
     /// Application bytes (tag [`TAG_APP`]).
     App(&'a [u8]),
+    /// A peer-protocol message.
+    Peer(PeerMsg<'a>),
 }
 
 /// Why a message cannot be framed, or a frame cannot be read.
@@ -53,6 +170,24 @@ pub enum WireError {
     /// A binary frame whose tag this version does not know.
     #[error("unknown frame tag {0:#04x}")]
     UnknownTag(u8),
+    /// The frame ended before a field did.
+    #[error("truncated frame")]
+    Truncated,
+    /// The frame goes on after its last field.
+    #[error("{0} unexpected bytes after the message")]
+    TrailingBytes(usize),
+    /// A string field is not UTF-8.
+    #[error("a text field is not UTF-8")]
+    BadUtf8,
+    /// A chunk is longer than allowed.
+    #[error("chunk of {0} bytes is too long")]
+    ChunkTooLong(usize),
+    /// An encoding version this implementation does not speak.
+    #[error("unsupported version {0}")]
+    UnsupportedVersion(u8),
+    /// A manifest breaks a rule.
+    #[error("invalid manifest: {0}")]
+    BadManifest(&'static str),
 }
 
 impl AppMessage<'_> {
@@ -79,12 +214,158 @@ pub fn encode_app_binary(payload: &[u8]) -> Result<Vec<u8>, WireError> {
     Ok(frame)
 }
 
+impl PeerMsg<'_> {
+    /// The binary frame for this message. Callers keep chunks within [`CHUNK_LEN`] /
+    /// [`MANIFEST_CHUNK_LEN`] and bitfields within a frame.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w;
+        match *self {
+            Self::Hello { version } => {
+                w = Writer::with_capacity(2);
+                w.u8(TAG_HELLO).u8(version);
+            }
+            Self::Announce {
+                id,
+                size,
+                name,
+                mime,
+            } => {
+                w = Writer::with_capacity(1 + HASH_LEN + 12 + name.len() + mime.len());
+                w.u8(TAG_ANNOUNCE)
+                    .bytes(id.as_bytes())
+                    .u64(size)
+                    .short_str(name)
+                    .short_str(mime);
+            }
+            Self::Bitfield { id, bits } => {
+                w = Writer::with_capacity(1 + HASH_LEN + bits.len());
+                w.u8(TAG_BITFIELD).bytes(id.as_bytes()).bytes(bits);
+            }
+            Self::Have { id, piece } => w = with_piece(TAG_HAVE, id, piece),
+            Self::Request { id, piece } => w = with_piece(TAG_REQUEST, id, piece),
+            Self::Cancel { id, piece } => w = with_piece(TAG_CANCEL, id, piece),
+            Self::Reject { id, piece } => w = with_piece(TAG_REJECT, id, piece),
+            Self::Piece {
+                id,
+                piece,
+                offset,
+                data,
+            } => {
+                w = Writer::with_capacity(1 + HASH_LEN + 8 + data.len());
+                w.u8(TAG_PIECE)
+                    .bytes(id.as_bytes())
+                    .u32(piece)
+                    .u32(offset)
+                    .bytes(data);
+            }
+            Self::ManifestRequest { id } => {
+                w = Writer::with_capacity(1 + HASH_LEN);
+                w.u8(TAG_MANIFEST_REQUEST).bytes(id.as_bytes());
+            }
+            Self::ManifestPart {
+                id,
+                offset,
+                total,
+                data,
+            } => {
+                w = Writer::with_capacity(1 + HASH_LEN + 8 + data.len());
+                w.u8(TAG_MANIFEST_PART)
+                    .bytes(id.as_bytes())
+                    .u32(offset)
+                    .u32(total)
+                    .bytes(data);
+            }
+            Self::NotFound { id } => {
+                w = Writer::with_capacity(1 + HASH_LEN);
+                w.u8(TAG_NOT_FOUND).bytes(id.as_bytes());
+            }
+        }
+        w.finish()
+    }
+}
+
+fn with_piece(tag: u8, id: ContentId, piece: u32) -> Writer {
+    let mut w = Writer::with_capacity(1 + HASH_LEN + 4);
+    w.u8(tag).bytes(id.as_bytes()).u32(piece);
+    w
+}
+
 /// Reads a binary data-channel frame.
 pub fn decode_binary(frame: &[u8]) -> Result<BinaryFrame<'_>, WireError> {
-    match frame.split_first() {
-        None => Err(WireError::Empty),
-        Some((&TAG_APP, payload)) => Ok(BinaryFrame::App(payload)),
-        Some((&tag, _)) => Err(WireError::UnknownTag(tag)),
+    let (&tag, body) = frame.split_first().ok_or(WireError::Empty)?;
+    if tag == TAG_APP {
+        return Ok(BinaryFrame::App(body));
+    }
+    let mut r = Reader::new(body);
+    let msg = match tag {
+        TAG_HELLO => PeerMsg::Hello { version: r.u8()? },
+        TAG_ANNOUNCE => PeerMsg::Announce {
+            id: content_id(&mut r)?,
+            size: r.u64()?,
+            name: r.short_str()?,
+            mime: r.short_str()?,
+        },
+        TAG_BITFIELD => PeerMsg::Bitfield {
+            id: content_id(&mut r)?,
+            bits: r.rest(),
+        },
+        TAG_HAVE => PeerMsg::Have {
+            id: content_id(&mut r)?,
+            piece: r.u32()?,
+        },
+        TAG_REQUEST => PeerMsg::Request {
+            id: content_id(&mut r)?,
+            piece: r.u32()?,
+        },
+        TAG_CANCEL => PeerMsg::Cancel {
+            id: content_id(&mut r)?,
+            piece: r.u32()?,
+        },
+        TAG_REJECT => PeerMsg::Reject {
+            id: content_id(&mut r)?,
+            piece: r.u32()?,
+        },
+        TAG_PIECE => {
+            let (id, piece, offset) = (content_id(&mut r)?, r.u32()?, r.u32()?);
+            let data = chunk(r.rest(), CHUNK_LEN)?;
+            PeerMsg::Piece {
+                id,
+                piece,
+                offset,
+                data,
+            }
+        }
+        TAG_MANIFEST_REQUEST => PeerMsg::ManifestRequest {
+            id: content_id(&mut r)?,
+        },
+        TAG_MANIFEST_PART => {
+            let (id, offset, total) = (content_id(&mut r)?, r.u32()?, r.u32()?);
+            let data = chunk(r.rest(), MANIFEST_CHUNK_LEN)?;
+            PeerMsg::ManifestPart {
+                id,
+                offset,
+                total,
+                data,
+            }
+        }
+        TAG_NOT_FOUND => PeerMsg::NotFound {
+            id: content_id(&mut r)?,
+        },
+        other => return Err(WireError::UnknownTag(other)),
+    };
+    r.end()?;
+    Ok(BinaryFrame::Peer(msg))
+}
+
+fn content_id(r: &mut Reader<'_>) -> Result<ContentId, WireError> {
+    Ok(ContentId::from_bytes(r.array()?))
+}
+
+fn chunk(data: &[u8], max: u32) -> Result<&[u8], WireError> {
+    if data.len() > max as usize {
+        Err(WireError::ChunkTooLong(data.len()))
+    } else {
+        Ok(data)
     }
 }
 
@@ -92,6 +373,10 @@ pub fn decode_binary(frame: &[u8]) -> Result<BinaryFrame<'_>, WireError> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    fn id(n: u8) -> ContentId {
+        ContentId::from_bytes([n; HASH_LEN])
+    }
 
     #[test]
     fn empty_and_unknown_frames_are_refused() {
@@ -113,17 +398,148 @@ mod tests {
         assert!(AppMessage::Text(&text).check_len().is_err());
     }
 
+    #[test]
+    fn a_full_piece_chunk_fits_in_a_frame() {
+        let data = vec![7; CHUNK_LEN as usize];
+        let frame = PeerMsg::Piece {
+            id: id(1),
+            piece: 3,
+            offset: 0,
+            data: &data,
+        }
+        .encode();
+        assert!(frame.len() <= MAX_FRAME_LEN);
+        let mut long = frame.clone();
+        long.push(0);
+        assert_eq!(
+            decode_binary(&long),
+            Err(WireError::ChunkTooLong(CHUNK_LEN as usize + 1))
+        );
+    }
+
+    #[test]
+    fn layout_of_a_request() {
+        let frame = PeerMsg::Request {
+            id: id(0xaa),
+            piece: 0x0102_0304,
+        }
+        .encode();
+        let mut expected = vec![0x05];
+        expected.extend_from_slice(&[0xaa; 32]);
+        expected.extend_from_slice(&[1, 2, 3, 4]);
+        assert_eq!(frame, expected);
+    }
+
+    #[test]
+    fn truncated_and_padded_frames_are_refused() {
+        let frame = PeerMsg::Have {
+            id: id(1),
+            piece: 9,
+        }
+        .encode();
+        assert_eq!(
+            decode_binary(&frame[..frame.len() - 1]),
+            Err(WireError::Truncated)
+        );
+        let mut padded = frame;
+        padded.push(0);
+        assert_eq!(decode_binary(&padded), Err(WireError::TrailingBytes(1)));
+        let mut bad_name = PeerMsg::Announce {
+            id: id(1),
+            size: 1,
+            name: "ab",
+            mime: "",
+        }
+        .encode();
+        bad_name[1 + 32 + 8 + 2] = 0xff;
+        assert_eq!(decode_binary(&bad_name), Err(WireError::BadUtf8));
+    }
+
+    fn message(
+        data: Vec<u8>,
+        name: String,
+        n: u8,
+        a: u32,
+        b: u32,
+        size: u64,
+    ) -> Vec<PeerMsg<'static>> {
+        let data: &'static [u8] = Box::leak(data.into_boxed_slice());
+        let name: &'static str = Box::leak(name.into_boxed_str());
+        vec![
+            PeerMsg::Hello { version: n },
+            PeerMsg::Announce {
+                id: id(n),
+                size,
+                name,
+                mime: "video/webm",
+            },
+            PeerMsg::Bitfield {
+                id: id(n),
+                bits: data,
+            },
+            PeerMsg::Have {
+                id: id(n),
+                piece: a,
+            },
+            PeerMsg::Request {
+                id: id(n),
+                piece: a,
+            },
+            PeerMsg::Cancel {
+                id: id(n),
+                piece: a,
+            },
+            PeerMsg::Reject {
+                id: id(n),
+                piece: a,
+            },
+            PeerMsg::Piece {
+                id: id(n),
+                piece: a,
+                offset: b,
+                data,
+            },
+            PeerMsg::ManifestRequest { id: id(n) },
+            PeerMsg::ManifestPart {
+                id: id(n),
+                offset: a,
+                total: b,
+                data,
+            },
+            PeerMsg::NotFound { id: id(n) },
+        ]
+    }
+
     proptest! {
         #[test]
-        fn binary_round_trip(payload in proptest::collection::vec(any::<u8>(), 0..2048)) {
+        fn app_binary_round_trip(payload in proptest::collection::vec(any::<u8>(), 0..2048)) {
             let frame = encode_app_binary(&payload).expect("fits");
             prop_assert_eq!(frame.len(), payload.len() + 1);
             prop_assert_eq!(decode_binary(&frame), Ok(BinaryFrame::App(&payload)));
         }
 
         #[test]
-        fn decoding_arbitrary_frames_never_panics(frame in proptest::collection::vec(any::<u8>(), 0..64)) {
+        fn peer_messages_round_trip(
+            data in proptest::collection::vec(any::<u8>(), 0..1024),
+            name in "\\PC{0,30}",
+            n in any::<u8>(), a in any::<u32>(), b in any::<u32>(), size in any::<u64>(),
+        ) {
+            for msg in message(data.clone(), name.clone(), n, a, b, size) {
+                let frame = msg.encode();
+                prop_assert!(frame.len() <= MAX_FRAME_LEN);
+                prop_assert_eq!(decode_binary(&frame), Ok(BinaryFrame::Peer(msg)));
+            }
+        }
+
+        #[test]
+        fn decoding_arbitrary_frames_never_panics(frame in proptest::collection::vec(any::<u8>(), 0..128)) {
             let _ = decode_binary(&frame);
+        }
+
+        #[test]
+        fn truncating_a_fixed_size_message_is_always_detected(n in any::<u8>(), a in any::<u32>(), cut in 1usize..37) {
+            let frame = PeerMsg::Request { id: id(n), piece: a }.encode();
+            prop_assert!(decode_binary(&frame[..frame.len() - cut]).is_err());
         }
     }
 }
