@@ -154,6 +154,7 @@ fn on_frame(session: &Session, peer: PeerId, data: JsValue) {
         Ok(BinaryFrame::App(payload)) => {
             session.on_app_message(peer, Uint8Array::from(payload).into());
         }
+        Ok(BinaryFrame::Peer(msg)) => debug!(%peer, ?msg, "peer protocol not handled yet"),
         Err(err) => debug!(%peer, error = %err, "dropping a frame"),
     }
 }

@@ -351,7 +351,7 @@ impl<P: Ord + Copy> PieceSelector<P> {
                 Some((_, best_key)) if key == *best_key => {
                     // Reservoir sampling: each of the equals wins with the same chance.
                     ties += 1;
-                    if next_random(rng) % ties == 0 {
+                    if next_random(rng).is_multiple_of(ties) {
                         best = Some((i, key));
                     }
                 }
