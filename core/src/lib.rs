@@ -10,6 +10,8 @@
 //! - [`merkle`]: piece hashes, the Merkle root, content ids, manifest and piece verification.
 //! - [`bitfield`]: which pieces of a content someone has.
 //! - [`selector`]: which piece to request from which peer (rarest first, end game, timeouts).
+//! - [`share`]: file sharing between peers: announcements, manifests, requests, verification,
+//!   serving. Both the browser client and the native peer drive it.
 //! - [`mesh`]: a client's view of its room: which peers to connect to, in which role, and
 //!   when the application hears `peer-joined` and `peer-left`.
 
@@ -19,3 +21,4 @@ pub mod mesh;
 pub mod negotiation;
 pub mod room;
 pub mod selector;
+pub mod share;

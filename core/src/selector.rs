@@ -124,6 +124,18 @@ impl<P: Ord + Copy> PieceSelector<P> {
             .flat_map(|(peer, state)| state.requests.iter().map(move |r| (*peer, r.piece)))
     }
 
+    /// Whether `piece` is currently requested from `peer`.
+    pub fn is_requested(&self, peer: P, piece: u32) -> bool {
+        self.peers
+            .get(&peer)
+            .is_some_and(|state| state.requests.iter().any(|r| r.piece == piece))
+    }
+
+    /// The pieces `peer` has, as far as we know.
+    pub fn peer_pieces(&self, peer: P) -> Option<&Bitfield> {
+        self.peers.get(&peer).map(|state| &state.has)
+    }
+
     /// Serve pieces in `window` before any other (e.g. around a media playhead); `None` for
     /// plain rarest-first.
     pub fn set_priority(&mut self, window: Option<Range<u32>>) {

@@ -30,8 +30,8 @@ pub const MIN_PIECE_SIZE: u32 = 16 * 1024;
 /// Largest piece size a manifest may declare.
 pub const MAX_PIECE_SIZE: u32 = 16 * 1024 * 1024;
 
-/// Most pieces a manifest may list (4 TiB at the default piece size).
-pub const MAX_PIECES: u32 = 1 << 24;
+/// Most pieces a manifest may list (256 GiB at the default piece size; a 32 MiB manifest).
+pub const MAX_PIECES: u32 = 1 << 20;
 
 /// Longest file name or MIME type in a manifest, in bytes.
 pub const MAX_LABEL_LEN: usize = 1024;

@@ -1,0 +1,1163 @@
+//! File sharing between peers, sans I/O: announcements, manifest exchange, piece requests,
+//! verification, and serving what we hold.
+//!
+//! [`Share`] is driven by its owner (the browser client or the native peer):
+//! - tell it about peers ([`Share::add_peer`], [`Share::remove_peer`]) and hand it every
+//!   peer-protocol frame ([`Share::on_message`]);
+//! - tell it what the user does ([`Share::share`], [`Share::download`], [`Share::cancel`]);
+//! - carry out the [`Output`]s it returns: send frames, read pieces from storage
+//!   ([`Output::ReadPiece`], answered with [`Share::piece_read`]), write verified pieces
+//!   ([`Output::WritePiece`], answered with [`Share::piece_stored`]), and pass events on;
+//! - call [`Share::tick`] now and then (every few hundred milliseconds) for timeouts.
+//!
+//! Every piece is verified against the manifest before it is stored, and a piece is offered
+//! to others only once it is stored, so whatever a peer serves, it has checked. A peer whose
+//! piece or manifest fails verification is dropped for that content and the data is fetched
+//! elsewhere. A download announces itself as soon as it has the manifest, so every downloader
+//! serves the pieces it has to everyone else.
+
+mod rate;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+pub use rate::RateMeter;
+use swarm_protocol::content::{MAX_PIECES, Manifest};
+use swarm_protocol::wire::{CHUNK_LEN, MANIFEST_CHUNK_LEN, PEER_PROTOCOL_VERSION};
+use swarm_protocol::{ContentId, PeerMsg};
+
+use crate::bitfield::Bitfield;
+use crate::merkle;
+use crate::selector::{PieceSelector, SelectorConfig};
+
+/// Largest encoded manifest accepted from a peer (the most pieces a manifest may list).
+const MAX_MANIFEST_LEN: u32 = 64 + 2 * 1024 + MAX_PIECES * 32;
+
+/// Tuning of a [`Share`].
+#[derive(Debug, Clone, Copy)]
+pub struct ShareConfig {
+    /// Piece selection.
+    pub selector: SelectorConfig,
+    /// Piece requests one peer may have waiting with us; more are rejected.
+    pub max_serving: usize,
+    /// How long a manifest may take before another peer is asked.
+    pub manifest_timeout_ms: u64,
+    /// Least time between two progress events of one download while pieces arrive.
+    pub progress_interval_ms: u64,
+}
+
+impl Default for ShareConfig {
+    fn default() -> Self {
+        Self {
+            selector: SelectorConfig::default(),
+            max_serving: 32,
+            manifest_timeout_ms: 10_000,
+            progress_interval_ms: 200,
+        }
+    }
+}
+
+/// A file known in the room.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileInfo {
+    /// Content id.
+    pub id: ContentId,
+    /// File name.
+    pub name: String,
+    /// Length in bytes.
+    pub size: u64,
+    /// MIME type (may be empty).
+    pub mime: String,
+    /// Connected peers that offer it.
+    pub sources: usize,
+    /// Whether we hold all of it (we shared it, or downloaded it).
+    pub complete: bool,
+}
+
+/// Where a download stands.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Progress {
+    /// Verified bytes.
+    pub received: u64,
+    /// File length.
+    pub total: u64,
+    /// Peers we are fetching from (those with pieces we lack).
+    pub peers: usize,
+    /// Speed over the last two seconds.
+    pub bytes_per_second: f64,
+}
+
+/// Why a download ended without the file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailReason {
+    /// [`Share::cancel`] was called.
+    Cancelled,
+}
+
+/// Something the owner should know.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ShareEvent<P> {
+    /// A peer offered content we had not heard of.
+    Offered(FileInfo),
+    /// The number of peers offering a content changed.
+    SourcesChanged {
+        /// The content.
+        id: ContentId,
+        /// Connected peers that offer it now.
+        sources: usize,
+    },
+    /// A download's manifest arrived and verified: storage for it can be prepared before the
+    /// first [`Output::WritePiece`].
+    ManifestReady {
+        /// The content.
+        id: ContentId,
+        /// Its manifest.
+        manifest: Manifest,
+    },
+    /// A download made progress.
+    Progress {
+        /// The content.
+        id: ContentId,
+        /// Where it stands.
+        progress: Progress,
+    },
+    /// Every piece of a download is verified and stored.
+    Completed {
+        /// The content.
+        id: ContentId,
+    },
+    /// A download ended without the file.
+    Failed {
+        /// The content.
+        id: ContentId,
+        /// Why.
+        reason: FailReason,
+    },
+    /// `peer` sent data for `id` that failed verification; it is no longer used for `id`.
+    BadPeer {
+        /// The content.
+        id: ContentId,
+        /// The offender.
+        peer: P,
+        /// What was wrong.
+        reason: &'static str,
+    },
+}
+
+/// Something the owner must do.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Output<P> {
+    /// Send this binary frame to `to` on its `swarm` channel.
+    Send {
+        /// The peer.
+        to: P,
+        /// An encoded [`PeerMsg`].
+        frame: Vec<u8>,
+    },
+    /// Read `len` bytes at `offset` of content `id` and pass them to [`Share::piece_read`].
+    ReadPiece {
+        /// The peer that asked.
+        to: P,
+        /// The content.
+        id: ContentId,
+        /// Piece index.
+        piece: u32,
+        /// Byte offset in the file.
+        offset: u64,
+        /// Piece length.
+        len: u32,
+    },
+    /// Store a verified piece, then call [`Share::piece_stored`].
+    WritePiece {
+        /// The content.
+        id: ContentId,
+        /// Piece index.
+        piece: u32,
+        /// Byte offset in the file.
+        offset: u64,
+        /// The piece.
+        data: Vec<u8>,
+    },
+    /// Tell the application.
+    Event(ShareEvent<P>),
+}
+
+/// Why a request of the owner cannot be carried out.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ShareError {
+    /// No connected peer offers this content, and we do not hold it.
+    #[error("no peer in the room offers content {0}")]
+    UnknownContent(ContentId),
+    /// There is no download of this content to cancel.
+    #[error("content {0} is not being downloaded")]
+    NotDownloading(ContentId),
+}
+
+/// A content someone offered: what they said about it, and which pieces each source has.
+#[derive(Debug)]
+struct Offer<P> {
+    name: String,
+    size: u64,
+    mime: String,
+    /// Per source: the packed bits from its `Bitfield` and `Have`s, read once the piece count
+    /// is known.
+    sources: BTreeMap<P, Vec<u8>>,
+}
+
+/// Content we hold (all of it, or the pieces of a download so far).
+#[derive(Debug)]
+struct Local {
+    manifest: Manifest,
+    encoded: Vec<u8>,
+    stored: Bitfield,
+}
+
+#[derive(Debug)]
+struct ManifestFetch<P> {
+    from: Option<(P, u64)>,
+    tried: BTreeSet<P>,
+    buf: Vec<u8>,
+    received: u32,
+}
+
+#[derive(Debug)]
+struct Partial {
+    buf: Vec<u8>,
+    received: u32,
+}
+
+#[derive(Debug)]
+enum Phase<P> {
+    Manifest(ManifestFetch<P>),
+    Pieces {
+        selector: PieceSelector<P>,
+        partial: BTreeMap<(u32, P), Partial>,
+        verified: Bitfield,
+    },
+}
+
+#[derive(Debug)]
+struct Download<P> {
+    phase: Phase<P>,
+    bad: BTreeSet<P>,
+    rate: RateMeter,
+    last_progress: u64,
+}
+
+#[derive(Debug, Default)]
+struct PeerState {
+    version: Option<u8>,
+    serving: Vec<(ContentId, u32)>,
+}
+
+/// The file-sharing engine of one peer.
+#[derive(Debug)]
+pub struct Share<P> {
+    config: ShareConfig,
+    peers: BTreeMap<P, PeerState>,
+    offers: BTreeMap<ContentId, Offer<P>>,
+    local: BTreeMap<ContentId, Local>,
+    downloads: BTreeMap<ContentId, Download<P>>,
+    seed: u64,
+    corrupt_uploads: bool,
+}
+
+type Outputs<P> = Vec<Output<P>>;
+
+fn send<P>(out: &mut Outputs<P>, to: P, msg: PeerMsg<'_>) {
+    out.push(Output::Send {
+        to,
+        frame: msg.encode(),
+    });
+}
+
+impl<P: Ord + Copy> Share<P> {
+    /// An engine holding nothing; `seed` drives the piece selectors' tie-breaking.
+    pub fn new(config: ShareConfig, seed: u64) -> Self {
+        Self {
+            config,
+            peers: BTreeMap::new(),
+            offers: BTreeMap::new(),
+            local: BTreeMap::new(),
+            downloads: BTreeMap::new(),
+            seed,
+            corrupt_uploads: false,
+        }
+    }
+
+    /// **Testing only**: flip a byte in every piece this peer serves, to exercise the other
+    /// side's verification.
+    pub fn set_corrupt_uploads(&mut self, corrupt: bool) {
+        self.corrupt_uploads = corrupt;
+    }
+
+    /// Every content known in the room: what we hold and what peers offer.
+    pub fn files(&self) -> Vec<FileInfo> {
+        let ids: BTreeSet<ContentId> = self
+            .local
+            .keys()
+            .chain(self.offers.keys())
+            .copied()
+            .collect();
+        ids.into_iter().filter_map(|id| self.file(id)).collect()
+    }
+
+    /// What is known of one content.
+    pub fn file(&self, id: ContentId) -> Option<FileInfo> {
+        let sources = self.offers.get(&id).map_or(0, |o| o.sources.len());
+        let complete = self.is_complete(id);
+        if let Some(local) = self.local.get(&id) {
+            let m = &local.manifest;
+            return Some(FileInfo {
+                id,
+                name: m.name.clone(),
+                size: m.size,
+                mime: m.mime.clone(),
+                sources,
+                complete,
+            });
+        }
+        let offer = self.offers.get(&id)?;
+        Some(FileInfo {
+            id,
+            name: offer.name.clone(),
+            size: offer.size,
+            mime: offer.mime.clone(),
+            sources,
+            complete,
+        })
+    }
+
+    /// The manifest of a content we hold (fully or partly).
+    pub fn manifest(&self, id: ContentId) -> Option<&Manifest> {
+        self.local.get(&id).map(|l| &l.manifest)
+    }
+
+    /// Which pieces we have stored.
+    pub fn stored(&self, id: ContentId) -> Option<&Bitfield> {
+        self.local.get(&id).map(|l| &l.stored)
+    }
+
+    /// Which pieces each source has, for a download whose manifest is known.
+    pub fn source_pieces(&self, id: ContentId) -> Vec<(P, Bitfield)> {
+        let (Some(offer), Some(local)) = (self.offers.get(&id), self.local.get(&id)) else {
+            return Vec::new();
+        };
+        let n = local.manifest.piece_count();
+        offer
+            .sources
+            .iter()
+            .map(|(peer, raw)| {
+                (
+                    *peer,
+                    bitfield_from_raw(raw, n).unwrap_or_else(|| Bitfield::new(n)),
+                )
+            })
+            .collect()
+    }
+
+    /// Whether every piece of `id` is stored here.
+    pub fn is_complete(&self, id: ContentId) -> bool {
+        self.local.get(&id).is_some_and(|l| l.stored.is_complete())
+            && !self.downloads.contains_key(&id)
+    }
+
+    /// Whether `id` is being downloaded.
+    pub fn is_downloading(&self, id: ContentId) -> bool {
+        self.downloads.contains_key(&id)
+    }
+
+    /// A connection to `peer` opened: greet it and tell it what we hold.
+    pub fn add_peer(&mut self, peer: P) -> Outputs<P> {
+        let mut out = Vec::new();
+        self.peers.entry(peer).or_default();
+        send(
+            &mut out,
+            peer,
+            PeerMsg::Hello {
+                version: PEER_PROTOCOL_VERSION,
+            },
+        );
+        for (id, local) in &self.local {
+            announce(&mut out, peer, *id, local);
+        }
+        out
+    }
+
+    /// The connection to `peer` ended.
+    pub fn remove_peer(&mut self, peer: P, now: u64) -> Outputs<P> {
+        let mut out = Vec::new();
+        self.peers.remove(&peer);
+        let ids: Vec<ContentId> = self
+            .offers
+            .iter()
+            .filter(|(_, offer)| offer.sources.contains_key(&peer))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ids {
+            self.drop_source(&mut out, id, peer, now);
+        }
+        out
+    }
+
+    /// We hold all of `manifest`'s content (the owner has the bytes): offer it to everyone.
+    pub fn share(&mut self, id: ContentId, manifest: Manifest) -> Outputs<P> {
+        let mut out = Vec::new();
+        self.downloads.remove(&id);
+        let stored = Bitfield::full(manifest.piece_count());
+        let local = Local {
+            encoded: manifest.encode(),
+            manifest,
+            stored,
+        };
+        for peer in self.peers.keys() {
+            announce(&mut out, *peer, id, &local);
+        }
+        self.local.insert(id, local);
+        out
+    }
+
+    /// Starts fetching `id` from the peers that offer it.
+    pub fn download(&mut self, id: ContentId, now: u64) -> Result<Outputs<P>, ShareError> {
+        let mut out = Vec::new();
+        if self.is_complete(id) {
+            out.push(Output::Event(ShareEvent::Completed { id }));
+            return Ok(out);
+        }
+        if self.downloads.contains_key(&id) {
+            return Ok(out);
+        }
+        if self.offers.get(&id).is_none_or(|o| o.sources.is_empty()) {
+            return Err(ShareError::UnknownContent(id));
+        }
+        self.downloads.insert(
+            id,
+            Download {
+                phase: Phase::Manifest(ManifestFetch {
+                    from: None,
+                    tried: BTreeSet::new(),
+                    buf: Vec::new(),
+                    received: 0,
+                }),
+                bad: BTreeSet::new(),
+                rate: RateMeter::new(now),
+                last_progress: now,
+            },
+        );
+        self.request_manifest(&mut out, id, now);
+        Ok(out)
+    }
+
+    /// Stops downloading `id`, cancels its requests and stops offering its pieces.
+    pub fn cancel(&mut self, id: ContentId) -> Result<Outputs<P>, ShareError> {
+        let download = self
+            .downloads
+            .remove(&id)
+            .ok_or(ShareError::NotDownloading(id))?;
+        let mut out = Vec::new();
+        if let Phase::Pieces { selector, .. } = &download.phase {
+            for (peer, piece) in selector.outstanding() {
+                send(&mut out, peer, PeerMsg::Cancel { id, piece });
+            }
+        }
+        if self.local.remove(&id).is_some() {
+            for peer in self.peers.keys() {
+                send(&mut out, *peer, PeerMsg::NotFound { id });
+            }
+        }
+        out.push(Output::Event(ShareEvent::Failed {
+            id,
+            reason: FailReason::Cancelled,
+        }));
+        Ok(out)
+    }
+
+    /// Stops offering content we shared or downloaded.
+    pub fn unshare(&mut self, id: ContentId) -> Outputs<P> {
+        let mut out = self.cancel(id).unwrap_or_default();
+        if self.local.remove(&id).is_some() {
+            for peer in self.peers.keys() {
+                send(&mut out, *peer, PeerMsg::NotFound { id });
+            }
+        }
+        out
+    }
+
+    /// A peer-protocol message arrived from `peer`.
+    pub fn on_message(&mut self, peer: P, msg: PeerMsg<'_>, now: u64) -> Outputs<P> {
+        let mut out = Vec::new();
+        match msg {
+            PeerMsg::Hello { version } => {
+                self.peers.entry(peer).or_default().version = Some(version);
+            }
+            PeerMsg::Announce {
+                id,
+                size,
+                name,
+                mime,
+            } => {
+                self.on_announce(&mut out, peer, id, size, name, mime, now);
+            }
+            PeerMsg::Bitfield { id, bits } => self.on_bitfield(&mut out, peer, id, bits, now),
+            PeerMsg::Have { id, piece } => self.on_have(&mut out, peer, id, piece, now),
+            PeerMsg::Request { id, piece } => self.on_request(&mut out, peer, id, piece),
+            PeerMsg::Cancel { id, piece } => {
+                if let Some(state) = self.peers.get_mut(&peer) {
+                    state.serving.retain(|r| *r != (id, piece));
+                }
+            }
+            PeerMsg::Piece {
+                id,
+                piece,
+                offset,
+                data,
+            } => {
+                self.on_chunk(&mut out, peer, id, piece, offset, data, now);
+            }
+            PeerMsg::Reject { id, piece } => {
+                if let Some(Download {
+                    phase:
+                        Phase::Pieces {
+                            selector, partial, ..
+                        },
+                    ..
+                }) = self.downloads.get_mut(&id)
+                {
+                    selector.on_rejected(peer, piece);
+                    partial.remove(&(piece, peer));
+                    self.fill_requests(&mut out, id, now);
+                }
+            }
+            PeerMsg::ManifestRequest { id } => self.on_manifest_request(&mut out, peer, id),
+            PeerMsg::ManifestPart {
+                id,
+                offset,
+                total,
+                data,
+            } => {
+                self.on_manifest_part(&mut out, peer, id, offset, total, data, now);
+            }
+            PeerMsg::NotFound { id } => self.drop_source(&mut out, id, peer, now),
+        }
+        out
+    }
+
+    /// The owner read a piece that `to` asked for.
+    pub fn piece_read(&mut self, to: P, id: ContentId, piece: u32, data: &[u8]) -> Outputs<P> {
+        let mut out = Vec::new();
+        let Some(state) = self.peers.get_mut(&to) else {
+            return out;
+        };
+        let Some(i) = state.serving.iter().position(|r| *r == (id, piece)) else {
+            return out; // cancelled meanwhile
+        };
+        state.serving.remove(i);
+        let mut corrupted;
+        let data = if self.corrupt_uploads && !data.is_empty() {
+            corrupted = data.to_vec();
+            corrupted[0] ^= 0xff;
+            &corrupted[..]
+        } else {
+            data
+        };
+        for (n, chunk) in data.chunks(CHUNK_LEN as usize).enumerate() {
+            // n * CHUNK_LEN < piece length, which fits in u32.
+            let offset = n as u32 * CHUNK_LEN;
+            send(
+                &mut out,
+                to,
+                PeerMsg::Piece {
+                    id,
+                    piece,
+                    offset,
+                    data: chunk,
+                },
+            );
+        }
+        out
+    }
+
+    /// The owner could not read a piece (storage failed): tell the peer.
+    pub fn piece_unreadable(&mut self, to: P, id: ContentId, piece: u32) -> Outputs<P> {
+        let mut out = Vec::new();
+        if let Some(state) = self.peers.get_mut(&to) {
+            state.serving.retain(|r| *r != (id, piece));
+        }
+        send(&mut out, to, PeerMsg::Reject { id, piece });
+        out
+    }
+
+    /// The owner stored a verified piece: offer it, and finish the download when it was the
+    /// last.
+    pub fn piece_stored(&mut self, id: ContentId, piece: u32, now: u64) -> Outputs<P> {
+        let mut out = Vec::new();
+        let Some(local) = self.local.get_mut(&id) else {
+            return out;
+        };
+        if !local.stored.set(piece) {
+            return out;
+        }
+        for peer in self.peers.keys() {
+            send(&mut out, *peer, PeerMsg::Have { id, piece });
+        }
+        if local.stored.is_complete() && self.downloads.remove(&id).is_some() {
+            self.push_progress_final(&mut out, id, now);
+            out.push(Output::Event(ShareEvent::Completed { id }));
+        }
+        out
+    }
+
+    /// Time passed: move stalled requests and manifest fetches elsewhere, report speeds.
+    pub fn tick(&mut self, now: u64) -> Outputs<P> {
+        let mut out = Vec::new();
+        let ids: Vec<ContentId> = self.downloads.keys().copied().collect();
+        for id in ids {
+            let Some(download) = self.downloads.get_mut(&id) else {
+                continue;
+            };
+            match &mut download.phase {
+                Phase::Manifest(fetch) => {
+                    if fetch.from.is_some_and(|(_, deadline)| deadline <= now) {
+                        fetch.from = None;
+                        self.request_manifest(&mut out, id, now);
+                    } else if fetch.from.is_none() {
+                        self.request_manifest(&mut out, id, now);
+                    }
+                }
+                Phase::Pieces {
+                    selector, partial, ..
+                } => {
+                    for (peer, piece) in selector.expire(now) {
+                        partial.remove(&(piece, peer));
+                        send(&mut out, peer, PeerMsg::Cancel { id, piece });
+                    }
+                    self.fill_requests(&mut out, id, now);
+                    self.push_progress(&mut out, id, now, true);
+                }
+            }
+        }
+        out
+    }
+
+    /// Where a download stands.
+    pub fn progress(&mut self, id: ContentId, now: u64) -> Option<Progress> {
+        let total = self.offers.get(&id).map(|o| o.size);
+        let download = self.downloads.get_mut(&id)?;
+        let (received, peers, total) = match &download.phase {
+            Phase::Manifest(_) => (0, 0, total.unwrap_or(0)),
+            Phase::Pieces {
+                selector, verified, ..
+            } => {
+                let manifest = &self.local.get(&id)?.manifest;
+                let received = verified
+                    .iter_ones()
+                    .map(|i| u64::from(manifest.piece_len(i)))
+                    .sum();
+                (received, selector.useful_peers(), manifest.size)
+            }
+        };
+        Some(Progress {
+            received,
+            total,
+            peers,
+            bytes_per_second: download.rate.per_second(now),
+        })
+    }
+
+    // ---- message handlers ----
+
+    #[allow(clippy::too_many_arguments)]
+    fn on_announce(
+        &mut self,
+        out: &mut Outputs<P>,
+        peer: P,
+        id: ContentId,
+        size: u64,
+        name: &str,
+        mime: &str,
+        now: u64,
+    ) {
+        let is_new = !self.offers.contains_key(&id) && !self.local.contains_key(&id);
+        let offer = self.offers.entry(id).or_insert_with(|| Offer {
+            name: name.to_owned(),
+            size,
+            mime: mime.to_owned(),
+            sources: BTreeMap::new(),
+        });
+        let added = offer.sources.insert(peer, Vec::new()).is_none();
+        let sources = offer.sources.len();
+        if is_new && let Some(info) = self.file(id) {
+            out.push(Output::Event(ShareEvent::Offered(info)));
+        } else if added {
+            out.push(Output::Event(ShareEvent::SourcesChanged { id, sources }));
+        }
+        if let Some(Download {
+            phase: Phase::Manifest(fetch),
+            ..
+        }) = self.downloads.get(&id)
+            && fetch.from.is_none()
+        {
+            self.request_manifest(out, id, now);
+        }
+    }
+
+    fn on_bitfield(&mut self, out: &mut Outputs<P>, peer: P, id: ContentId, bits: &[u8], now: u64) {
+        let Some(raw) = self
+            .offers
+            .get_mut(&id)
+            .and_then(|o| o.sources.get_mut(&peer))
+        else {
+            return;
+        };
+        *raw = bits.to_vec();
+        self.refresh_source(out, id, peer, now);
+    }
+
+    fn on_have(&mut self, out: &mut Outputs<P>, peer: P, id: ContentId, piece: u32, now: u64) {
+        let Some(raw) = self
+            .offers
+            .get_mut(&id)
+            .and_then(|o| o.sources.get_mut(&peer))
+        else {
+            return;
+        };
+        if piece >= MAX_PIECES {
+            return;
+        }
+        let byte = (piece / 8) as usize;
+        if raw.len() <= byte {
+            raw.resize(byte + 1, 0);
+        }
+        raw[byte] |= 0x80 >> (piece % 8);
+        if let Some(Download {
+            phase: Phase::Pieces { selector, .. },
+            bad,
+            ..
+        }) = self.downloads.get_mut(&id)
+            && !bad.contains(&peer)
+        {
+            if selector.peer_pieces(peer).is_some() {
+                selector.peer_has(peer, piece);
+            } else {
+                self.refresh_source(out, id, peer, now);
+            }
+            self.fill_requests(out, id, now);
+        }
+    }
+
+    /// Re-reads what `peer` has of `id` into the download's selector.
+    fn refresh_source(&mut self, out: &mut Outputs<P>, id: ContentId, peer: P, now: u64) {
+        let n = match self.local.get(&id) {
+            Some(local) => local.manifest.piece_count(),
+            None => return,
+        };
+        let Some(raw) = self.offers.get(&id).and_then(|o| o.sources.get(&peer)) else {
+            return;
+        };
+        let field = bitfield_from_raw(raw, n);
+        let Some(Download {
+            phase: Phase::Pieces { selector, .. },
+            bad,
+            ..
+        }) = self.downloads.get_mut(&id)
+        else {
+            return;
+        };
+        if bad.contains(&peer) {
+            return;
+        }
+        match field {
+            Some(field) => {
+                selector.add_peer(peer, field);
+                self.fill_requests(out, id, now);
+            }
+            None => self.mark_bad(out, id, peer, "bitfield does not match the manifest", now),
+        }
+    }
+
+    fn on_request(&mut self, out: &mut Outputs<P>, peer: P, id: ContentId, piece: u32) {
+        let max = self.config.max_serving;
+        let available = self.local.get(&id).filter(|l| l.stored.get(piece));
+        let state = self.peers.entry(peer).or_default();
+        match available {
+            Some(local) if state.serving.len() < max && !state.serving.contains(&(id, piece)) => {
+                state.serving.push((id, piece));
+                out.push(Output::ReadPiece {
+                    to: peer,
+                    id,
+                    piece,
+                    offset: local.manifest.piece_offset(piece),
+                    len: local.manifest.piece_len(piece),
+                });
+            }
+            _ => send(out, peer, PeerMsg::Reject { id, piece }),
+        }
+    }
+
+    fn on_manifest_request(&mut self, out: &mut Outputs<P>, peer: P, id: ContentId) {
+        let Some(local) = self.local.get(&id) else {
+            send(out, peer, PeerMsg::NotFound { id });
+            return;
+        };
+        // An encoded manifest is at most MAX_MANIFEST_LEN bytes, which fits in u32.
+        let total = local.encoded.len() as u32;
+        if total == 0 {
+            return;
+        }
+        for (n, data) in local
+            .encoded
+            .chunks(MANIFEST_CHUNK_LEN as usize)
+            .enumerate()
+        {
+            let offset = n as u32 * MANIFEST_CHUNK_LEN;
+            send(
+                out,
+                peer,
+                PeerMsg::ManifestPart {
+                    id,
+                    offset,
+                    total,
+                    data,
+                },
+            );
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn on_manifest_part(
+        &mut self,
+        out: &mut Outputs<P>,
+        peer: P,
+        id: ContentId,
+        offset: u32,
+        total: u32,
+        data: &[u8],
+        now: u64,
+    ) {
+        let Some(Download {
+            phase: Phase::Manifest(fetch),
+            ..
+        }) = self.downloads.get_mut(&id)
+        else {
+            return;
+        };
+        if fetch.from.map(|(p, _)| p) != Some(peer) {
+            return;
+        }
+        if total == 0 || total > MAX_MANIFEST_LEN {
+            self.mark_bad(out, id, peer, "manifest too large", now);
+            return;
+        }
+        if fetch.buf.is_empty() {
+            fetch.buf = vec![0; total as usize];
+        }
+        let end = offset as usize + data.len();
+        if fetch.buf.len() != total as usize || end > fetch.buf.len() {
+            self.mark_bad(out, id, peer, "manifest part out of range", now);
+            return;
+        }
+        fetch.buf[offset as usize..end].copy_from_slice(data);
+        fetch.received += data.len() as u32;
+        fetch.from = Some((peer, now + self.config.manifest_timeout_ms));
+        if fetch.received < total {
+            return;
+        }
+        let bytes = std::mem::take(&mut fetch.buf);
+        match merkle::verify_manifest(id, &bytes) {
+            Ok(manifest) => self.start_pieces(out, id, manifest, bytes, now),
+            Err(_) => self.mark_bad(out, id, peer, "manifest does not match the content id", now),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn on_chunk(
+        &mut self,
+        out: &mut Outputs<P>,
+        peer: P,
+        id: ContentId,
+        piece: u32,
+        offset: u32,
+        data: &[u8],
+        now: u64,
+    ) {
+        let Some(local) = self.local.get(&id) else {
+            return;
+        };
+        let Some(download) = self.downloads.get_mut(&id) else {
+            return;
+        };
+        let Phase::Pieces {
+            selector,
+            partial,
+            verified,
+        } = &mut download.phase
+        else {
+            return;
+        };
+        if !selector.is_requested(peer, piece) {
+            return; // cancelled, timed out, or never asked: ignore
+        }
+        let len = local.manifest.piece_len(piece);
+        let end = offset as usize + data.len();
+        if end > len as usize {
+            self.mark_bad(out, id, peer, "piece data out of range", now);
+            return;
+        }
+        download.rate.add(now, data.len() as u64);
+        selector.on_progress(peer, piece, now);
+        let part = partial.entry((piece, peer)).or_insert_with(|| Partial {
+            buf: vec![0; len as usize],
+            received: 0,
+        });
+        part.buf[offset as usize..end].copy_from_slice(data);
+        part.received += data.len() as u32;
+        if part.received < len {
+            return;
+        }
+        let Some(part) = partial.remove(&(piece, peer)) else {
+            return;
+        };
+        if !merkle::verify_piece(&local.manifest, piece, &part.buf) {
+            self.mark_bad(out, id, peer, "piece failed verification", now);
+            return;
+        }
+        verified.set(piece);
+        for (other, dup) in selector.on_piece_done(peer, piece) {
+            partial.remove(&(dup, other));
+            send(out, other, PeerMsg::Cancel { id, piece: dup });
+        }
+        out.push(Output::WritePiece {
+            id,
+            piece,
+            offset: local.manifest.piece_offset(piece),
+            data: part.buf,
+        });
+        self.fill_requests(out, id, now);
+        self.push_progress(out, id, now, false);
+    }
+
+    // ---- helpers ----
+
+    fn request_manifest(&mut self, out: &mut Outputs<P>, id: ContentId, now: u64) {
+        let timeout = self.config.manifest_timeout_ms;
+        let Some(download) = self.downloads.get_mut(&id) else {
+            return;
+        };
+        let Phase::Manifest(fetch) = &mut download.phase else {
+            return;
+        };
+        let Some(offer) = self.offers.get(&id) else {
+            return;
+        };
+        let candidates = || offer.sources.keys().filter(|p| !download.bad.contains(p));
+        // Prefer a source not tried yet; start over once all have been.
+        let next = candidates()
+            .find(|p| !fetch.tried.contains(p))
+            .or_else(|| {
+                fetch.tried.clear();
+                candidates().next()
+            })
+            .copied();
+        if let Some(peer) = next {
+            fetch.tried.insert(peer);
+            fetch.from = Some((peer, now + timeout));
+            fetch.buf.clear();
+            fetch.received = 0;
+            send(out, peer, PeerMsg::ManifestRequest { id });
+        }
+    }
+
+    fn start_pieces(
+        &mut self,
+        out: &mut Outputs<P>,
+        id: ContentId,
+        manifest: Manifest,
+        encoded: Vec<u8>,
+        now: u64,
+    ) {
+        let n = manifest.piece_count();
+        let seed =
+            self.seed ^ u64::from_be_bytes(id.as_bytes()[..8].try_into().unwrap_or_default());
+        let mut selector = PieceSelector::new(n, self.config.selector, seed);
+        if let Some(offer) = self.offers.get(&id) {
+            for (peer, raw) in &offer.sources {
+                if let Some(field) = bitfield_from_raw(raw, n)
+                    && let Some(d) = self.downloads.get(&id)
+                    && !d.bad.contains(peer)
+                {
+                    selector.add_peer(*peer, field);
+                }
+            }
+        }
+        out.push(Output::Event(ShareEvent::ManifestReady {
+            id,
+            manifest: manifest.clone(),
+        }));
+        let local = Local {
+            manifest,
+            encoded,
+            stored: Bitfield::new(n),
+        };
+        // From now on we are a source too: announce, with the (empty) bitfield.
+        for peer in self.peers.keys() {
+            announce(out, *peer, id, &local);
+        }
+        self.local.insert(id, local);
+        if let Some(download) = self.downloads.get_mut(&id) {
+            download.phase = Phase::Pieces {
+                selector,
+                partial: BTreeMap::new(),
+                verified: Bitfield::new(n),
+            };
+        }
+        if n == 0 {
+            self.downloads.remove(&id);
+            out.push(Output::Event(ShareEvent::Completed { id }));
+            return;
+        }
+        self.fill_requests(out, id, now);
+        self.push_progress(out, id, now, true);
+    }
+
+    fn fill_requests(&mut self, out: &mut Outputs<P>, id: ContentId, now: u64) {
+        if let Some(Download {
+            phase: Phase::Pieces { selector, .. },
+            ..
+        }) = self.downloads.get_mut(&id)
+        {
+            for (peer, piece) in selector.next_requests(now) {
+                send(out, peer, PeerMsg::Request { id, piece });
+            }
+        }
+    }
+
+    /// `peer` sent bad data for `id`: stop using it for `id` and fetch elsewhere.
+    fn mark_bad(
+        &mut self,
+        out: &mut Outputs<P>,
+        id: ContentId,
+        peer: P,
+        reason: &'static str,
+        now: u64,
+    ) {
+        let Some(download) = self.downloads.get_mut(&id) else {
+            return;
+        };
+        if !download.bad.insert(peer) {
+            return;
+        }
+        match &mut download.phase {
+            Phase::Manifest(fetch) => {
+                if fetch.from.map(|(p, _)| p) == Some(peer) {
+                    fetch.from = None;
+                }
+            }
+            Phase::Pieces {
+                selector, partial, ..
+            } => {
+                for piece in selector.remove_peer(peer) {
+                    send(out, peer, PeerMsg::Cancel { id, piece });
+                }
+                partial.retain(|(_, p), _| *p != peer);
+            }
+        }
+        out.push(Output::Event(ShareEvent::BadPeer { id, peer, reason }));
+        self.request_manifest(out, id, now);
+        self.fill_requests(out, id, now);
+    }
+
+    fn drop_source(&mut self, out: &mut Outputs<P>, id: ContentId, peer: P, now: u64) {
+        let Some(offer) = self.offers.get_mut(&id) else {
+            return;
+        };
+        if offer.sources.remove(&peer).is_none() {
+            return;
+        }
+        let sources = offer.sources.len();
+        out.push(Output::Event(ShareEvent::SourcesChanged { id, sources }));
+        if let Some(download) = self.downloads.get_mut(&id) {
+            match &mut download.phase {
+                Phase::Manifest(fetch) => {
+                    if fetch.from.map(|(p, _)| p) == Some(peer) {
+                        fetch.from = None;
+                        self.request_manifest(out, id, now);
+                    }
+                }
+                Phase::Pieces {
+                    selector, partial, ..
+                } => {
+                    selector.remove_peer(peer);
+                    partial.retain(|(_, p), _| *p != peer);
+                    self.fill_requests(out, id, now);
+                }
+            }
+        }
+    }
+
+    fn push_progress(&mut self, out: &mut Outputs<P>, id: ContentId, now: u64, force: bool) {
+        let interval = self.config.progress_interval_ms;
+        let Some(download) = self.downloads.get_mut(&id) else {
+            return;
+        };
+        if !force && now < download.last_progress + interval {
+            return;
+        }
+        download.last_progress = now;
+        if let Some(progress) = self.progress(id, now) {
+            out.push(Output::Event(ShareEvent::Progress { id, progress }));
+        }
+    }
+
+    /// The last progress event of a finished download: everything received.
+    fn push_progress_final(&mut self, out: &mut Outputs<P>, id: ContentId, _now: u64) {
+        if let Some(local) = self.local.get(&id) {
+            let total = local.manifest.size;
+            out.push(Output::Event(ShareEvent::Progress {
+                id,
+                progress: Progress {
+                    received: total,
+                    total,
+                    peers: 0,
+                    bytes_per_second: 0.0,
+                },
+            }));
+        }
+    }
+}
+
+/// Offers `local` to `peer`: an announcement followed by the pieces we have.
+fn announce<P: Copy>(out: &mut Outputs<P>, peer: P, id: ContentId, local: &Local) {
+    let m = &local.manifest;
+    send(
+        out,
+        peer,
+        PeerMsg::Announce {
+            id,
+            size: m.size,
+            name: &m.name,
+            mime: &m.mime,
+        },
+    );
+    send(
+        out,
+        peer,
+        PeerMsg::Bitfield {
+            id,
+            bits: local.stored.as_bytes(),
+        },
+    );
+}
+
+/// Reads packed bits gathered from `Bitfield` and `Have` messages as a bitfield of `n` pieces.
+/// `None` if they name pieces past the end.
+fn bitfield_from_raw(raw: &[u8], n: u32) -> Option<Bitfield> {
+    let len = n.div_ceil(8) as usize;
+    if raw.len() > len && raw[len..].iter().any(|b| *b != 0) {
+        return None;
+    }
+    let mut bytes = raw[..raw.len().min(len)].to_vec();
+    bytes.resize(len, 0);
+    Bitfield::from_bytes(&bytes, n)
+}
+
+#[cfg(test)]
+mod tests;

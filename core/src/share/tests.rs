@@ -1,0 +1,535 @@
+//! Whole swarms of [`Share`] engines, wired together in memory: frames go through the real
+//! wire encoding, pieces through in-memory storage.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use proptest::prelude::*;
+use swarm_protocol::content::MIN_PIECE_SIZE;
+use swarm_protocol::wire::{BinaryFrame, decode_binary};
+use swarm_protocol::{ContentId, PeerMsg};
+
+use super::*;
+use crate::merkle::manifest_of;
+
+const PS: u32 = MIN_PIECE_SIZE;
+
+struct Node {
+    share: Share<u8>,
+    storage: BTreeMap<ContentId, Vec<u8>>,
+    events: Vec<ShareEvent<u8>>,
+    /// Piece-data bytes received, by sender.
+    received_from: BTreeMap<u8, u64>,
+}
+
+struct Net {
+    nodes: BTreeMap<u8, Node>,
+    links: BTreeSet<(u8, u8)>,
+    queue: VecDeque<(u8, u8, Vec<u8>)>,
+    now: u64,
+}
+
+fn data(len: usize, salt: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(salt) ^ (i >> 9) as u8)
+        .collect()
+}
+
+impl Net {
+    fn new(ids: &[u8]) -> Self {
+        let nodes = ids
+            .iter()
+            .map(|id| {
+                let node = Node {
+                    share: Share::new(ShareConfig::default(), u64::from(*id) + 1),
+                    storage: BTreeMap::new(),
+                    events: Vec::new(),
+                    received_from: BTreeMap::new(),
+                };
+                (*id, node)
+            })
+            .collect();
+        Self {
+            nodes,
+            links: BTreeSet::new(),
+            queue: VecDeque::new(),
+            now: 0,
+        }
+    }
+
+    fn connect(&mut self, a: u8, b: u8) {
+        self.links.insert((a.min(b), a.max(b)));
+        let out = self.node(a).share.add_peer(b);
+        self.apply(a, out);
+        let out = self.node(b).share.add_peer(a);
+        self.apply(b, out);
+    }
+
+    fn disconnect(&mut self, a: u8, b: u8) {
+        self.links.remove(&(a.min(b), a.max(b)));
+        self.queue
+            .retain(|(from, to, _)| !((*from == a && *to == b) || (*from == b && *to == a)));
+        let now = self.now;
+        let out = self.node(a).share.remove_peer(b, now);
+        self.apply(a, out);
+        let out = self.node(b).share.remove_peer(a, now);
+        self.apply(b, out);
+    }
+
+    /// Takes `id` out of the swarm.
+    fn leave(&mut self, id: u8) {
+        let peers: Vec<u8> = self
+            .links
+            .iter()
+            .filter_map(|(a, b)| {
+                if *a == id {
+                    Some(*b)
+                } else if *b == id {
+                    Some(*a)
+                } else {
+                    None
+                }
+            })
+            .collect();
+        for peer in peers {
+            self.disconnect(id, peer);
+        }
+    }
+
+    fn node(&mut self, id: u8) -> &mut Node {
+        self.nodes.get_mut(&id).expect("node")
+    }
+
+    fn share_file(&mut self, id: u8, bytes: &[u8]) -> ContentId {
+        let (content, manifest) = manifest_of("file.bin", "application/octet-stream", PS, bytes);
+        let node = self.node(id);
+        node.storage.insert(content, bytes.to_vec());
+        let out = node.share.share(content, manifest);
+        self.apply(id, out);
+        content
+    }
+
+    fn download(&mut self, id: u8, content: ContentId) {
+        let now = self.now;
+        let out = self
+            .node(id)
+            .share
+            .download(content, now)
+            .expect("download starts");
+        self.apply(id, out);
+    }
+
+    fn apply(&mut self, at: u8, outputs: Vec<Output<u8>>) {
+        let mut pending: VecDeque<Output<u8>> = outputs.into();
+        while let Some(output) = pending.pop_front() {
+            let now = self.now;
+            match output {
+                Output::Send { to, frame } => {
+                    if self.links.contains(&(at.min(to), at.max(to))) {
+                        self.queue.push_back((at, to, frame));
+                    }
+                }
+                Output::ReadPiece {
+                    to,
+                    id,
+                    piece,
+                    offset,
+                    len,
+                } => {
+                    let node = self.node(at);
+                    let bytes = node.storage[&id][offset as usize..][..len as usize].to_vec();
+                    pending.extend(node.share.piece_read(to, id, piece, &bytes));
+                }
+                Output::WritePiece {
+                    id,
+                    piece,
+                    offset,
+                    data,
+                } => {
+                    let node = self.node(at);
+                    let buf = node.storage.get_mut(&id).expect("storage prepared");
+                    buf[offset as usize..][..data.len()].copy_from_slice(&data);
+                    pending.extend(node.share.piece_stored(id, piece, now));
+                }
+                Output::Event(event) => {
+                    let node = self.node(at);
+                    if let ShareEvent::ManifestReady { id, manifest } = &event {
+                        node.storage.insert(*id, vec![0; manifest.size as usize]);
+                    }
+                    node.events.push(event);
+                }
+            }
+        }
+    }
+
+    /// Delivers up to `limit` frames; ticks every 50.
+    fn run(&mut self, limit: usize) {
+        for n in 0..limit {
+            if n % 50 == 0 {
+                self.tick();
+            }
+            let Some((from, to, frame)) = self.queue.pop_front() else {
+                self.now += 1000;
+                self.tick();
+                if self.queue.is_empty() {
+                    return;
+                }
+                continue;
+            };
+            self.now += 1;
+            let now = self.now;
+            let Ok(BinaryFrame::Peer(msg)) = decode_binary(&frame) else {
+                panic!("undecodable frame");
+            };
+            let node = self.node(to);
+            if let PeerMsg::Piece { data, .. } = msg {
+                *node.received_from.entry(from).or_default() += data.len() as u64;
+            }
+            let out = node.share.on_message(from, msg, now);
+            self.apply(to, out);
+        }
+    }
+
+    fn tick(&mut self) {
+        let now = self.now;
+        let ids: Vec<u8> = self.nodes.keys().copied().collect();
+        for id in ids {
+            let out = self.node(id).share.tick(now);
+            self.apply(id, out);
+        }
+    }
+
+    fn completed(&self, id: u8, content: ContentId) -> bool {
+        self.nodes[&id]
+            .events
+            .contains(&ShareEvent::Completed { id: content })
+    }
+
+    fn bad_peers(&self, id: u8) -> Vec<u8> {
+        self.nodes[&id]
+            .events
+            .iter()
+            .filter_map(|e| match e {
+                ShareEvent::BadPeer { peer, .. } => Some(*peer),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+#[test]
+fn a_file_travels_from_a_seeder_to_a_downloader_byte_identical() {
+    let mut net = Net::new(&[1, 2]);
+    net.connect(1, 2);
+    let bytes = data(300_000, 7);
+    let id = net.share_file(1, &bytes);
+    let offered = &net.nodes[&2].events;
+    assert!(offered.is_empty(), "frames not delivered yet");
+    net.run(10);
+    let files = net.nodes[&2].share.files();
+    assert_eq!(files.len(), 1);
+    assert_eq!(
+        (
+            files[0].id,
+            files[0].size,
+            files[0].sources,
+            files[0].complete
+        ),
+        (id, 300_000, 1, false)
+    );
+    net.download(2, id);
+    net.run(100_000);
+    assert!(net.completed(2, id));
+    assert_eq!(net.nodes[&2].storage[&id], bytes);
+    assert!(net.nodes[&2].share.is_complete(id));
+    let last = net.nodes[&2].events.iter().rev().find_map(|e| match e {
+        ShareEvent::Progress { progress, .. } => Some(*progress),
+        _ => None,
+    });
+    assert_eq!(
+        last.map(|p| (p.received, p.total)),
+        Some((300_000, 300_000))
+    );
+}
+
+#[test]
+fn with_two_seeders_pieces_come_from_both() {
+    let mut net = Net::new(&[1, 2, 3]);
+    net.connect(1, 3);
+    net.connect(2, 3);
+    let bytes = data(1_000_000, 3);
+    let id = net.share_file(1, &bytes);
+    net.share_file(2, &bytes);
+    net.run(20);
+    assert_eq!(net.nodes[&3].share.file(id).map(|f| f.sources), Some(2));
+    net.download(3, id);
+    net.run(200_000);
+    assert!(net.completed(3, id));
+    assert_eq!(net.nodes[&3].storage[&id], bytes);
+    let from = &net.nodes[&3].received_from;
+    assert!(from[&1] > 200_000 && from[&2] > 200_000, "{from:?}");
+}
+
+#[test]
+fn a_seeder_leaving_mid_download_does_not_stop_it() {
+    let mut net = Net::new(&[1, 2, 3]);
+    net.connect(1, 3);
+    net.connect(2, 3);
+    let bytes = data(4_000_000, 9);
+    let id = net.share_file(1, &bytes);
+    net.share_file(2, &bytes);
+    net.run(20);
+    net.download(3, id);
+    net.run(60);
+    assert!(!net.completed(3, id));
+    net.leave(1);
+    net.run(200_000);
+    assert!(net.completed(3, id));
+    assert_eq!(net.nodes[&3].storage[&id], bytes);
+}
+
+#[test]
+fn a_corrupting_peer_is_detected_and_the_file_still_arrives_intact() {
+    let mut net = Net::new(&[1, 2, 3]);
+    net.connect(1, 3);
+    net.connect(2, 3);
+    let bytes = data(600_000, 1);
+    let id = net.share_file(1, &bytes);
+    net.share_file(2, &bytes);
+    net.node(2).share.set_corrupt_uploads(true);
+    net.run(20);
+    net.download(3, id);
+    net.run(200_000);
+    assert!(net.completed(3, id));
+    assert_eq!(net.nodes[&3].storage[&id], bytes);
+    assert_eq!(net.bad_peers(3), vec![2]);
+}
+
+#[test]
+fn a_downloader_serves_others_after_the_seeder_is_gone() {
+    let mut net = Net::new(&[1, 2, 3]);
+    net.connect(1, 2);
+    let bytes = data(500_000, 5);
+    let id = net.share_file(1, &bytes);
+    net.run(20);
+    net.download(2, id);
+    net.run(100_000);
+    assert!(net.completed(2, id));
+    net.leave(1);
+    net.connect(2, 3);
+    net.run(20);
+    assert_eq!(net.nodes[&3].share.file(id).map(|f| f.sources), Some(1));
+    net.download(3, id);
+    net.run(100_000);
+    assert!(net.completed(3, id));
+    assert_eq!(net.nodes[&3].storage[&id], bytes);
+}
+
+#[test]
+fn a_partial_downloader_already_serves_the_pieces_it_has() {
+    let mut net = Net::new(&[1, 2, 3]);
+    net.connect(1, 2);
+    net.connect(2, 3);
+    let bytes = data(8_000_000, 2);
+    let id = net.share_file(1, &bytes);
+    net.run(20);
+    net.download(2, id);
+    net.run(200);
+    assert!(!net.completed(2, id));
+    // 3 sees only 2, which offers the content before finishing it.
+    assert_eq!(net.nodes[&3].share.file(id).map(|f| f.sources), Some(1));
+    net.download(3, id);
+    net.run(400_000);
+    assert!(net.completed(2, id) && net.completed(3, id));
+    assert_eq!(net.nodes[&3].storage[&id], bytes);
+}
+
+#[test]
+fn a_wrong_manifest_is_refused_and_fetched_elsewhere() {
+    let mut net = Net::new(&[1, 2, 3]);
+    net.connect(1, 3);
+    net.connect(2, 3);
+    let bytes = data(100_000, 4);
+    let id = net.share_file(2, &bytes);
+    // Peer 1 (asked first: sources are tried in id order) claims the same id but serves the
+    // manifest of other bytes.
+    let (_, other) = manifest_of("evil.bin", "", PS, &data(100_000, 99));
+    net.node(1).storage.insert(id, data(100_000, 99));
+    let out = net.node(1).share.share(id, other);
+    net.apply(1, out);
+    net.run(20);
+    net.download(3, id);
+    net.run(200_000);
+    assert!(net.completed(3, id));
+    assert_eq!(net.nodes[&3].storage[&id], bytes);
+    assert_eq!(net.bad_peers(3), vec![1]);
+}
+
+#[test]
+fn an_empty_file_completes_at_once() {
+    let mut net = Net::new(&[1, 2]);
+    net.connect(1, 2);
+    let id = net.share_file(1, &[]);
+    net.run(20);
+    net.download(2, id);
+    net.run(100);
+    assert!(net.completed(2, id));
+    assert_eq!(net.nodes[&2].storage[&id], Vec::<u8>::new());
+}
+
+#[test]
+fn unknown_content_and_cancel() {
+    let mut net = Net::new(&[1, 2]);
+    net.connect(1, 2);
+    let unknown = ContentId::from_bytes([5; 32]);
+    assert_eq!(
+        net.node(2).share.download(unknown, 0).err(),
+        Some(ShareError::UnknownContent(unknown))
+    );
+    assert_eq!(
+        net.node(2).share.cancel(unknown).err(),
+        Some(ShareError::NotDownloading(unknown))
+    );
+    let id = net.share_file(1, &data(3_000_000, 8));
+    net.run(20);
+    net.download(2, id);
+    net.run(200);
+    let out = net.node(2).share.cancel(id).expect("cancel");
+    assert!(out.contains(&Output::Event(ShareEvent::Failed {
+        id,
+        reason: FailReason::Cancelled
+    })));
+    assert!(out.iter().any(|o| matches!(o, Output::Send { to: 1, frame } if matches!(decode_binary(frame), Ok(BinaryFrame::Peer(PeerMsg::Cancel { .. }))))));
+    net.apply(2, out);
+    net.run(100_000);
+    assert!(!net.completed(2, id));
+    // The seeder stopped hearing of 2 as a source.
+    assert!(net.nodes[&1].share.file(id).is_some_and(|f| f.sources == 0));
+}
+
+#[test]
+fn downloading_what_we_hold_completes_immediately() {
+    let mut net = Net::new(&[1]);
+    let id = net.share_file(1, &data(1000, 0));
+    let out = net.node(1).share.download(id, 0).expect("ok");
+    assert_eq!(out, vec![Output::Event(ShareEvent::Completed { id })]);
+}
+
+#[test]
+fn requests_for_pieces_we_lack_are_rejected() {
+    let mut share: Share<u8> = Share::new(ShareConfig::default(), 1);
+    let id = ContentId::from_bytes([1; 32]);
+    let out = share.on_message(7, PeerMsg::Request { id, piece: 0 }, 0);
+    assert_eq!(
+        out,
+        vec![Output::Send {
+            to: 7,
+            frame: PeerMsg::Reject { id, piece: 0 }.encode()
+        }]
+    );
+    let out = share.on_message(7, PeerMsg::ManifestRequest { id }, 0);
+    assert_eq!(
+        out,
+        vec![Output::Send {
+            to: 7,
+            frame: PeerMsg::NotFound { id }.encode()
+        }]
+    );
+}
+
+#[test]
+fn unsolicited_or_out_of_range_data_is_ignored_or_punished() {
+    let mut net = Net::new(&[1, 2]);
+    net.connect(1, 2);
+    let id = net.share_file(1, &data(100_000, 1));
+    net.run(20);
+    // A chunk nobody asked for changes nothing.
+    let out = net.node(2).share.on_message(
+        1,
+        PeerMsg::Piece {
+            id,
+            piece: 0,
+            offset: 0,
+            data: &[1, 2, 3],
+        },
+        0,
+    );
+    assert!(out.is_empty());
+    net.download(2, id);
+    net.run(10);
+    // The manifest is in; a request to 1 is outstanding. A chunk past the piece end is bad.
+    let piece = net.nodes[&2].share.downloads[&id]
+        .phase_requests()
+        .first()
+        .map(|(_, p)| *p);
+    if let Some(piece) = piece {
+        let out = net.node(2).share.on_message(
+            1,
+            PeerMsg::Piece {
+                id,
+                piece,
+                offset: PS,
+                data: &[0; 10],
+            },
+            0,
+        );
+        assert!(
+            out.iter()
+                .any(|o| matches!(o, Output::Event(ShareEvent::BadPeer { peer: 1, .. })))
+        );
+    }
+}
+
+impl<P: Ord + Copy> Download<P> {
+    fn phase_requests(&self) -> Vec<(P, u32)> {
+        match &self.phase {
+            Phase::Pieces { selector, .. } => selector.outstanding().collect(),
+            Phase::Manifest(_) => Vec::new(),
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    /// Seeders come and go and some corrupt what they send; as long as one honest seeder stays,
+    /// every downloader ends with exactly the original bytes.
+    #[test]
+    fn downloads_complete_intact_despite_churn_and_liars(
+        len in 0usize..400_000,
+        liars in proptest::collection::vec(any::<bool>(), 3),
+        leave_after in proptest::collection::vec(0usize..2000, 3),
+    ) {
+        let mut net = Net::new(&[0, 1, 2, 3, 10, 11]);
+        let bytes = data(len, 42);
+        let id = net.share_file(0, &bytes);
+        for s in 1..=3u8 {
+            net.share_file(s, &bytes);
+            if liars[s as usize - 1] {
+                net.node(s).share.set_corrupt_uploads(true);
+            }
+        }
+        for d in [10u8, 11] {
+            for s in 0..=3u8 {
+                net.connect(s, d);
+            }
+        }
+        net.connect(10, 11);
+        net.run(100);
+        net.download(10, id);
+        net.download(11, id);
+        let mut order: Vec<(usize, u8)> = leave_after.iter().copied().zip(1..=3u8).collect();
+        order.sort();
+        let mut ran = 0;
+        for (at, s) in order {
+            net.run(at.saturating_sub(ran));
+            ran = at;
+            net.leave(s);
+        }
+        net.run(500_000);
+        for d in [10u8, 11] {
+            prop_assert!(net.completed(d, id), "node {} did not complete", d);
+            prop_assert_eq!(&net.nodes[&d].storage[&id], &bytes);
+            prop_assert!(!net.bad_peers(d).contains(&0));
+        }
+    }
+}
