@@ -74,8 +74,8 @@ pub struct FileInfo {
 }
 
 /// Where a download stands.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Progress {
+#[derive(Debug, Clone, PartialEq)]
+pub struct Progress<P> {
     /// Verified bytes.
     pub received: u64,
     /// File length.
@@ -84,6 +84,8 @@ pub struct Progress {
     pub peers: usize,
     /// Speed over the last two seconds.
     pub bytes_per_second: f64,
+    /// Piece bytes received so far from each peer (verified or not).
+    pub from: Vec<(P, u64)>,
 }
 
 /// Why a download ended without the file.
@@ -118,7 +120,7 @@ pub enum ShareEvent<P> {
         /// The content.
         id: ContentId,
         /// Where it stands.
-        progress: Progress,
+        progress: Progress<P>,
     },
     /// Every piece of a download is verified and stored.
     Completed {
@@ -241,6 +243,7 @@ struct Download<P> {
     bad: BTreeSet<P>,
     rate: RateMeter,
     last_progress: u64,
+    received_from: BTreeMap<P, u64>,
 }
 
 #[derive(Debug, Default)]
@@ -441,6 +444,7 @@ impl<P: Ord + Copy> Share<P> {
                 bad: BTreeSet::new(),
                 rate: RateMeter::new(now),
                 last_progress: now,
+                received_from: BTreeMap::new(),
             },
         );
         self.request_manifest(&mut out, id, now);
@@ -599,8 +603,12 @@ impl<P: Ord + Copy> Share<P> {
         for peer in self.peers.keys() {
             send(&mut out, *peer, PeerMsg::Have { id, piece });
         }
-        if local.stored.is_complete() && self.downloads.remove(&id).is_some() {
-            self.push_progress_final(&mut out, id, now);
+        if local.stored.is_complete() && self.downloads.contains_key(&id) {
+            if let Some(mut progress) = self.progress(id, now) {
+                progress.received = progress.total;
+                out.push(Output::Event(ShareEvent::Progress { id, progress }));
+            }
+            self.downloads.remove(&id);
             out.push(Output::Event(ShareEvent::Completed { id }));
         }
         out
@@ -639,7 +647,7 @@ impl<P: Ord + Copy> Share<P> {
     }
 
     /// Where a download stands.
-    pub fn progress(&mut self, id: ContentId, now: u64) -> Option<Progress> {
+    pub fn progress(&mut self, id: ContentId, now: u64) -> Option<Progress<P>> {
         let total = self.offers.get(&id).map(|o| o.size);
         let download = self.downloads.get_mut(&id)?;
         let (received, peers, total) = match &download.phase {
@@ -660,6 +668,11 @@ impl<P: Ord + Copy> Share<P> {
             total,
             peers,
             bytes_per_second: download.rate.per_second(now),
+            from: download
+                .received_from
+                .iter()
+                .map(|(p, n)| (*p, *n))
+                .collect(),
         })
     }
 
@@ -903,6 +916,7 @@ impl<P: Ord + Copy> Share<P> {
             return;
         }
         download.rate.add(now, data.len() as u64);
+        *download.received_from.entry(peer).or_default() += data.len() as u64;
         selector.on_progress(peer, piece, now);
         let part = partial.entry((piece, peer)).or_insert_with(|| Partial {
             buf: vec![0; len as usize],
@@ -1104,22 +1118,6 @@ impl<P: Ord + Copy> Share<P> {
         download.last_progress = now;
         if let Some(progress) = self.progress(id, now) {
             out.push(Output::Event(ShareEvent::Progress { id, progress }));
-        }
-    }
-
-    /// The last progress event of a finished download: everything received.
-    fn push_progress_final(&mut self, out: &mut Outputs<P>, id: ContentId, _now: u64) {
-        if let Some(local) = self.local.get(&id) {
-            let total = local.manifest.size;
-            out.push(Output::Event(ShareEvent::Progress {
-                id,
-                progress: Progress {
-                    received: total,
-                    total,
-                    peers: 0,
-                    bytes_per_second: 0.0,
-                },
-            }));
         }
     }
 }

@@ -242,7 +242,7 @@ fn a_file_travels_from_a_seeder_to_a_downloader_byte_identical() {
     assert_eq!(net.nodes[&2].storage[&id], bytes);
     assert!(net.nodes[&2].share.is_complete(id));
     let last = net.nodes[&2].events.iter().rev().find_map(|e| match e {
-        ShareEvent::Progress { progress, .. } => Some(*progress),
+        ShareEvent::Progress { progress, .. } => Some(progress.clone()),
         _ => None,
     });
     assert_eq!(
@@ -267,6 +267,16 @@ fn with_two_seeders_pieces_come_from_both() {
     assert_eq!(net.nodes[&3].storage[&id], bytes);
     let from = &net.nodes[&3].received_from;
     assert!(from[&1] > 200_000 && from[&2] > 200_000, "{from:?}");
+    // The final progress event counts what arrived for live requests (no late duplicates).
+    let last = net.nodes[&3].events.iter().rev().find_map(|e| match e {
+        ShareEvent::Progress { progress, .. } => Some(progress.from.clone()),
+        _ => None,
+    });
+    let last = last.expect("a progress event");
+    assert_eq!(last.iter().map(|(p, _)| *p).collect::<Vec<_>>(), vec![1, 2]);
+    for (peer, bytes) in last {
+        assert!(bytes > 200_000 && bytes <= from[&peer], "{peer}: {bytes}");
+    }
 }
 
 #[test]
