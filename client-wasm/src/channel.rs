@@ -1,6 +1,8 @@
 //! The `swarm` data channel of one peer connection.
 
-use std::rc::Weak;
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::rc::{Rc, Weak};
 
 use js_sys::{ArrayBuffer, Uint8Array};
 use swarm_protocol::PeerId;
@@ -20,13 +22,23 @@ pub(crate) const LABEL: &str = "swarm";
 /// closes a channel whose buffer passes 16 MiB, so stay well below.
 const MAX_BUFFERED: u32 = 8 * 1024 * 1024;
 
+/// Peer-protocol frames are handed to the browser while less than this is buffered; the rest
+/// wait in our queue until the buffer drains to [`LOW_WATER`].
+const HIGH_WATER: u32 = 1024 * 1024;
+
+/// `bufferedAmountLowThreshold`: when the buffer drains to this, queued frames go out.
+const LOW_WATER: u32 = 256 * 1024;
+
 /// The channel and its callbacks; dropping it unregisters them and closes the channel.
 pub(crate) struct Channel {
     channel: RtcDataChannel,
     peer: PeerId,
+    /// Peer-protocol frames waiting for the send buffer to drain.
+    queue: Rc<RefCell<VecDeque<Vec<u8>>>>,
     _on_open: Closure<dyn FnMut(Event)>,
     _on_close: Closure<dyn FnMut(Event)>,
     _on_message: Closure<dyn FnMut(MessageEvent)>,
+    _on_buffered_low: Closure<dyn FnMut(Event)>,
 }
 
 impl Channel {
@@ -55,16 +67,32 @@ impl Channel {
                 on_frame(&session, peer, event.data());
             }
         });
+        let queue: Rc<RefCell<VecDeque<Vec<u8>>>> = Rc::default();
+        let on_buffered_low = {
+            let (queue, channel) = (Rc::clone(&queue), channel.clone());
+            Closure::<dyn FnMut(Event)>::new(move |_: Event| pump(&channel, &queue))
+        };
+        channel.set_buffered_amount_low_threshold(LOW_WATER);
         channel.set_onopen(Some(on_open.as_ref().unchecked_ref()));
         channel.set_onclose(Some(on_close.as_ref().unchecked_ref()));
         channel.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
+        channel.set_onbufferedamountlow(Some(on_buffered_low.as_ref().unchecked_ref()));
         Self {
             channel,
             peer,
+            queue,
             _on_open: on_open,
             _on_close: on_close,
             _on_message: on_message,
+            _on_buffered_low: on_buffered_low,
         }
+    }
+
+    /// Queues a peer-protocol frame; it is sent as soon as the send buffer has room, so
+    /// neither side's memory balloons however fast pieces are read.
+    pub(crate) fn send_frame(&self, frame: Vec<u8>) {
+        self.queue.borrow_mut().push_back(frame);
+        pump(&self.channel, &self.queue);
     }
 
     /// Whether the channel was already open when it was attached (its `open` event may have
@@ -97,7 +125,26 @@ impl Channel {
         self.channel.set_onopen(None);
         self.channel.set_onclose(None);
         self.channel.set_onmessage(None);
+        self.channel.set_onbufferedamountlow(None);
+        self.queue.borrow_mut().clear();
         self.channel.close();
+    }
+}
+
+/// Sends queued frames while the browser's buffer is below [`HIGH_WATER`].
+fn pump(channel: &RtcDataChannel, queue: &RefCell<VecDeque<Vec<u8>>>) {
+    if channel.ready_state() != RtcDataChannelState::Open {
+        return;
+    }
+    while channel.buffered_amount() < HIGH_WATER {
+        let Some(frame) = queue.borrow_mut().pop_front() else {
+            return;
+        };
+        if let Err(err) = channel.send_with_u8_array(&frame) {
+            warn!(error = %describe(&err), "a data channel refused a frame");
+            queue.borrow_mut().clear();
+            return;
+        }
     }
 }
 
@@ -140,7 +187,7 @@ impl OutgoingMessage {
 
 /// A frame arrived from `peer`: text frames are application strings, binary frames are read
 /// with the wire module.
-fn on_frame(session: &Session, peer: PeerId, data: JsValue) {
+fn on_frame(session: &Rc<Session>, peer: PeerId, data: JsValue) {
     if data.is_string() {
         session.on_app_message(peer, data);
         return;
@@ -154,7 +201,7 @@ fn on_frame(session: &Session, peer: PeerId, data: JsValue) {
         Ok(BinaryFrame::App(payload)) => {
             session.on_app_message(peer, Uint8Array::from(payload).into());
         }
-        Ok(BinaryFrame::Peer(msg)) => debug!(%peer, ?msg, "peer protocol not handled yet"),
+        Ok(BinaryFrame::Peer(msg)) => session.files_message(peer, msg),
         Err(err) => debug!(%peer, error = %err, "dropping a frame"),
     }
 }

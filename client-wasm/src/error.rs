@@ -27,9 +27,12 @@ pub(crate) enum ClientError {
     /// `bad-data`: a message must be a string, a Uint8Array or an ArrayBuffer.
     #[error("a message must be a string, a Uint8Array or an ArrayBuffer")]
     BadData,
-    /// `unknown-event`: `on`/`off` with an event name the API does not emit.
-    #[error("unknown event {0:?}; events are {events}", events = crate::events::EVENT_NAMES)]
-    UnknownEvent(String),
+    /// `unknown-event`: `on`/`off` with an event name the object does not emit.
+    #[error("unknown event {event:?}; events are {expected}")]
+    UnknownEvent { event: String, expected: String },
+    /// `file-too-large`: more pieces than a manifest may list.
+    #[error("a file of {0} bytes is too large to share")]
+    FileTooLarge(u64),
     /// `not-a-function`: `on`/`off` with a listener that is not a function.
     #[error("the listener must be a function")]
     NotAFunction,
@@ -39,6 +42,26 @@ pub(crate) enum ClientError {
     /// `send-failed`: the browser refused to send (the channel is closing).
     #[error("sending to peer {peer} failed: {reason}")]
     SendFailed { peer: String, reason: String },
+    /// `storage`: the browser's storage failed (no OPFS, a full disk, a failed read).
+    #[error("storage failed: {0}")]
+    Storage(String),
+    /// `storage-quota`: the file is larger than the storage the browser grants this site.
+    #[error(
+        "the file needs {needed} bytes but the browser's storage quota leaves only {available} bytes"
+    )]
+    StorageQuota { needed: u64, available: u64 },
+    /// `invalid-content-id`: not 64 lowercase hex digits.
+    #[error("not a content id: {0:?} (expected 64 lowercase hex digits)")]
+    InvalidContentId(String),
+    /// `unknown-content`: nobody in the room offers this content.
+    #[error("no peer in the room offers content {0}")]
+    UnknownContent(String),
+    /// `not-a-file`: `shareFile` needs a File or a Blob.
+    #[error("shareFile needs a File or a Blob")]
+    NotAFile,
+    /// `cancelled`: the download was cancelled.
+    #[error("the download of {0} was cancelled")]
+    Cancelled(String),
     /// `left`: the swarm has left its room; make a new one with `Swarm.join`.
     #[error("this swarm has left its room")]
     Left,
@@ -54,10 +77,17 @@ impl ClientError {
             Self::UnknownPeer(_) => "unknown-peer",
             Self::TooLarge(_) => "message-too-large",
             Self::BadData => "bad-data",
-            Self::UnknownEvent(_) => "unknown-event",
+            Self::UnknownEvent { .. } => "unknown-event",
+            Self::FileTooLarge(_) => "file-too-large",
             Self::NotAFunction => "not-a-function",
             Self::SendBufferFull { .. } => "send-buffer-full",
             Self::SendFailed { .. } => "send-failed",
+            Self::Storage(_) => "storage",
+            Self::StorageQuota { .. } => "storage-quota",
+            Self::InvalidContentId(_) => "invalid-content-id",
+            Self::UnknownContent(_) => "unknown-content",
+            Self::NotAFile => "not-a-file",
+            Self::Cancelled(_) => "cancelled",
             Self::Left => "left",
         }
     }

@@ -1,4 +1,4 @@
-//! Listeners registered with `swarm.on(event, listener)`.
+//! Listeners registered with `on(event, listener)` on a `Swarm` or a `Download`.
 
 use js_sys::Function;
 use tracing::warn;
@@ -6,76 +6,82 @@ use wasm_bindgen::JsValue;
 
 use crate::error::ClientError;
 
-/// The events a `Swarm` emits, as listed in error messages.
-pub(crate) const EVENT_NAMES: &str = "'peer-joined', 'peer-left', 'message'";
+/// The events a `Swarm` emits.
+pub(crate) const SWARM_EVENTS: &[&str] = &["peer-joined", "peer-left", "message", "file", "files"];
 
-/// One kind of event.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum EventKind {
-    /// `(id)`: a data channel to a peer opened.
-    PeerJoined,
-    /// `(id)`: a peer that had joined is gone.
-    PeerLeft,
-    /// `(from, data)`: a message arrived; `data` is a string or a Uint8Array.
-    Message,
-}
+/// The events a `Download` emits.
+pub(crate) const DOWNLOAD_EVENTS: &[&str] = &["progress", "done", "error", "bad-peer"];
 
-impl EventKind {
-    const ALL: [Self; 3] = [Self::PeerJoined, Self::PeerLeft, Self::Message];
-
-    fn name(self) -> &'static str {
-        match self {
-            Self::PeerJoined => "peer-joined",
-            Self::PeerLeft => "peer-left",
-            Self::Message => "message",
-        }
-    }
-
-    pub(crate) fn parse(name: &str) -> Result<Self, ClientError> {
-        Self::ALL
-            .into_iter()
-            .find(|kind| kind.name() == name)
-            .ok_or_else(|| ClientError::UnknownEvent(name.to_owned()))
-    }
-}
-
-/// The listeners of each event, in registration order.
-#[derive(Debug, Default)]
+/// The listeners of each event of one object, in registration order.
+#[derive(Debug)]
 pub(crate) struct Listeners {
-    by_kind: [Vec<Function>; EventKind::ALL.len()],
+    names: &'static [&'static str],
+    by_event: Vec<Vec<Function>>,
 }
 
 impl Listeners {
-    pub(crate) fn add(&mut self, kind: EventKind, listener: Function) {
-        self.by_kind[kind as usize].push(listener);
-    }
-
-    /// Removes one registration of `listener`; `false` if it was not registered.
-    pub(crate) fn remove(&mut self, kind: EventKind, listener: &Function) -> bool {
-        let list = &mut self.by_kind[kind as usize];
-        match list.iter().position(|f| f == listener) {
-            Some(i) => {
-                list.remove(i);
-                true
-            }
-            None => false,
+    pub(crate) fn new(names: &'static [&'static str]) -> Self {
+        Self {
+            names,
+            by_event: vec![Vec::new(); names.len()],
         }
     }
 
-    /// A snapshot of the listeners, so they can be called without holding a borrow (a
-    /// listener may call back into the swarm, even register more listeners).
-    pub(crate) fn snapshot(&self, kind: EventKind) -> Vec<Function> {
-        self.by_kind[kind as usize].clone()
+    fn index(&self, event: &str) -> Result<usize, ClientError> {
+        self.names
+            .iter()
+            .position(|name| *name == event)
+            .ok_or_else(|| ClientError::UnknownEvent {
+                event: event.to_owned(),
+                expected: self.names.join(", "),
+            })
+    }
+
+    /// Checks the event name and the listener, then registers it.
+    pub(crate) fn add(&mut self, event: &str, listener: JsValue) -> Result<(), ClientError> {
+        let i = self.index(event)?;
+        let listener = as_function(listener)?;
+        self.by_event[i].push(listener);
+        Ok(())
+    }
+
+    /// Removes one registration of `listener`; `false` if it was not registered.
+    pub(crate) fn remove(&mut self, event: &str, listener: JsValue) -> Result<bool, ClientError> {
+        let i = self.index(event)?;
+        let listener = as_function(listener)?;
+        let list = &mut self.by_event[i];
+        Ok(match list.iter().position(|f| *f == listener) {
+            Some(at) => {
+                list.remove(at);
+                true
+            }
+            None => false,
+        })
+    }
+
+    /// A snapshot of the listeners of `event`, so they can be called without holding a borrow
+    /// (a listener may call back into the object, even register more listeners).
+    pub(crate) fn snapshot(&self, event: &str) -> Vec<Function> {
+        self.index(event)
+            .map(|i| self.by_event[i].clone())
+            .unwrap_or_default()
     }
 
     pub(crate) fn clear(&mut self) {
-        self.by_kind.iter_mut().for_each(Vec::clear);
+        self.by_event.iter_mut().for_each(Vec::clear);
     }
+}
+
+fn as_function(listener: JsValue) -> Result<Function, ClientError> {
+    use wasm_bindgen::JsCast;
+    listener
+        .dyn_into::<Function>()
+        .map_err(|_| ClientError::NotAFunction)
 }
 
 /// Calls each listener with `args`. A listener that throws is reported on the console and
 /// does not stop the others.
-pub(crate) fn call_all(kind: EventKind, listeners: &[Function], args: &[JsValue]) {
+pub(crate) fn call_all(event: &str, listeners: &[Function], args: &[JsValue]) {
     for listener in listeners {
         let result = match args {
             [a] => listener.call1(&JsValue::NULL, a),
@@ -83,11 +89,7 @@ pub(crate) fn call_all(kind: EventKind, listeners: &[Function], args: &[JsValue]
             _ => listener.call0(&JsValue::NULL),
         };
         if let Err(err) = result {
-            warn!(
-                event = kind.name(),
-                error = %crate::error::describe(&err),
-                "an event listener threw"
-            );
+            warn!(event, error = %crate::error::describe(&err), "an event listener threw");
         }
     }
 }

@@ -17,8 +17,14 @@
 //! - `signalling`: the WebSocket to the signalling server.
 //! - `peer`: one `RTCPeerConnection` per remote peer, negotiated with the perfect-negotiation
 //!   pattern from `swarm-core`.
-//! - `channel`: the `swarm` data channel of one peer connection.
-//! - `events`: the listeners registered with `swarm.on`.
+//! - `channel`: the `swarm` data channel of one peer connection, with a send queue that
+//!   respects `bufferedAmount`.
+//! - `files`: file sharing: carries out the decisions of `swarm-core`'s `Share` engine.
+//! - `download`: the [`Download`] class (progress events, the finished file as a Blob).
+//! - `storage`: downloads in the Origin Private File System, written by a worker
+//!   (`js/storage-worker.js`) with synchronous access handles.
+//! - `ticker`: the periodic timer that drives timeouts.
+//! - `events`: the listeners registered with `on`.
 //! - `error`: every error the API can throw, each with a stable `code`.
 //!
 //! Every JavaScript callback (`Closure`) is owned by the struct that registered it and is
@@ -26,13 +32,18 @@
 //! hold only weak references to the session.
 
 mod channel;
+mod download;
 mod error;
 mod events;
+mod files;
 mod peer;
 mod session;
 mod signalling;
+mod storage;
 mod swarm;
+mod ticker;
 
+pub use download::Download;
 pub use swarm::Swarm;
 
 use wasm_bindgen::prelude::wasm_bindgen;

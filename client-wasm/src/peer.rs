@@ -168,6 +168,13 @@ impl PeerLink {
         }
     }
 
+    /// Queues a peer-protocol frame on the data channel (dropped if there is none).
+    pub(crate) fn send_frame(&self, frame: Vec<u8>) {
+        if let Some(channel) = self.channel.borrow().as_ref() {
+            channel.send_frame(frame);
+        }
+    }
+
     /// Unregisters every callback and closes the channel and the connection. The closures
     /// themselves are freed when the link is dropped.
     pub(crate) fn close(&self) {

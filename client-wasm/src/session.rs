@@ -20,9 +20,14 @@ use web_sys::RtcConfiguration;
 
 use crate::channel::OutgoingMessage;
 use crate::error::{ClientError, describe};
-use crate::events::{EventKind, Listeners, call_all};
+use crate::events::{Listeners, SWARM_EVENTS, call_all};
+use crate::files::Files;
 use crate::peer::PeerLink;
 use crate::signalling::SignalSocket;
+use crate::ticker::Ticker;
+
+/// Period of the sharing engine's tick, in milliseconds.
+const TICK_MS: i32 = 250;
 
 /// The callbacks of the pending `Swarm.join` promise.
 struct JoinWaiter {
@@ -41,6 +46,8 @@ pub(crate) struct Session {
     rtc_config: RtcConfiguration,
     join_waiter: RefCell<Option<JoinWaiter>>,
     left: Cell<bool>,
+    pub(crate) files: Files,
+    ticker: RefCell<Option<Ticker>>,
 }
 
 impl Session {
@@ -51,10 +58,12 @@ impl Session {
             mesh: RefCell::new(Mesh::new()),
             links: RefCell::new(HashMap::new()),
             socket: RefCell::new(None),
-            listeners: RefCell::new(Listeners::default()),
+            listeners: RefCell::new(Listeners::new(SWARM_EVENTS)),
             rtc_config: RtcConfiguration::new(),
             join_waiter: RefCell::new(None),
             left: Cell::new(false),
+            files: Files::new(js_sys::Date::now() as u64),
+            ticker: RefCell::new(None),
         })
     }
 
@@ -113,6 +122,7 @@ impl Session {
                 if let Some(waiter) = self.join_waiter.borrow_mut().take() {
                     let _ = waiter.resolve.call0(&JsValue::NULL);
                 }
+                self.start_ticker();
                 self.apply(actions);
             }
             ServerMsg::Joined { id } => {
@@ -182,7 +192,7 @@ impl Session {
     }
 
     pub(crate) fn on_app_message(&self, from: PeerId, data: JsValue) {
-        self.emit(EventKind::Message, &[from.to_string().into(), data]);
+        self.emit("message", &[from.to_string().into(), data]);
     }
 
     // ---- outputs ----
@@ -235,6 +245,7 @@ impl Session {
         self.apply(actions);
         let socket = self.socket.borrow_mut().take();
         defer_drop(socket);
+        defer_drop(self.ticker.borrow_mut().take());
         self.listeners.borrow_mut().clear();
     }
 
@@ -256,6 +267,9 @@ impl Session {
                 } => self.connect_to(peer, offerer, polite),
                 Action::Disconnect(peer) => {
                     let link = self.links.borrow_mut().remove(&peer);
+                    if link.is_some() {
+                        self.files_peer_closed(peer);
+                    }
                     if let Some(link) = link {
                         link.close();
                         // This may run inside one of the link's own callbacks, which must not
@@ -265,11 +279,12 @@ impl Session {
                 }
                 Action::Emit(Event::PeerJoined(peer)) => {
                     info!(%peer, "peer joined");
-                    self.emit(EventKind::PeerJoined, &[peer.to_string().into()]);
+                    self.files_peer_open(peer);
+                    self.emit("peer-joined", &[peer.to_string().into()]);
                 }
                 Action::Emit(Event::PeerLeft(peer)) => {
                     info!(%peer, "peer left");
-                    self.emit(EventKind::PeerLeft, &[peer.to_string().into()]);
+                    self.emit("peer-left", &[peer.to_string().into()]);
                 }
             }
         }
@@ -300,9 +315,25 @@ impl Session {
         }
     }
 
-    fn emit(&self, kind: EventKind, args: &[JsValue]) {
-        let listeners = self.listeners.borrow().snapshot(kind);
-        call_all(kind, &listeners, args);
+    pub(crate) fn emit(&self, event: &str, args: &[JsValue]) {
+        let listeners = self.listeners.borrow().snapshot(event);
+        call_all(event, &listeners, args);
+    }
+
+    /// Starts the periodic tick of the sharing engine (timeouts, speeds).
+    fn start_ticker(self: &Rc<Self>) {
+        let session = Rc::downgrade(self);
+        let ticker = Ticker::start(TICK_MS, move || {
+            if let Some(session) = session.upgrade() {
+                session.files_tick();
+            }
+        });
+        match ticker {
+            Ok(ticker) => *self.ticker.borrow_mut() = Some(ticker),
+            Err(err) => {
+                warn!(error = %describe(&err), "cannot start the timer: timeouts will not fire")
+            }
+        }
     }
 }
 

@@ -2,19 +2,42 @@
 
 use std::rc::Rc;
 
-use js_sys::{Array, Function};
+use js_sys::Array;
 use swarm_protocol::RoomName;
 use wasm_bindgen::prelude::wasm_bindgen;
 use wasm_bindgen::{JsCast, JsValue};
 
 use crate::channel::OutgoingMessage;
+use crate::download::Download;
 use crate::error::ClientError;
-use crate::events::EventKind;
+use crate::files::file_object;
 use crate::session::Session;
 use crate::signalling::room_url;
 
 #[wasm_bindgen(typescript_custom_section)]
 const TS_TYPES: &'static str = r#"
+/** A file known in the room. */
+export interface SwarmFile {
+  /** Content id: 64 hex digits. */
+  id: string;
+  name: string;
+  /** Length in bytes. */
+  size: number;
+  /** MIME type ("" when unknown). */
+  mime: string;
+  /** Connected peers that offer it. */
+  sources: number;
+  /** Whether this peer holds all of it (shared it, or finished downloading it). */
+  complete: boolean;
+}
+
+/** Which pieces this peer and each source have; bit i (most significant first) is piece i. */
+export interface PieceMap {
+  count: number;
+  have: Uint8Array;
+  peers: { id: string; have: Uint8Array }[];
+}
+
 /** Events a Swarm emits, and the arguments its listeners receive. */
 export interface SwarmEvents {
   /** A data channel to this peer opened: it can be sent to. */
@@ -23,6 +46,10 @@ export interface SwarmEvents {
   "peer-left": (id: string) => void;
   /** A message from a peer: a string if it was sent as one, otherwise bytes. */
   "message": (from: string, data: string | Uint8Array) => void;
+  /** A peer offered a file this peer had not heard of. */
+  "file": (info: SwarmFile) => void;
+  /** Something in `files()` changed (a new file, sources, a finished download). */
+  "files": () => void;
 }
 
 /** What can be sent: text, or bytes (at most 65535 bytes; text at most 65536 UTF-8 bytes). */
@@ -32,7 +59,8 @@ export type SwarmMessage = string | Uint8Array | ArrayBuffer;
 export type SwarmErrorCode =
   | "invalid-room" | "invalid-url" | "server-unreachable" | "unknown-peer"
   | "message-too-large" | "bad-data" | "unknown-event" | "not-a-function"
-  | "send-buffer-full" | "send-failed" | "left";
+  | "send-buffer-full" | "send-failed" | "left" | "invalid-content-id" | "unknown-content"
+  | "not-a-file" | "file-too-large" | "cancelled" | "storage" | "storage-quota";
 "#;
 
 /// A member of one room: connected to the others directly over WebRTC data channels.
@@ -83,18 +111,14 @@ impl Swarm {
             .collect()
     }
 
-    /// Registers `listener` for `event`: `'peer-joined'`, `'peer-left'` or `'message'`.
+    /// Registers `listener` for `event`: `'peer-joined'`, `'peer-left'`, `'message'`,
+    /// `'file'` or `'files'`.
     pub fn on(
         &self,
         #[wasm_bindgen(unchecked_param_type = "keyof SwarmEvents")] event: &str,
         #[wasm_bindgen(unchecked_param_type = "SwarmEvents[keyof SwarmEvents]")] listener: JsValue,
     ) -> Result<(), JsValue> {
-        let kind = EventKind::parse(event)?;
-        let listener = listener
-            .dyn_into::<Function>()
-            .map_err(|_| ClientError::NotAFunction)?;
-        self.session.listeners().add(kind, listener);
-        Ok(())
+        Ok(self.session.listeners().add(event, listener)?)
     }
 
     /// Removes a listener registered with `on`. Returns whether it was registered.
@@ -103,11 +127,7 @@ impl Swarm {
         #[wasm_bindgen(unchecked_param_type = "keyof SwarmEvents")] event: &str,
         #[wasm_bindgen(unchecked_param_type = "SwarmEvents[keyof SwarmEvents]")] listener: JsValue,
     ) -> Result<bool, JsValue> {
-        let kind = EventKind::parse(event)?;
-        let listener = listener
-            .dyn_into::<Function>()
-            .map_err(|_| ClientError::NotAFunction)?;
-        Ok(self.session.listeners().remove(kind, &listener))
+        Ok(self.session.listeners().remove(event, listener)?)
     }
 
     /// Sends `data` to the peer `id` over its data channel. Throws a `SwarmError`
@@ -132,6 +152,57 @@ impl Swarm {
         self.session.check_joined()?;
         let message = OutgoingMessage::from_js(&data)?;
         Ok(self.session.broadcast(&message)?)
+    }
+
+    /// Shares a `File` or `Blob` with the room: hashes it piece by piece, then offers it to
+    /// every peer, and serves it while this swarm is in the room. Resolves with its content id
+    /// (64 hex digits). A zero-byte file is allowed.
+    #[wasm_bindgen(js_name = shareFile)]
+    pub async fn share_file(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "Blob")] file: JsValue,
+    ) -> Result<String, JsValue> {
+        let blob = file
+            .clone()
+            .dyn_into::<web_sys::Blob>()
+            .map_err(|_| ClientError::NotAFile)?;
+        let name = file
+            .dyn_ref::<web_sys::File>()
+            .map(web_sys::File::name)
+            .unwrap_or_else(|| "blob".to_owned());
+        let id = self.session.share_blob(blob, name).await?;
+        Ok(id.to_string())
+    }
+
+    /// The files known in the room: those peers offer and those this peer holds.
+    #[wasm_bindgen(unchecked_return_type = "SwarmFile[]")]
+    pub fn files(&self) -> Array {
+        self.session.files_list().iter().map(file_object).collect()
+    }
+
+    /// Starts downloading content `id` from every peer that has pieces of it, and returns its
+    /// `Download` (the same one again while it runs). Throws a `SwarmError`
+    /// (`invalid-content-id`, `unknown-content` when no peer offers it, `left`). A file
+    /// larger than the storage quota fails with `storage-quota` before any transfer.
+    pub fn download(&self, id: &str) -> Result<Download, JsValue> {
+        Ok(Download::new(self.session.start_download(id)?))
+    }
+
+    /// Which pieces of content `id` this peer and each source have (`null` until its manifest
+    /// is known), for drawing a piece map.
+    #[wasm_bindgen(js_name = pieceMap, unchecked_return_type = "PieceMap | null")]
+    pub fn piece_map(&self, id: &str) -> Result<JsValue, JsValue> {
+        let id = id
+            .parse()
+            .map_err(|_| ClientError::InvalidContentId(id.to_owned()))?;
+        Ok(self.session.piece_map(id))
+    }
+
+    /// **Testing only**: when on, every piece this peer serves is corrupted, to exercise the
+    /// verification of the others.
+    #[wasm_bindgen(js_name = _corruptUploads)]
+    pub fn corrupt_uploads(&self, on: bool) {
+        self.session.corrupt_uploads(on);
     }
 
     /// Leaves the room: closes every peer connection and the signalling connection, and

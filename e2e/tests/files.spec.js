@@ -1,0 +1,172 @@
+// File sharing: verified multi-source transfer where every downloader becomes a source.
+import { test, expect, joinRoom, waitForPeers, thrown } from './harness.js';
+
+const MiB = 1024 * 1024;
+
+/** Joins `count` pages to `room` and waits for the full mesh. */
+async function mesh(browser, server, room, count) {
+  const members = [];
+  for (let i = 0; i < count; i++) members.push(await joinRoom(browser, server, room, `${room}-${i}`));
+  for (const m of members) await waitForPeers(m, members.filter((o) => o !== m).map((o) => o.id));
+  return members;
+}
+
+/** Installs page helpers: deterministic pseudo-random blobs and SHA-256 of blobs. */
+async function helpers(member) {
+  await member.page.evaluate(() => {
+    window.makeBlob = (size, seed) => {
+      const bytes = new Uint8Array(size);
+      const words = new Uint32Array(bytes.buffer, 0, Math.floor(size / 4));
+      let x = seed >>> 0 || 1;
+      for (let i = 0; i < words.length; i++) {
+        x ^= x << 13; x ^= x >>> 17; x ^= x << 5;
+        words[i] = x >>> 0;
+      }
+      for (let i = words.length * 4; i < size; i++) bytes[i] = i & 0xff;
+      return new Blob([bytes], { type: 'application/octet-stream' });
+    };
+    window.sha256 = async (blob) => {
+      const digest = await crypto.subtle.digest('SHA-256', await blob.arrayBuffer());
+      return Array.from(new Uint8Array(digest), (b) => b.toString(16).padStart(2, '0')).join('');
+    };
+  });
+}
+
+/** Shares a generated file from `member`; returns {id, hash}. */
+async function share(member, size, seed) {
+  await helpers(member);
+  return member.page.evaluate(async ([size, seed]) => {
+    const blob = window.makeBlob(size, seed);
+    const id = await window.swarm.shareFile(new File([blob], 'random.bin', { type: blob.type }));
+    return { id, hash: await window.sha256(blob) };
+  }, [size, seed]);
+}
+
+/** Starts downloading `id` on `member` once a peer offers it; records progress and events. */
+async function startDownload(member, id) {
+  await helpers(member);
+  await member.page.waitForFunction((id) => window.swarm.files().some((f) => f.id === id && f.sources > 0), id, { timeout: 20_000 });
+  await member.page.evaluate((id) => {
+    const dl = window.swarm.download(id);
+    window.dl = dl;
+    window.badPeers = [];
+    window.lastProgress = dl.progress;
+    dl.on('progress', (p) => { window.lastProgress = p; });
+    dl.on('bad-peer', (peer, reason) => window.badPeers.push({ peer, reason }));
+    window.result = dl.blob().then(async (blob) => ({ size: blob.size, hash: await window.sha256(blob) }));
+    window.result.catch(() => {}); // a test may cancel on purpose
+  }, id);
+}
+
+async function finish(member, timeout = 90_000) {
+  return member.page.evaluate((timeout) => Promise.race([
+    window.result,
+    new Promise((_, reject) => setTimeout(() => reject(new Error('download timed out')), timeout)),
+  ]), timeout);
+}
+
+test.describe.configure({ timeout: 180_000 });
+
+test('a 20 MiB file shared by one page is downloaded byte-identical by two others', async ({ browser, server }) => {
+  const [a, b, c] = await mesh(browser, server, 'share', 3);
+  await b.page.evaluate(() => {
+    window.offered = [];
+    window.swarm.on('file', (info) => window.offered.push(info));
+  });
+  const file = await share(a, 20 * MiB, 1);
+  await b.page.waitForFunction(() => window.offered.length === 1);
+  expect(await b.page.evaluate(() => window.offered[0])).toEqual({
+    id: file.id, name: 'random.bin', size: 20 * MiB, mime: 'application/octet-stream', sources: 1, complete: false,
+  });
+  await startDownload(b, file.id);
+  await startDownload(c, file.id);
+  for (const member of [b, c]) {
+    expect(await finish(member)).toEqual({ size: 20 * MiB, hash: file.hash });
+    const listed = await member.page.evaluate((id) => window.swarm.files().find((f) => f.id === id), file.id);
+    expect(listed).toMatchObject({ name: 'random.bin', size: 20 * MiB, complete: true, mime: 'application/octet-stream' });
+    const progress = await member.page.evaluate(() => window.lastProgress);
+    expect(progress.received).toBe(20 * MiB);
+  }
+});
+
+test('with two seeders the downloader receives pieces from both', async ({ browser, server }) => {
+  const [a, b, c] = await mesh(browser, server, 'two-seeders', 3);
+  const file = await share(a, 20 * MiB, 2);
+  expect((await share(b, 20 * MiB, 2)).id).toBe(file.id);
+  await c.page.waitForFunction((id) => window.swarm.files().some((f) => f.id === id && f.sources === 2), file.id);
+  await startDownload(c, file.id);
+  expect(await finish(c)).toEqual({ size: 20 * MiB, hash: file.hash });
+  const from = await c.page.evaluate(() => window.lastProgress.from);
+  expect(Object.keys(from).sort()).toEqual([a.id, b.id].sort());
+  for (const id of [a.id, b.id]) expect(from[id]).toBeGreaterThan(2 * MiB);
+});
+
+test('a seeder closed mid-download does not stop it', async ({ browser, server }) => {
+  const [a, b, c] = await mesh(browser, server, 'seeder-leaves', 3);
+  const size = 48 * MiB;
+  const file = await share(a, size, 3);
+  await share(b, size, 3);
+  await c.page.waitForFunction((id) => window.swarm.files().some((f) => f.id === id && f.sources === 2), file.id);
+  await startDownload(c, file.id);
+  await c.page.waitForFunction(() => window.lastProgress.received > 2 * 1024 * 1024, null, { polling: 10, timeout: 60_000 });
+  await a.context.close();
+  const atClose = await c.page.evaluate(() => window.lastProgress.received);
+  expect(atClose).toBeLessThan(size);
+  expect(await finish(c)).toEqual({ size, hash: file.hash });
+});
+
+test('a corrupting peer is detected and the file still arrives intact', async ({ browser, server }) => {
+  const [a, b, c] = await mesh(browser, server, 'liar', 3);
+  const file = await share(a, 20 * MiB, 4);
+  await share(b, 20 * MiB, 4);
+  await b.page.evaluate(() => window.swarm._corruptUploads(true));
+  await c.page.waitForFunction((id) => window.swarm.files().some((f) => f.id === id && f.sources === 2), file.id);
+  await startDownload(c, file.id);
+  expect(await finish(c)).toEqual({ size: 20 * MiB, hash: file.hash });
+  const bad = await c.page.evaluate(() => window.badPeers);
+  expect(bad).toEqual([{ peer: b.id, reason: 'piece failed verification' }]);
+});
+
+test('a finished downloader serves a fourth page after the original seeder is gone', async ({ browser, server }) => {
+  const [a, b] = await mesh(browser, server, 'relay', 2);
+  const file = await share(a, 20 * MiB, 5);
+  await startDownload(b, file.id);
+  expect(await finish(b)).toEqual({ size: 20 * MiB, hash: file.hash });
+  await a.context.close();
+  const d = await joinRoom(browser, server, 'relay', 'relay-d');
+  await waitForPeers(d, [b.id]);
+  await startDownload(d, file.id);
+  expect(await finish(d)).toEqual({ size: 20 * MiB, hash: file.hash });
+  expect(Object.keys(await d.page.evaluate(() => window.lastProgress.from))).toEqual([b.id]);
+});
+
+test('file errors are named, and empty files are fine', async ({ browser, server }) => {
+  const [a, b] = await mesh(browser, server, 'file-errors', 2);
+  expect(await thrown(a, () => window.swarm.download('nope'))).toMatchObject({ name: 'SwarmError', code: 'invalid-content-id' });
+  expect(await thrown(a, () => window.swarm.download('0'.repeat(64)))).toMatchObject({ code: 'unknown-content' });
+  expect(await thrown(a, () => window.swarm.shareFile(42))).toMatchObject({ code: 'not-a-file' });
+  expect(await thrown(a, () => window.swarm.download('0'.repeat(64)).on('nope', () => {}))).toMatchObject({ code: 'unknown-content' });
+
+  // Zero bytes.
+  const empty = await share(a, 0, 1);
+  await startDownload(b, empty.id);
+  expect(await finish(b)).toEqual({ size: 0, hash: empty.hash });
+
+  // Cancelling rejects blob() with `cancelled`.
+  const big = await share(a, 40 * MiB, 6);
+  await startDownload(b, big.id);
+  const cancelled = await b.page.evaluate(async () => {
+    window.dl.cancel();
+    try { await window.dl.blob(); return null; } catch (err) { return { name: err.name, code: err.code }; }
+  });
+  expect(cancelled).toEqual({ name: 'SwarmError', code: 'cancelled' });
+
+  // A file larger than the storage quota fails before any transfer.
+  const quota = await b.page.evaluate(async (id) => {
+    navigator.storage.estimate = async () => ({ quota: 1000, usage: 0 });
+    const dl = window.swarm.download(id);
+    try { await dl.blob(); return null; } catch (err) { return { code: err.code, message: err.message, received: dl.progress.received }; }
+  }, big.id);
+  expect(quota).toMatchObject({ code: 'storage-quota', received: 0 });
+  expect(quota.message).toContain('quota');
+});
