@@ -18,12 +18,18 @@ function setStatus(state, text) {
   $('status').textContent = text;
 }
 
-/** The room named by the page's hash: `#demo` (later `#demo/contentId`). */
+/** The room named by the page's hash: `#demo`, or `#demo/contentId` to open a file. */
 function roomFromHash() {
   return decodeURIComponent(location.hash.slice(1).split('/')[0] || '');
 }
 
+function contentFromHash() {
+  return location.hash.slice(1).split('/')[1] || '';
+}
+
 let swarm = null;
+/** Downloads started on this page, by content id: {dl, progress, error, blob}. */
+const downloads = new Map();
 
 function renderPeers() {
   const list = $('peer-list');
@@ -86,10 +92,242 @@ async function join(room) {
     const text = typeof data === 'string' ? data : `[${data.length} bytes]`;
     log('theirs', from, text);
   });
+  swarm.on('files', scheduleFiles);
+  swarm.on('peer-joined', scheduleFiles);
+  swarm.on('peer-left', scheduleFiles);
   renderPeers();
+  renderFiles();
+  const wanted = contentFromHash();
+  if (wanted) openLinkedFile(wanted);
 }
 
+// ---- files ----
+
+function formatBytes(n) {
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let i = 0;
+  while (n >= 1024 && i < units.length - 1) { n /= 1024; i++; }
+  return `${n.toFixed(i === 0 ? 0 : 1)} ${units[i]}`;
+}
+
+function formatEta(seconds) {
+  if (!isFinite(seconds) || seconds <= 0) return '';
+  if (seconds < 60) return `${Math.ceil(seconds)} s left`;
+  return `${Math.floor(seconds / 60)} min ${Math.ceil(seconds % 60)} s left`;
+}
+
+let filesScheduled = false;
+function scheduleFiles() {
+  if (filesScheduled) return;
+  filesScheduled = true;
+  requestAnimationFrame(() => { filesScheduled = false; renderFiles(); });
+}
+
+async function shareFiles(fileList) {
+  for (const file of fileList) {
+    try {
+      const id = await swarm.shareFile(file);
+      log('system', null, `sharing ${file.name} (${formatBytes(file.size)})`);
+      void id;
+    } catch (err) {
+      log('system', null, `could not share ${file.name}: ${err.message}`);
+    }
+  }
+  scheduleFiles();
+}
+
+function startDownload(id) {
+  if (downloads.has(id) && !downloads.get(id).error) return downloads.get(id);
+  let dl;
+  try {
+    dl = swarm.download(id);
+  } catch (err) {
+    log('system', null, `cannot download: ${err.message}`);
+    return null;
+  }
+  const entry = { dl, progress: dl.progress, error: null, blob: null };
+  downloads.set(id, entry);
+  dl.on('progress', (p) => { entry.progress = p; scheduleFiles(); });
+  dl.on('bad-peer', (peer, reason) => log('system', null, `dropped ${short(peer)}: ${reason}`));
+  dl.blob().then((blob) => { entry.blob = blob; scheduleFiles(); })
+    .catch((err) => { entry.error = err; scheduleFiles(); });
+  scheduleFiles();
+  return entry;
+}
+
+/** Opens `#room/contentId`: downloads that file as soon as a peer offers it. */
+function openLinkedFile(id) {
+  const tryStart = () => {
+    if (swarm && swarm.files().some((f) => f.id === id && (f.sources > 0 || f.complete))) {
+      startDownload(id);
+      swarm.off('files', tryStart);
+    }
+  };
+  swarm.on('files', tryStart);
+  tryStart();
+}
+
+async function saveFile(info, blob) {
+  if (window.showSaveFilePicker) {
+    try {
+      const handle = await window.showSaveFilePicker({ suggestedName: info.name });
+      const writable = await handle.createWritable();
+      await blob.stream().pipeTo(writable);
+      return;
+    } catch (err) {
+      if (err.name === 'AbortError') return;
+    }
+  }
+  const url = URL.createObjectURL(blob);
+  const a = document.createElement('a');
+  a.href = url;
+  a.download = info.name;
+  a.click();
+  setTimeout(() => URL.revokeObjectURL(url), 60_000);
+}
+
+function button(text, onClick, secondary = false) {
+  const b = document.createElement('button');
+  b.type = 'button';
+  b.textContent = text;
+  if (secondary) b.className = 'secondary';
+  b.addEventListener('click', onClick);
+  return b;
+}
+
+/** Draws which pieces a holder has: each pixel column covers a range of pieces. */
+function drawPieces(canvas, bits, count, color) {
+  const width = canvas.clientWidth || 300;
+  canvas.width = width;
+  canvas.height = 10;
+  const ctx = canvas.getContext('2d');
+  ctx.clearRect(0, 0, width, 10);
+  if (count === 0) return;
+  ctx.fillStyle = color;
+  const has = (i) => (bits[i >> 3] & (0x80 >> (i & 7))) !== 0;
+  for (let x = 0; x < width; x++) {
+    const from = Math.floor((x * count) / width);
+    const to = Math.max(from + 1, Math.floor(((x + 1) * count) / width));
+    let n = 0;
+    for (let i = from; i < to; i++) if (has(i)) n++;
+    if (n > 0) {
+      ctx.globalAlpha = 0.25 + 0.75 * (n / (to - from));
+      ctx.fillRect(x, 0, 1, 10);
+    }
+  }
+  ctx.globalAlpha = 1;
+}
+
+function pieceMap(id) {
+  const map = swarm.pieceMap(id);
+  if (!map) return null;
+  const grid = document.createElement('div');
+  grid.className = 'piece-map';
+  const rows = [['you', map.have, 'hsl(145 65% 38%)']];
+  for (const peer of map.peers) rows.push([short(peer.id), peer.have, colour(peer.id)]);
+  const draws = [];
+  for (const [label, bits, color] of rows) {
+    const name = document.createElement('span');
+    name.textContent = label;
+    const canvas = document.createElement('canvas');
+    grid.append(name, canvas);
+    draws.push(() => drawPieces(canvas, bits, map.count, color));
+  }
+  requestAnimationFrame(() => draws.forEach((draw) => draw()));
+  return grid;
+}
+
+function renderFiles() {
+  if (!swarm) return;
+  const files = swarm.files();
+  $('no-files').hidden = files.length > 0;
+  $('file-list').replaceChildren(...files.map((info) => {
+    const entry = downloads.get(info.id);
+    const li = document.createElement('li');
+    li.className = 'file';
+    li.dataset.contentId = info.id;
+    const done = info.complete || (entry && entry.blob);
+    if (done) li.classList.add('complete');
+
+    const head = document.createElement('div');
+    head.className = 'file-head';
+    const name = document.createElement('span');
+    name.className = 'file-name';
+    name.textContent = info.name;
+    const meta = document.createElement('span');
+    meta.className = 'file-meta';
+    meta.textContent = `${formatBytes(info.size)} · ${info.sources} source${info.sources === 1 ? '' : 's'}`;
+    const actions = document.createElement('span');
+    actions.className = 'file-actions';
+    if (!done && (!entry || entry.error)) {
+      actions.append(button('Download', () => startDownload(info.id)));
+    }
+    if (entry && !done && !entry.error) {
+      actions.append(button('Cancel', () => entry.dl.cancel(), true));
+    }
+    if (done) {
+      actions.append(button('Save', async () => {
+        const blob = entry?.blob || await swarm.download(info.id).blob();
+        await saveFile(info, blob);
+      }));
+    }
+    actions.append(button('Copy link', async () => {
+      const link = `${location.origin}${location.pathname}#${encodeURIComponent(swarm.room)}/${info.id}`;
+      try { await navigator.clipboard.writeText(link); log('system', null, 'link copied'); } catch { log('system', null, link); }
+    }, true));
+    head.append(name, meta, actions);
+    li.append(head);
+
+    const received = done ? info.size : entry ? entry.progress.received : 0;
+    const fraction = info.size > 0 ? received / info.size : (done ? 1 : 0);
+    const bar = document.createElement('div');
+    bar.className = 'progress';
+    const fill = document.createElement('div');
+    fill.style.width = `${(fraction * 100).toFixed(1)}%`;
+    bar.append(fill);
+    const status = document.createElement('div');
+    status.className = 'file-status';
+    const parts = [];
+    if (done) {
+      parts.push(info.complete && !entry ? 'seeding' : 'complete, seeding');
+    } else if (entry && entry.error) {
+      parts.push(`failed: ${entry.error.message}`);
+    } else if (entry) {
+      const p = entry.progress;
+      parts.push(`${formatBytes(p.received)} of ${formatBytes(p.total)}`);
+      parts.push(`${formatBytes(p.bytesPerSecond)}/s`);
+      parts.push(`${p.peers} peer${p.peers === 1 ? '' : 's'}`);
+      parts.push(formatEta((p.total - p.received) / p.bytesPerSecond));
+    } else {
+      parts.push('not downloaded');
+    }
+    for (const text of parts.filter(Boolean)) {
+      const span = document.createElement('span');
+      span.textContent = text;
+      status.append(span);
+    }
+    li.append(bar, status);
+    const map = pieceMap(info.id);
+    if (map) li.append(map);
+    return li;
+  }));
+}
+
+const dropZone = $('drop-zone');
+dropZone.addEventListener('dragover', (event) => { event.preventDefault(); dropZone.classList.add('over'); });
+dropZone.addEventListener('dragleave', () => dropZone.classList.remove('over'));
+dropZone.addEventListener('drop', (event) => {
+  event.preventDefault();
+  dropZone.classList.remove('over');
+  if (swarm) shareFiles(event.dataTransfer.files);
+});
+$('file-input').addEventListener('change', (event) => {
+  if (swarm) shareFiles(event.target.files);
+  event.target.value = '';
+});
+
 function leave() {
+  downloads.clear();
   if (swarm) {
     swarm.leave();
     swarm.free();
@@ -138,7 +376,15 @@ $('copy-link').addEventListener('click', async () => {
 });
 
 $('retry').addEventListener('click', route);
-window.addEventListener('hashchange', route);
+window.addEventListener('hashchange', () => {
+  // `#room/contentId` within the same room only opens the file.
+  if (swarm && roomFromHash() === swarm.room) {
+    const wanted = contentFromHash();
+    if (wanted) openLinkedFile(wanted);
+    return;
+  }
+  route();
+});
 window.addEventListener('pagehide', leave);
 
 await init();

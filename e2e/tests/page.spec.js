@@ -58,3 +58,37 @@ test('the lobby joins the room typed in, and a bad room name is explained', asyn
   await expect(page.locator('#failure')).toBeVisible();
   await expect(page.locator('#failure-message')).toContainText('invalid-room');
 });
+
+test('files: share by picking, download with a live piece map, and open a #room/id link', async ({ browser, server }) => {
+  const a = await openRoom(browser, server, 'files-ui');
+  const b = await openRoom(browser, server, 'files-ui');
+  await expect(a.page.locator(`#peer-list li[data-peer-id="${b.id}"]`)).toBeVisible({ timeout: 20_000 });
+  await expect(a.page.locator('#no-files')).toBeVisible();
+
+  const size = 6 * 1024 * 1024;
+  const buffer = Buffer.alloc(size);
+  for (let i = 0; i < size; i++) buffer[i] = (i * 2654435761) >>> 24;
+  await a.page.setInputFiles('#file-input', { name: 'holiday.bin', mimeType: 'application/octet-stream', buffer });
+  const row = (page) => page.locator('#file-list li.file').first();
+  await expect(row(a.page)).toContainText('holiday.bin');
+  await expect(row(a.page)).toContainText('seeding');
+
+  await expect(row(b.page)).toContainText('holiday.bin', { timeout: 20_000 });
+  await expect(row(b.page)).toContainText('1 source');
+  await row(b.page).getByRole('button', { name: 'Download' }).click();
+  await expect(row(b.page)).toContainText('complete', { timeout: 60_000 });
+  await expect(row(b.page).locator('.progress > div')).toHaveAttribute('style', /width: 100/);
+  // The piece map has a row for us and one for the seeder.
+  await expect(row(b.page).locator('.piece-map canvas')).toHaveCount(2);
+
+  fs.mkdirSync('artifacts', { recursive: true });
+  await b.page.setViewportSize({ width: 1100, height: 900 });
+  await b.page.screenshot({ path: 'artifacts/files.png', fullPage: true });
+
+  // A third page opened from a copied link downloads the file by itself, from both.
+  const id = await row(a.page).getAttribute('data-content-id');
+  const c = await (await browser.newContext()).newPage();
+  await c.goto(`${server.url}/#files-ui/${id}`);
+  await expect(row(c)).toContainText('complete', { timeout: 60_000 });
+  await expect(row(c)).toContainText('2 sources');
+});
