@@ -1,0 +1,133 @@
+// Benchmark: one file between two pages through the Swarm API, against a raw JavaScript
+// RTCDataChannel sender/receiver between two pages of the same Chromium, in the same run.
+// Also samples the receiver's JS heap and the browser's memory while it receives.
+//
+// Run through scripts/bench.sh (it builds, and runs this inside a network namespace).
+// Usage: node bench/throughput.js [MiB=512] [rounds=2]
+import { chromium } from 'playwright';
+import { startServer } from '../tests/harness.js';
+import config from '../playwright.config.js';
+
+const MiB = 1024 * 1024;
+const size = Number(process.argv[2] || 512) * MiB;
+const rounds = Number(process.argv[3] || 2);
+
+const browser = await chromium.launch(config.use.launchOptions);
+const server = await startServer();
+
+async function page() {
+  const context = await browser.newContext();
+  const p = await context.newPage();
+  await p.goto(`${server.url}/`);
+  p.on('pageerror', (err) => console.error('page error:', err.message));
+  return p;
+}
+
+/** Raw RTCDataChannel: 64 KiB messages with back-pressure, SDP relayed by this script. */
+async function raw(sender, receiver) {
+  await receiver.evaluate(() => {
+    window.pc = new RTCPeerConnection();
+    window.pc.onicecandidate = (e) => { window.candidates = (window.candidates || []).concat(e.candidate ? [e.candidate.toJSON()] : []); };
+    window.received = new Promise((resolve) => {
+      window.pc.ondatachannel = ({ channel }) => {
+        channel.binaryType = 'arraybuffer';
+        let bytes = 0;
+        let started = 0;
+        channel.onmessage = (e) => {
+          if (!started) started = performance.now();
+          bytes += e.data.byteLength;
+          if (bytes >= window.expected) resolve({ bytes, ms: performance.now() - started });
+        };
+      };
+    });
+  });
+  const offer = await sender.evaluate(async () => {
+    window.pc = new RTCPeerConnection();
+    window.channel = window.pc.createDataChannel('raw', { ordered: true });
+    window.pc.onicecandidate = (e) => { window.candidates = (window.candidates || []).concat(e.candidate ? [e.candidate.toJSON()] : []); };
+    await window.pc.setLocalDescription();
+    return window.pc.localDescription.toJSON();
+  });
+  const answer = await receiver.evaluate(async (offer) => {
+    await window.pc.setRemoteDescription(offer);
+    await window.pc.setLocalDescription();
+    return window.pc.localDescription.toJSON();
+  }, offer);
+  await sender.evaluate((answer) => window.pc.setRemoteDescription(answer), answer);
+  await new Promise((r) => setTimeout(r, 500));
+  const [senderCandidates, receiverCandidates] = await Promise.all([
+    sender.evaluate(() => window.candidates || []), receiver.evaluate(() => window.candidates || [])]);
+  await receiver.evaluate(async (cs) => { for (const c of cs) await window.pc.addIceCandidate(c); }, senderCandidates);
+  await sender.evaluate(async (cs) => { for (const c of cs) await window.pc.addIceCandidate(c); }, receiverCandidates);
+  await receiver.evaluate((size) => { window.expected = size; }, size);
+  await sender.evaluate(async (size) => {
+    const channel = window.channel;
+    if (channel.readyState !== 'open') await new Promise((r) => { channel.onopen = r; });
+    const message = new Uint8Array(64 * 1024);
+    channel.bufferedAmountLowThreshold = 256 * 1024;
+    let sent = 0;
+    while (sent < size) {
+      while (channel.bufferedAmount < 1024 * 1024 && sent < size) {
+        channel.send(message);
+        sent += message.length;
+      }
+      await new Promise((r) => { channel.onbufferedamountlow = r; });
+    }
+  }, size);
+  const { bytes, ms } = await receiver.evaluate(() => window.received);
+  await Promise.all([sender.context().close(), receiver.context().close()]);
+  return bytes / MiB / (ms / 1000);
+}
+
+/** The Swarm API: one page shares, the other downloads; timed from download() to blob(). */
+async function swarm(sender, receiver, cdp) {
+  const room = `bench-${Math.random().toString(36).slice(2)}`;
+  const join = async (p) => p.evaluate(async (room) => {
+    const { default: init, Swarm } = await import('/pkg/client_wasm.js');
+    await init();
+    window.swarm = await Swarm.join(location.origin, room);
+    return window.swarm.id;
+  }, room);
+  await join(sender);
+  await join(receiver);
+  await receiver.waitForFunction(() => window.swarm.peers().length === 1, null, { timeout: 30_000 });
+  const id = await sender.evaluate(async (size) => {
+    const bytes = new Uint8Array(size);
+    for (let i = 0; i < size; i += 4096) bytes[i] = (i * 2654435761) >>> 24;
+    return window.swarm.shareFile(new Blob([bytes]));
+  }, size);
+  await receiver.waitForFunction((id) => window.swarm.files().some((f) => f.id === id && f.sources > 0), id, { timeout: 30_000 });
+  let peakHeap = 0;
+  const sampler = setInterval(async () => {
+    try {
+      const { metrics } = await cdp.send('Performance.getMetrics');
+      const heap = metrics.find((m) => m.name === 'JSHeapUsedSize')?.value || 0;
+      peakHeap = Math.max(peakHeap, heap);
+    } catch { /* page busy */ }
+  }, 200);
+  const result = await receiver.evaluate(async (id) => {
+    const started = performance.now();
+    const blob = await window.swarm.download(id).blob();
+    return { bytes: blob.size, ms: performance.now() - started };
+  }, id);
+  clearInterval(sampler);
+  await Promise.all([sender.context().close(), receiver.context().close()]);
+  return { mibps: result.bytes / MiB / (result.ms / 1000), peakHeap };
+}
+
+const rows = [];
+for (let round = 1; round <= rounds; round++) {
+  const rawRate = await raw(await page(), await page());
+  const receiver = await page();
+  const cdp = await receiver.context().newCDPSession(receiver);
+  await cdp.send('Performance.enable');
+  const s = await swarm(await page(), receiver, cdp);
+  rows.push({ round, raw: rawRate, swarm: s.mibps, ratio: s.mibps / rawRate, peakHeapMiB: s.peakHeap / MiB });
+  console.log(`round ${round}: raw ${rawRate.toFixed(1)} MiB/s, swarm ${s.mibps.toFixed(1)} MiB/s, ratio ${(s.mibps / rawRate).toFixed(2)}, receiver peak JS heap ${(s.peakHeap / MiB).toFixed(1)} MiB`);
+}
+const mean = (k) => rows.reduce((a, r) => a + r[k], 0) / rows.length;
+console.log(`\n| file | raw RTCDataChannel | Swarm | ratio | receiver peak JS heap |`);
+console.log(`|---|---|---|---|---|`);
+console.log(`| ${size / MiB} MiB (mean of ${rows.length}) | ${mean('raw').toFixed(1)} MiB/s | ${mean('swarm').toFixed(1)} MiB/s | ${mean('ratio').toFixed(2)} | ${Math.max(...rows.map((r) => r.peakHeapMiB)).toFixed(1)} MiB |`);
+await server.stop();
+await browser.close();
