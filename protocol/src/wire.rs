@@ -26,7 +26,7 @@ pub const PEER_PROTOCOL_VERSION: u8 = 1;
 
 /// Bytes of piece data in one [`PeerMsg::Piece`] frame (the last chunk of a piece may be
 /// shorter). Pieces are larger than a frame, so each travels as several chunks.
-pub const CHUNK_LEN: u32 = 32 * 1024;
+pub const CHUNK_LEN: u32 = 64 * 1024 - 64;
 
 /// Bytes of manifest in one [`PeerMsg::ManifestPart`] frame.
 pub const MANIFEST_CHUNK_LEN: u32 = 32 * 1024;
