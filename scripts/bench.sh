@@ -1,11 +1,23 @@
 #!/usr/bin/env bash
-# Benchmarks (not tests): file throughput between two pages through Swarm against a raw
-# RTCDataChannel in the same Chromium and run, and the receiver's peak JS heap.
-# Usage: scripts/bench.sh [MiB=512] [rounds=2]. Results are recorded in BENCHMARKS.md.
+# Benchmarks (not tests), each side by side in one run; results are recorded in BENCHMARKS.md.
+#   scripts/bench.sh                      both benchmarks with their defaults
+#   scripts/bench.sh throughput [MiB] [rounds]   Swarm vs a raw RTCDataChannel, receiver JS heap
+#   scripts/bench.sh scaling [MiB] [cap MiB/s]   1 downloader, N = 1, 2, 4 capped seeders
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/netns.sh
 
+which=${1:-all}
+[ $# -gt 0 ] && shift
+
 bash scripts/setup.sh --test
 bash scripts/build.sh
-run_in_netns swarm-bench bash -c 'cd e2e && exec node bench/throughput.js "$@"' bench "$@"
+case "$which" in
+  throughput|scaling) benches="$which" ;;
+  all) benches="throughput scaling" ;;
+  *) echo "bench: unknown benchmark '$which' (throughput, scaling, all)" >&2; exit 2 ;;
+esac
+for bench in $benches; do
+  printf '\033[1m==> benchmark: %s\033[0m\n' "$bench"
+  (run_in_netns "swarm-bench-$bench" bash -c 'cd e2e && exec node "bench/$0.js" "$@"' "$bench" "$@")
+done

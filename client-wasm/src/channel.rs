@@ -14,6 +14,7 @@ use web_sys::{Event, MessageEvent, RtcDataChannel, RtcDataChannelState, RtcDataC
 
 use crate::error::{ClientError, describe};
 use crate::session::Session;
+use crate::upload_cap::UploadCap;
 
 /// The label of the one data channel every pair of peers shares.
 pub(crate) const LABEL: &str = "swarm";
@@ -35,6 +36,7 @@ pub(crate) struct Channel {
     peer: PeerId,
     /// Peer-protocol frames waiting for the send buffer to drain.
     queue: Rc<RefCell<VecDeque<Vec<u8>>>>,
+    cap: Rc<UploadCap>,
     _on_open: Closure<dyn FnMut(Event)>,
     _on_close: Closure<dyn FnMut(Event)>,
     _on_message: Closure<dyn FnMut(MessageEvent)>,
@@ -44,7 +46,12 @@ pub(crate) struct Channel {
 impl Channel {
     /// Takes over `channel` (created by us or announced by the remote peer). Handlers are
     /// attached at once, so no message can arrive unheard.
-    pub(crate) fn attach(channel: RtcDataChannel, peer: PeerId, session: Weak<Session>) -> Self {
+    pub(crate) fn attach(
+        channel: RtcDataChannel,
+        peer: PeerId,
+        session: Weak<Session>,
+        cap: Rc<UploadCap>,
+    ) -> Self {
         channel.set_binary_type(RtcDataChannelType::Arraybuffer);
         let on_open = {
             let session = session.clone();
@@ -69,8 +76,8 @@ impl Channel {
         });
         let queue: Rc<RefCell<VecDeque<Vec<u8>>>> = Rc::default();
         let on_buffered_low = {
-            let (queue, channel) = (Rc::clone(&queue), channel.clone());
-            Closure::<dyn FnMut(Event)>::new(move |_: Event| pump(&channel, &queue))
+            let (queue, channel, cap) = (Rc::clone(&queue), channel.clone(), Rc::clone(&cap));
+            Closure::<dyn FnMut(Event)>::new(move |_: Event| pump(&channel, &queue, &cap))
         };
         channel.set_buffered_amount_low_threshold(LOW_WATER);
         channel.set_onopen(Some(on_open.as_ref().unchecked_ref()));
@@ -81,6 +88,7 @@ impl Channel {
             channel,
             peer,
             queue,
+            cap,
             _on_open: on_open,
             _on_close: on_close,
             _on_message: on_message,
@@ -92,7 +100,12 @@ impl Channel {
     /// neither side's memory balloons however fast pieces are read.
     pub(crate) fn send_frame(&self, frame: Vec<u8>) {
         self.queue.borrow_mut().push_back(frame);
-        pump(&self.channel, &self.queue);
+        self.pump();
+    }
+
+    /// Sends what the buffer (and the upload cap, if any) allows now.
+    pub(crate) fn pump(&self) {
+        pump(&self.channel, &self.queue, &self.cap);
     }
 
     /// Whether the channel was already open when it was attached (its `open` event may have
@@ -131,12 +144,19 @@ impl Channel {
     }
 }
 
-/// Sends queued frames while the browser's buffer is below [`HIGH_WATER`].
-fn pump(channel: &RtcDataChannel, queue: &RefCell<VecDeque<Vec<u8>>>) {
+/// Sends queued frames while the browser's buffer is below [`HIGH_WATER`] and the upload cap
+/// allows.
+fn pump(channel: &RtcDataChannel, queue: &RefCell<VecDeque<Vec<u8>>>, cap: &UploadCap) {
     if channel.ready_state() != RtcDataChannelState::Open {
         return;
     }
     while channel.buffered_amount() < HIGH_WATER {
+        let Some(len) = queue.borrow().front().map(Vec::len) else {
+            return;
+        };
+        if !cap.take(len) {
+            return; // the session's tick pumps again
+        }
         let Some(frame) = queue.borrow_mut().pop_front() else {
             return;
         };

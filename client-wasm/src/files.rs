@@ -20,6 +20,7 @@ use crate::download::DownloadState;
 use crate::error::ClientError;
 use crate::session::Session;
 use crate::storage::{self, Storage};
+use crate::upload_cap::UploadCap;
 
 /// Bytes read from a shared file at a time while hashing it.
 const HASH_READ_LEN: u64 = 16 * DEFAULT_PIECE_SIZE as u64;
@@ -31,6 +32,7 @@ pub(crate) struct Files {
     /// Content held as a Blob: files we shared, and finished downloads.
     blobs: RefCell<HashMap<ContentId, Blob>>,
     downloads: RefCell<HashMap<ContentId, Rc<DownloadState>>>,
+    upload_cap: Rc<UploadCap>,
 }
 
 impl Files {
@@ -40,6 +42,7 @@ impl Files {
             storage: RefCell::new(None),
             blobs: RefCell::new(HashMap::new()),
             downloads: RefCell::new(HashMap::new()),
+            upload_cap: Rc::default(),
         }
     }
 
@@ -99,6 +102,15 @@ impl Session {
     pub(crate) fn files_tick(self: &Rc<Self>) {
         let out = self.files.share.borrow_mut().tick(now());
         self.apply_share(out);
+        // Frames held back by an upload cap go out as tokens come in.
+        for link in self.all_links() {
+            link.pump();
+        }
+    }
+
+    /// The upload cap every channel of this session obeys.
+    pub(crate) fn upload_cap(&self) -> Rc<UploadCap> {
+        Rc::clone(&self.files.upload_cap)
     }
 
     pub(crate) fn files_list(&self) -> Vec<FileInfo> {

@@ -24,6 +24,7 @@
 //! - `storage`: downloads in the Origin Private File System, written by a worker
 //!   (`js/storage-worker.js`) with synchronous access handles.
 //! - `ticker`: the periodic timer that drives timeouts.
+//! - `upload_cap`: a test-only upload rate cap (for the seeder-scaling benchmark).
 //! - `events`: the listeners registered with `on`.
 //! - `error`: every error the API can throw, each with a stable `code`.
 //!
@@ -42,6 +43,7 @@ mod signalling;
 mod storage;
 mod swarm;
 mod ticker;
+mod upload_cap;
 
 pub use download::Download;
 pub use swarm::Swarm;

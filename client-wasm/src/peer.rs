@@ -150,7 +150,10 @@ impl PeerLink {
     }
 
     fn attach(&self, channel: web_sys::RtcDataChannel, session: Weak<Session>) {
-        let channel = Channel::attach(channel, self.peer, session.clone());
+        let Some(cap) = session.upgrade().map(|s| s.upload_cap()) else {
+            return;
+        };
+        let channel = Channel::attach(channel, self.peer, session.clone(), cap);
         let already_open = channel.is_open();
         if let Some(old) = self.channel.borrow_mut().replace(channel) {
             old.close();
@@ -165,6 +168,13 @@ impl PeerLink {
         match self.channel.borrow().as_ref() {
             Some(channel) => channel.send(message),
             None => Err(ClientError::UnknownPeer(self.peer.to_string())),
+        }
+    }
+
+    /// Sends queued frames the buffer and the upload cap allow now.
+    pub(crate) fn pump(&self) {
+        if let Some(channel) = self.channel.borrow().as_ref() {
+            channel.pump();
         }
     }
 

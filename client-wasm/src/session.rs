@@ -96,6 +96,10 @@ impl Session {
         self.links.borrow().get(&peer).cloned()
     }
 
+    pub(crate) fn all_links(&self) -> Vec<Rc<PeerLink>> {
+        self.links.borrow().values().cloned().collect()
+    }
+
     pub(crate) fn listeners(&self) -> std::cell::RefMut<'_, Listeners> {
         self.listeners.borrow_mut()
     }

@@ -205,6 +205,13 @@ impl Swarm {
         self.session.corrupt_uploads(on);
     }
 
+    /// **Testing and benchmarks only**: caps this peer's upload of file data to
+    /// `bytes_per_second` across all its peers (0 removes the cap).
+    #[wasm_bindgen(js_name = _capUpload)]
+    pub fn cap_upload(&self, bytes_per_second: f64) {
+        self.session.upload_cap().set(bytes_per_second);
+    }
+
     /// Leaves the room: closes every peer connection and the signalling connection, and
     /// removes all listeners. Calling it again does nothing.
     pub fn leave(&self) {

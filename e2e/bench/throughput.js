@@ -4,24 +4,24 @@
 //
 // Run through scripts/bench.sh (it builds, and runs this inside a network namespace).
 // Usage: node bench/throughput.js [MiB=512] [rounds=2]
-import { chromium } from 'playwright';
-import { startServer } from '../tests/harness.js';
-import config from '../playwright.config.js';
+import { execFileSync } from 'node:child_process';
+import { MiB, openBench } from './common.js';
 
-const MiB = 1024 * 1024;
+/** Resident memory of every Chromium process together, in bytes. */
+function chromiumRss() {
+  try {
+    const out = execFileSync('ps', ['-C', 'chromium', '-o', 'rss='], { encoding: 'utf8' });
+    return out.split('\n').reduce((sum, line) => sum + (Number(line.trim()) || 0), 0) * 1024;
+  } catch {
+    return 0;
+  }
+}
+
 const size = Number(process.argv[2] || 512) * MiB;
 const rounds = Number(process.argv[3] || 2);
 
-const browser = await chromium.launch(config.use.launchOptions);
-const server = await startServer();
-
-async function page() {
-  const context = await browser.newContext();
-  const p = await context.newPage();
-  await p.goto(`${server.url}/`);
-  p.on('pageerror', (err) => console.error('page error:', err.message));
-  return p;
-}
+const bench = await openBench();
+const page = () => bench.page();
 
 /** Raw RTCDataChannel: 64 KiB messages with back-pressure, SDP relayed by this script. */
 async function raw(sender, receiver) {
@@ -82,23 +82,16 @@ async function raw(sender, receiver) {
 /** The Swarm API: one page shares, the other downloads; timed from download() to blob(). */
 async function swarm(sender, receiver, cdp) {
   const room = `bench-${Math.random().toString(36).slice(2)}`;
-  const join = async (p) => p.evaluate(async (room) => {
-    const { default: init, Swarm } = await import('/pkg/client_wasm.js');
-    await init();
-    window.swarm = await Swarm.join(location.origin, room);
-    return window.swarm.id;
-  }, room);
-  await join(sender);
-  await join(receiver);
+  await bench.join(sender, room);
+  await bench.join(receiver, room);
   await receiver.waitForFunction(() => window.swarm.peers().length === 1, null, { timeout: 30_000 });
-  const id = await sender.evaluate(async (size) => {
-    const bytes = new Uint8Array(size);
-    for (let i = 0; i < size; i += 4096) bytes[i] = (i * 2654435761) >>> 24;
-    return window.swarm.shareFile(new Blob([bytes]));
-  }, size);
+  const id = await bench.shareBytes(sender, size);
   await receiver.waitForFunction((id) => window.swarm.files().some((f) => f.id === id && f.sources > 0), id, { timeout: 30_000 });
   let peakHeap = 0;
+  const rssBefore = chromiumRss();
+  let peakRss = rssBefore;
   const sampler = setInterval(async () => {
+    peakRss = Math.max(peakRss, chromiumRss());
     try {
       const { metrics } = await cdp.send('Performance.getMetrics');
       const heap = metrics.find((m) => m.name === 'JSHeapUsedSize')?.value || 0;
@@ -112,7 +105,7 @@ async function swarm(sender, receiver, cdp) {
   }, id);
   clearInterval(sampler);
   await Promise.all([sender.context().close(), receiver.context().close()]);
-  return { mibps: result.bytes / MiB / (result.ms / 1000), peakHeap };
+  return { mibps: result.bytes / MiB / (result.ms / 1000), peakHeap, rssBefore, peakRss };
 }
 
 const rows = [];
@@ -123,11 +116,10 @@ for (let round = 1; round <= rounds; round++) {
   await cdp.send('Performance.enable');
   const s = await swarm(await page(), receiver, cdp);
   rows.push({ round, raw: rawRate, swarm: s.mibps, ratio: s.mibps / rawRate, peakHeapMiB: s.peakHeap / MiB });
-  console.log(`round ${round}: raw ${rawRate.toFixed(1)} MiB/s, swarm ${s.mibps.toFixed(1)} MiB/s, ratio ${(s.mibps / rawRate).toFixed(2)}, receiver peak JS heap ${(s.peakHeap / MiB).toFixed(1)} MiB`);
+  console.log(`round ${round}: raw ${rawRate.toFixed(1)} MiB/s, swarm ${s.mibps.toFixed(1)} MiB/s, ratio ${(s.mibps / rawRate).toFixed(2)}, receiver peak JS heap ${(s.peakHeap / MiB).toFixed(1)} MiB, all Chromium processes ${(s.rssBefore / MiB).toFixed(0)} MiB RSS before the download, ${(s.peakRss / MiB).toFixed(0)} MiB peak during it`);
 }
 const mean = (k) => rows.reduce((a, r) => a + r[k], 0) / rows.length;
 console.log(`\n| file | raw RTCDataChannel | Swarm | ratio | receiver peak JS heap |`);
 console.log(`|---|---|---|---|---|`);
 console.log(`| ${size / MiB} MiB (mean of ${rows.length}) | ${mean('raw').toFixed(1)} MiB/s | ${mean('swarm').toFixed(1)} MiB/s | ${mean('ratio').toFixed(2)} | ${Math.max(...rows.map((r) => r.peakHeapMiB)).toFixed(1)} MiB |`);
-await server.stop();
-await browser.close();
+await bench.close();

@@ -475,17 +475,6 @@ impl<P: Ord + Copy> Share<P> {
         Ok(out)
     }
 
-    /// Stops offering content we shared or downloaded.
-    pub fn unshare(&mut self, id: ContentId) -> Outputs<P> {
-        let mut out = self.cancel(id).unwrap_or_default();
-        if self.local.remove(&id).is_some() {
-            for peer in self.peers.keys() {
-                send(&mut out, *peer, PeerMsg::NotFound { id });
-            }
-        }
-        out
-    }
-
     /// A peer-protocol message arrived from `peer`.
     pub fn on_message(&mut self, peer: P, msg: PeerMsg<'_>, now: u64) -> Outputs<P> {
         let mut out = Vec::new();
