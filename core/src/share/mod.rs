@@ -702,12 +702,13 @@ impl<P: Ord + Copy> Share<P> {
         }
     }
 
+    /// The packed bits gathered for `peer` as a source of `id`, if it announced `id`.
+    fn source_bits(&mut self, id: ContentId, peer: P) -> Option<&mut Vec<u8>> {
+        self.offers.get_mut(&id)?.sources.get_mut(&peer)
+    }
+
     fn on_bitfield(&mut self, out: &mut Outputs<P>, peer: P, id: ContentId, bits: &[u8], now: u64) {
-        let Some(raw) = self
-            .offers
-            .get_mut(&id)
-            .and_then(|o| o.sources.get_mut(&peer))
-        else {
+        let Some(raw) = self.source_bits(id, peer) else {
             return;
         };
         *raw = bits.to_vec();
@@ -715,11 +716,7 @@ impl<P: Ord + Copy> Share<P> {
     }
 
     fn on_have(&mut self, out: &mut Outputs<P>, peer: P, id: ContentId, piece: u32, now: u64) {
-        let Some(raw) = self
-            .offers
-            .get_mut(&id)
-            .and_then(|o| o.sources.get_mut(&peer))
-        else {
+        let Some(raw) = self.source_bits(id, peer) else {
             return;
         };
         if piece >= MAX_PIECES {
