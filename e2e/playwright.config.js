@@ -26,6 +26,10 @@ export default defineConfig({
         '--disable-sync',
         // Host candidates as plain IPs instead of mDNS `.local` names.
         '--disable-features=WebRtcHideLocalIpsWithMdns',
+        // A fake camera and microphone, granted without asking.
+        '--use-fake-device-for-media-stream',
+        '--use-fake-ui-for-media-stream',
+        '--autoplay-policy=no-user-gesture-required',
       ],
     },
   },

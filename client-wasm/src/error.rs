@@ -59,6 +59,9 @@ pub(crate) enum ClientError {
     /// `not-a-file`: `shareFile` needs a File or a Blob.
     #[error("shareFile needs a File or a Blob")]
     NotAFile,
+    /// `not-a-stream`: `publish`/`unpublish` need a MediaStream.
+    #[error("publish and unpublish need a MediaStream")]
+    NotAStream,
     /// `cancelled`: the download was cancelled.
     #[error("the download of {0} was cancelled")]
     Cancelled(String),
@@ -88,6 +91,7 @@ impl ClientError {
             Self::UnknownContent(_) => "unknown-content",
             Self::NotAFile => "not-a-file",
             Self::Cancelled(_) => "cancelled",
+            Self::NotAStream => "not-a-stream",
             Self::Left => "left",
         }
     }

@@ -7,7 +7,15 @@ use wasm_bindgen::JsValue;
 use crate::error::ClientError;
 
 /// The events a `Swarm` emits.
-pub(crate) const SWARM_EVENTS: &[&str] = &["peer-joined", "peer-left", "message", "file", "files"];
+pub(crate) const SWARM_EVENTS: &[&str] = &[
+    "peer-joined",
+    "peer-left",
+    "message",
+    "file",
+    "files",
+    "stream",
+    "stream-ended",
+];
 
 /// The events a `Download` emits.
 pub(crate) const DOWNLOAD_EVENTS: &[&str] = &["progress", "done", "error", "bad-peer"];

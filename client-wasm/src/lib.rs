@@ -20,6 +20,7 @@
 //! - `channel`: the `swarm` data channel of one peer connection, with a send queue that
 //!   respects `bufferedAmount`.
 //! - `files`: file sharing: carries out the decisions of `swarm-core`'s `Share` engine.
+//! - `media`: live media: publishing local streams to every peer, remote stream events.
 //! - `download`: the [`Download`] class (progress events, the finished file as a Blob).
 //! - `storage`: downloads in the Origin Private File System, written by a worker
 //!   (`js/storage-worker.js`) with synchronous access handles.
@@ -37,6 +38,7 @@ mod download;
 mod error;
 mod events;
 mod files;
+mod media;
 mod peer;
 mod session;
 mod signalling;

@@ -3,6 +3,7 @@
 //! [`swarm_core::negotiation::Negotiation`]; this module performs the browser calls.
 
 use std::cell::RefCell;
+use std::collections::HashMap;
 use std::rc::{Rc, Weak};
 
 use js_sys::Promise;
@@ -13,9 +14,10 @@ use wasm_bindgen::prelude::{Closure, wasm_bindgen};
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::{JsFuture, spawn_local};
 use web_sys::{
-    Event, RtcConfiguration, RtcDataChannelEvent, RtcDataChannelInit, RtcIceCandidateInit,
-    RtcPeerConnection, RtcPeerConnectionIceEvent, RtcPeerConnectionState, RtcSdpType,
-    RtcSessionDescriptionInit, RtcSignalingState,
+    Event, MediaStream, MediaStreamTrack, RtcConfiguration, RtcDataChannelEvent,
+    RtcDataChannelInit, RtcIceCandidateInit, RtcPeerConnection, RtcPeerConnectionIceEvent,
+    RtcPeerConnectionState, RtcRtpSender, RtcSdpType, RtcSessionDescriptionInit, RtcSignalingState,
+    RtcTrackEvent,
 };
 
 use crate::channel::{self, Channel, OutgoingMessage};
@@ -40,13 +42,21 @@ fn set_local_description(pc: &RtcPeerConnection) -> Promise {
         .set_local_description_implicit()
 }
 
+/// A stream a peer sends us, with the listener that reports its tracks leaving.
+type RemoteStream = (MediaStream, Closure<dyn FnMut(Event)>);
+
 /// A peer connection with its callbacks; dropping it unregisters them and closes it.
 pub(crate) struct PeerLink {
     peer: PeerId,
     pc: RtcPeerConnection,
     negotiation: RefCell<Negotiation>,
     channel: RefCell<Option<Channel>>,
+    /// Our senders, by the id of the local stream their track belongs to.
+    senders: RefCell<Vec<(String, RtcRtpSender)>>,
+    /// Remote streams and their `removetrack` listeners, by stream id.
+    remote_streams: RefCell<HashMap<String, RemoteStream>>,
     _on_negotiation_needed: Closure<dyn FnMut(Event)>,
+    _on_track: Closure<dyn FnMut(RtcTrackEvent)>,
     _on_ice_candidate: Closure<dyn FnMut(RtcPeerConnectionIceEvent)>,
     _on_data_channel: Closure<dyn FnMut(RtcDataChannelEvent)>,
     _on_state_change: Closure<dyn FnMut(Event)>,
@@ -123,6 +133,32 @@ impl PeerLink {
                 }
             })
         };
+        let on_track = {
+            let session = weak.clone();
+            Closure::<dyn FnMut(RtcTrackEvent)>::new(move |event: RtcTrackEvent| {
+                let Some(session) = session.upgrade() else {
+                    return;
+                };
+                let Some(link) = session.link(peer) else {
+                    return;
+                };
+                let streams = event.streams();
+                let stream: MediaStream = match streams.get(0).dyn_into() {
+                    Ok(stream) => stream,
+                    // A track sent without a stream: give it one of its own.
+                    Err(_) => match MediaStream::new() {
+                        Ok(stream) => {
+                            stream.add_track(&event.track());
+                            stream
+                        }
+                        Err(_) => return,
+                    },
+                };
+                link.watch_remote_stream(&session, &stream);
+                session.on_remote_track(peer, &stream);
+            })
+        };
+        pc.set_ontrack(Some(on_track.as_ref().unchecked_ref()));
         pc.set_onnegotiationneeded(Some(on_negotiation_needed.as_ref().unchecked_ref()));
         pc.set_onicecandidate(Some(on_ice_candidate.as_ref().unchecked_ref()));
         pc.set_ondatachannel(Some(on_data_channel.as_ref().unchecked_ref()));
@@ -133,7 +169,10 @@ impl PeerLink {
             pc,
             negotiation: RefCell::new(Negotiation::new(me, peer)),
             channel: RefCell::new(None),
+            senders: RefCell::new(Vec::new()),
+            remote_streams: RefCell::new(HashMap::new()),
             _on_negotiation_needed: on_negotiation_needed,
+            _on_track: on_track,
             _on_ice_candidate: on_ice_candidate,
             _on_data_channel: on_data_channel,
             _on_state_change: on_state_change,
@@ -171,6 +210,60 @@ impl PeerLink {
         }
     }
 
+    /// Sends every track of `stream` on this connection (renegotiating).
+    pub(crate) fn add_stream(&self, stream: &MediaStream) {
+        let id = stream.id();
+        if self.senders.borrow().iter().any(|(s, _)| *s == id) {
+            return;
+        }
+        for track in stream.get_tracks().iter() {
+            let track: MediaStreamTrack = track.unchecked_into();
+            let sender = self.pc.add_track_0(&track, stream);
+            self.senders.borrow_mut().push((id.clone(), sender));
+        }
+    }
+
+    /// Stops sending the tracks of local stream `id` (renegotiating).
+    pub(crate) fn remove_stream(&self, id: &str) {
+        let removed: Vec<RtcRtpSender> = {
+            let mut senders = self.senders.borrow_mut();
+            let (gone, kept) = std::mem::take(&mut *senders)
+                .into_iter()
+                .partition(|(stream, _)| stream == id);
+            *senders = kept;
+            gone.into_iter().map(|(_, sender)| sender).collect()
+        };
+        for sender in removed {
+            self.pc.remove_track(&sender);
+        }
+    }
+
+    /// Listens for tracks leaving a remote stream, once per stream.
+    fn watch_remote_stream(&self, session: &Rc<Session>, stream: &MediaStream) {
+        let id = stream.id();
+        if self.remote_streams.borrow().contains_key(&id) {
+            return;
+        }
+        let peer = self.peer;
+        let on_remove = {
+            let (session, stream) = (Rc::downgrade(session), Clone::clone(stream));
+            Closure::<dyn FnMut(Event)>::new(move |_: Event| {
+                if let Some(session) = session.upgrade() {
+                    session.on_remote_track_removed(peer, &stream);
+                }
+            })
+        };
+        stream.set_onremovetrack(Some(on_remove.as_ref().unchecked_ref()));
+        self.remote_streams
+            .borrow_mut()
+            .insert(id, (Clone::clone(stream), on_remove));
+    }
+
+    /// The connection's statistics (`RTCPeerConnection.getStats()`).
+    pub(crate) fn stats(&self) -> Promise {
+        self.pc.get_stats()
+    }
+
     /// Sends queued frames the buffer and the upload cap allow now.
     pub(crate) fn pump(&self) {
         if let Some(channel) = self.channel.borrow().as_ref() {
@@ -191,6 +284,10 @@ impl PeerLink {
         if let Some(channel) = self.channel.borrow().as_ref() {
             channel.close();
         }
+        for (stream, _) in self.remote_streams.borrow().values() {
+            stream.set_onremovetrack(None);
+        }
+        self.pc.set_ontrack(None);
         self.pc.set_onnegotiationneeded(None);
         self.pc.set_onicecandidate(None);
         self.pc.set_ondatachannel(None);

@@ -48,6 +48,10 @@ pub(crate) struct Session {
     left: Cell<bool>,
     pub(crate) files: Files,
     ticker: RefCell<Option<Ticker>>,
+    /// Local streams sent to every peer.
+    pub(crate) published: RefCell<Vec<web_sys::MediaStream>>,
+    /// Remote streams, per peer.
+    pub(crate) remote_media: RefCell<swarm_core::media::RemoteStreams>,
 }
 
 impl Session {
@@ -64,6 +68,8 @@ impl Session {
             left: Cell::new(false),
             files: Files::new(js_sys::Date::now() as u64),
             ticker: RefCell::new(None),
+            published: RefCell::new(Vec::new()),
+            remote_media: RefCell::default(),
         })
     }
 
@@ -273,6 +279,7 @@ impl Session {
                     let link = self.links.borrow_mut().remove(&peer);
                     if link.is_some() {
                         self.files_peer_closed(peer);
+                        self.media_peer_gone(peer);
                     }
                     if let Some(link) = link {
                         link.close();
@@ -284,6 +291,7 @@ impl Session {
                 Action::Emit(Event::PeerJoined(peer)) => {
                     info!(%peer, "peer joined");
                     self.files_peer_open(peer);
+                    self.media_peer_open(peer);
                     self.emit("peer-joined", &[peer.to_string().into()]);
                 }
                 Action::Emit(Event::PeerLeft(peer)) => {

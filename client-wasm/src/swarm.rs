@@ -50,6 +50,10 @@ export interface SwarmEvents {
   "file": (info: SwarmFile) => void;
   /** Something in `files()` changed (a new file, sources, a finished download). */
   "files": () => void;
+  /** A peer started sending a media stream (camera, microphone, screen). */
+  "stream": (peerId: string, stream: MediaStream) => void;
+  /** A remote stream ended: unpublished, or its peer left. */
+  "stream-ended": (peerId: string, streamId: string) => void;
 }
 
 /** What can be sent: text, or bytes (at most 65535 bytes; text at most 65536 UTF-8 bytes). */
@@ -60,7 +64,7 @@ export type SwarmErrorCode =
   | "invalid-room" | "invalid-url" | "server-unreachable" | "unknown-peer"
   | "message-too-large" | "bad-data" | "unknown-event" | "not-a-function"
   | "send-buffer-full" | "send-failed" | "left" | "invalid-content-id" | "unknown-content"
-  | "not-a-file" | "file-too-large" | "cancelled" | "storage" | "storage-quota";
+  | "not-a-file" | "file-too-large" | "cancelled" | "storage" | "storage-quota" | "not-a-stream";
 "#;
 
 /// A member of one room: connected to the others directly over WebRTC data channels.
@@ -203,6 +207,44 @@ impl Swarm {
     #[wasm_bindgen(js_name = _corruptUploads)]
     pub fn corrupt_uploads(&self, on: bool) {
         self.session.corrupt_uploads(on);
+    }
+
+    /// Sends `stream`'s tracks (from `getUserMedia` or `getDisplayMedia`) to every peer in
+    /// the room, including peers that join later. Resolves once it is being sent.
+    pub async fn publish(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "MediaStream")] stream: JsValue,
+    ) -> Result<(), JsValue> {
+        self.session.check_joined()?;
+        let stream = stream
+            .dyn_into::<web_sys::MediaStream>()
+            .map_err(|_| ClientError::NotAStream)?;
+        self.session.publish(stream);
+        Ok(())
+    }
+
+    /// Stops sending `stream` to the room; the others see `stream-ended`. The tracks keep
+    /// running: stop them to release the device.
+    pub fn unpublish(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "MediaStream")] stream: JsValue,
+    ) -> Result<(), JsValue> {
+        let stream = stream
+            .dyn_into::<web_sys::MediaStream>()
+            .map_err(|_| ClientError::NotAStream)?;
+        self.session.unpublish(&stream);
+        Ok(())
+    }
+
+    /// `RTCPeerConnection.getStats()` of the connection to peer `id` (throws `unknown-peer`).
+    #[wasm_bindgen(js_name = getStats, unchecked_return_type = "Promise<RTCStatsReport>")]
+    pub fn get_stats(&self, id: &str) -> Result<js_sys::Promise, JsValue> {
+        let link = id
+            .parse()
+            .ok()
+            .and_then(|peer| self.session.link(peer))
+            .ok_or_else(|| ClientError::UnknownPeer(id.to_owned()))?;
+        Ok(link.stats())
     }
 
     /// **Testing and benchmarks only**: caps this peer's upload of file data to

@@ -12,10 +12,12 @@
 //! - [`selector`]: which piece to request from which peer (rarest first, end game, timeouts).
 //! - [`share`]: file sharing between peers: announcements, manifests, requests, verification,
 //!   serving. Both the browser client and the native peer drive it.
+//! - [`media`]: which remote media streams exist, and when each started or ended.
 //! - [`mesh`]: a client's view of its room: which peers to connect to, in which role, and
 //!   when the application hears `peer-joined` and `peer-left`.
 
 pub mod bitfield;
+pub mod media;
 pub mod merkle;
 pub mod mesh;
 pub mod negotiation;

@@ -76,6 +76,19 @@ export async function joinRoom(browser, server, room, label = room) {
     window.events = [];
     swarm.on('peer-joined', (id) => window.events.push({ type: 'peer-joined', id, at: performance.now() }));
     swarm.on('peer-left', (id) => window.events.push({ type: 'peer-left', id, at: performance.now() }));
+    window.remoteStreams = {};
+    swarm.on('stream', (peer, stream) => {
+      window.remoteStreams[stream.id] = stream;
+      // A sink, so the browser decodes the video.
+      const video = document.createElement('video');
+      video.muted = true;
+      video.autoplay = true;
+      video.srcObject = stream;
+      video.dataset.stream = stream.id;
+      document.body.append(video);
+      window.events.push({ type: 'stream', peer, id: stream.id, kinds: stream.getTracks().map((t) => t.kind).sort() });
+    });
+    swarm.on('stream-ended', (peer, id) => window.events.push({ type: 'stream-ended', peer, id }));
     swarm.on('message', (from, data) => window.events.push({
       type: 'message',
       from,
