@@ -92,6 +92,8 @@ async function join(room) {
     const text = typeof data === 'string' ? data : `[${data.length} bytes]`;
     log('theirs', from, text);
   });
+  swarm.on('stream', (peer, stream) => addTile(`remote-${peer}-${stream.id}`, stream, short(peer), peer, false));
+  swarm.on('stream-ended', (peer, streamId) => removeTile(`remote-${peer}-${streamId}`));
   swarm.on('files', scheduleFiles);
   swarm.on('peer-joined', scheduleFiles);
   swarm.on('peer-left', scheduleFiles);
@@ -99,6 +101,77 @@ async function join(room) {
   renderFiles();
   const wanted = contentFromHash();
   if (wanted) openLinkedFile(wanted);
+}
+
+// ---- live media ----
+
+/** Local streams being published, by kind: camera, microphone, screen. */
+const local = {};
+
+function addTile(key, stream, label, peer, isLocal) {
+  removeTile(key);
+  const tile = document.createElement('div');
+  tile.className = `tile${isLocal ? ' local' : ''}`;
+  tile.dataset.key = key;
+  if (peer) tile.dataset.peerId = peer;
+  const video = document.createElement('video');
+  video.autoplay = true;
+  video.playsInline = true;
+  video.muted = isLocal; // never play our own microphone back
+  video.srcObject = stream;
+  const name = document.createElement('span');
+  name.className = 'tile-label';
+  name.textContent = label;
+  name.style.borderLeft = peer ? `3px solid ${colour(peer)}` : '';
+  tile.append(video, name);
+  if (!isLocal && stream.getAudioTracks().length > 0) {
+    const mute = button('Mute', () => {
+      video.muted = !video.muted;
+      mute.textContent = video.muted ? 'Unmute' : 'Mute';
+    });
+    mute.className = 'tile-mute';
+    tile.append(mute);
+  }
+  $('video-grid').append(tile);
+}
+
+function removeTile(key) {
+  for (const tile of $('video-grid').querySelectorAll('.tile')) {
+    if (tile.dataset.key === key) tile.remove();
+  }
+}
+
+function stopLocal(kind) {
+  const stream = local[kind];
+  if (!stream) return;
+  if (swarm) swarm.unpublish(stream);
+  for (const track of stream.getTracks()) track.stop();
+  delete local[kind];
+  removeTile(`local-${kind}`);
+  $(kind).classList.remove('on');
+  $(kind).textContent = { camera: 'Camera', microphone: 'Microphone', screen: 'Share screen' }[kind];
+}
+
+async function toggleLocal(kind) {
+  if (local[kind]) return stopLocal(kind);
+  try {
+    const stream = kind === 'screen'
+      ? await navigator.mediaDevices.getDisplayMedia({ video: true, audio: true })
+      : await navigator.mediaDevices.getUserMedia(kind === 'camera' ? { video: true, audio: true } : { audio: true });
+    local[kind] = stream;
+    // Stopped from the browser's own UI (e.g. "Stop sharing"): unpublish too.
+    for (const track of stream.getTracks()) track.addEventListener('ended', () => stopLocal(kind));
+    await swarm.publish(stream);
+    if (stream.getVideoTracks().length > 0) addTile(`local-${kind}`, stream, `you (${kind})`, null, true);
+    $(kind).classList.add('on');
+    $(kind).textContent = `Stop ${kind}`;
+  } catch (err) {
+    log('system', null, `${kind}: ${err.message}`);
+  }
+}
+
+for (const kind of ['camera', 'microphone', 'screen']) {
+  $(kind).addEventListener('click', () => toggleLocal(kind));
 }
 
 // ---- files ----
@@ -328,6 +401,8 @@ $('file-input').addEventListener('change', (event) => {
 
 function leave() {
   downloads.clear();
+  for (const kind of Object.keys(local)) stopLocal(kind);
+  $('video-grid').replaceChildren();
   if (swarm) {
     swarm.leave();
     swarm.free();

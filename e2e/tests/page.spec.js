@@ -92,3 +92,28 @@ test('files: share by picking, download with a live piece map, and open a #room/
   await expect(row(c)).toContainText('complete', { timeout: 60_000 });
   await expect(row(c)).toContainText('2 sources');
 });
+
+test('live: the camera button publishes, peers see a labelled tile, stop removes it', async ({ browser, server }) => {
+  const a = await openRoom(browser, server, 'live-ui');
+  const b = await openRoom(browser, server, 'live-ui');
+  await expect(a.page.locator(`#peer-list li[data-peer-id="${b.id}"]`)).toBeVisible({ timeout: 20_000 });
+  await a.page.click('#camera');
+  await expect(a.page.locator('#camera')).toHaveText('Stop camera');
+  await expect(a.page.locator('.tile.local')).toHaveCount(1);
+  const tile = b.page.locator(`.tile[data-peer-id="${a.id}"]`);
+  await expect(tile).toHaveCount(1, { timeout: 20_000 });
+  await expect(tile.locator('.tile-label')).toHaveText(a.id.slice(0, 8));
+  // The remote video actually plays.
+  await b.page.waitForFunction((id) => {
+    const video = document.querySelector(`.tile[data-peer-id="${id}"] video`);
+    return video && video.currentTime > 0 && video.videoWidth > 0;
+  }, a.id, { timeout: 20_000 });
+  await tile.locator('.tile-mute').click();
+  await expect(tile.locator('.tile-mute')).toHaveText('Unmute');
+  fs.mkdirSync('artifacts', { recursive: true });
+  await b.page.setViewportSize({ width: 1100, height: 800 });
+  await b.page.screenshot({ path: 'artifacts/live.png' });
+  await a.page.click('#camera');
+  await expect(a.page.locator('#camera')).toHaveText('Camera');
+  await expect(tile).toHaveCount(0, { timeout: 20_000 });
+});
