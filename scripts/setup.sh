@@ -2,7 +2,8 @@
 # Installs what building the project needs, skipping each step whose result is already there:
 # the wasm32 target, and wasm-bindgen-cli (the exact version the crate pins) and wasm-pack.
 # With --test it also installs what the tests need: Chromium and its driver, iproute2 for the
-# test network namespace, and the end-to-end test packages from e2e/package-lock.json.
+# test network namespace, ffmpeg for test media, and the end-to-end test packages from
+# e2e/package-lock.json.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -33,6 +34,7 @@ if [ "${1:-}" = "--test" ]; then
   [ -x /usr/bin/chromium ] || missing+=(chromium)
   [ -x /usr/bin/chromedriver ] || missing+=(chromium-driver)
   command -v ip >/dev/null || missing+=(iproute2)
+  command -v ffmpeg >/dev/null || missing+=(ffmpeg)
   if [ ${#missing[@]} -gt 0 ]; then
     say "installing ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive

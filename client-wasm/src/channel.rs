@@ -37,6 +37,8 @@ pub(crate) struct Channel {
     /// Peer-protocol frames waiting for the send buffer to drain.
     queue: Rc<RefCell<VecDeque<Vec<u8>>>>,
     cap: Rc<UploadCap>,
+    /// Told whenever the queue empties, so the sharing engine reads the next pieces.
+    on_drained: Rc<dyn Fn()>,
     _on_open: Closure<dyn FnMut(Event)>,
     _on_close: Closure<dyn FnMut(Event)>,
     _on_message: Closure<dyn FnMut(MessageEvent)>,
@@ -69,15 +71,29 @@ impl Channel {
                 }
             })
         };
-        let on_message = Closure::<dyn FnMut(MessageEvent)>::new(move |event: MessageEvent| {
-            if let Some(session) = session.upgrade() {
-                on_frame(&session, peer, event.data());
-            }
-        });
+        let on_message = {
+            let session = session.clone();
+            Closure::<dyn FnMut(MessageEvent)>::new(move |event: MessageEvent| {
+                if let Some(session) = session.upgrade() {
+                    on_frame(&session, peer, event.data());
+                }
+            })
+        };
         let queue: Rc<RefCell<VecDeque<Vec<u8>>>> = Rc::default();
+        let on_drained: Rc<dyn Fn()> = {
+            let session = session.clone();
+            Rc::new(move || {
+                if let Some(session) = session.upgrade() {
+                    session.files_upload_drained(peer);
+                }
+            })
+        };
         let on_buffered_low = {
             let (queue, channel, cap) = (Rc::clone(&queue), channel.clone(), Rc::clone(&cap));
-            Closure::<dyn FnMut(Event)>::new(move |_: Event| pump(&channel, &queue, &cap))
+            let drained = Rc::clone(&on_drained);
+            Closure::<dyn FnMut(Event)>::new(move |_: Event| {
+                pump(&channel, &queue, &cap, &*drained)
+            })
         };
         channel.set_buffered_amount_low_threshold(LOW_WATER);
         channel.set_onopen(Some(on_open.as_ref().unchecked_ref()));
@@ -89,6 +105,7 @@ impl Channel {
             peer,
             queue,
             cap,
+            on_drained,
             _on_open: on_open,
             _on_close: on_close,
             _on_message: on_message,
@@ -105,7 +122,7 @@ impl Channel {
 
     /// Sends what the buffer (and the upload cap, if any) allows now.
     pub(crate) fn pump(&self) {
-        pump(&self.channel, &self.queue, &self.cap);
+        pump(&self.channel, &self.queue, &self.cap, &*self.on_drained);
     }
 
     /// Whether the channel was already open when it was attached (its `open` event may have
@@ -145,13 +162,22 @@ impl Channel {
 }
 
 /// Sends queued frames while the browser's buffer is below [`HIGH_WATER`] and the upload cap
-/// allows.
-fn pump(channel: &RtcDataChannel, queue: &RefCell<VecDeque<Vec<u8>>>, cap: &UploadCap) {
+/// allows; calls `drained` when that empties the queue.
+fn pump(
+    channel: &RtcDataChannel,
+    queue: &RefCell<VecDeque<Vec<u8>>>,
+    cap: &UploadCap,
+    drained: &dyn Fn(),
+) {
     if channel.ready_state() != RtcDataChannelState::Open {
         return;
     }
+    let mut sent = false;
     while channel.buffered_amount() < HIGH_WATER {
         let Some(len) = queue.borrow().front().map(Vec::len) else {
+            if sent {
+                drained();
+            }
             return;
         };
         if !cap.take(len) {
@@ -165,6 +191,7 @@ fn pump(channel: &RtcDataChannel, queue: &RefCell<VecDeque<Vec<u8>>>, cap: &Uplo
             queue.borrow_mut().clear();
             return;
         }
+        sent = true;
     }
 }
 

@@ -99,6 +99,11 @@ impl DownloadState {
         if !matches!(*self.outcome.borrow(), Outcome::Pending) {
             return;
         }
+        // Everything is here, whatever the last progress event said.
+        let progress = self.progress.borrow().clone();
+        if let Ok(total) = Reflect::get(&progress, &"total".into()) {
+            let _ = Reflect::set(&progress, &"received".into(), &total);
+        }
         *self.outcome.borrow_mut() = Outcome::Done(file.clone());
         for (resolve, _) in self.waiters.take() {
             let _ = resolve.call1(&JsValue::NULL, &file);

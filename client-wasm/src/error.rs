@@ -59,6 +59,13 @@ pub(crate) enum ClientError {
     /// `not-a-file`: `shareFile` needs a File or a Blob.
     #[error("shareFile needs a File or a Blob")]
     NotAFile,
+    /// `range-not-satisfiable`: a stream request starts past the end of the file.
+    #[error("the range starts past the end of the file ({size} bytes)")]
+    RangeNotSatisfiable { size: u64 },
+    /// `streaming-unavailable`: the streaming service worker could not be registered, or the
+    /// bytes could not be fetched.
+    #[error("streaming failed: {0}")]
+    Streaming(String),
     /// `not-a-stream`: `publish`/`unpublish` need a MediaStream.
     #[error("publish and unpublish need a MediaStream")]
     NotAStream,
@@ -92,6 +99,8 @@ impl ClientError {
             Self::NotAFile => "not-a-file",
             Self::Cancelled(_) => "cancelled",
             Self::NotAStream => "not-a-stream",
+            Self::RangeNotSatisfiable { .. } => "range-not-satisfiable",
+            Self::Streaming(_) => "streaming-unavailable",
             Self::Left => "left",
         }
     }

@@ -59,6 +59,31 @@ impl Files {
     pub(crate) fn list(&self) -> Vec<FileInfo> {
         self.share.borrow().files()
     }
+
+    /// The Blob holding `id`, if we shared it or finished downloading it.
+    pub(crate) fn blob(&self, id: ContentId) -> Option<Blob> {
+        self.blobs.borrow().get(&id).cloned()
+    }
+
+    pub(crate) fn has_bytes(&self, id: ContentId, start: u64, len: u64) -> bool {
+        self.share.borrow().has_bytes(id, start, len)
+    }
+
+    /// Bytes from `start` of `id`, up to `max`, stored without a gap.
+    pub(crate) fn stored_run(&self, id: ContentId, start: u64, max: u64) -> u64 {
+        self.share.borrow().stored_run(id, start, max)
+    }
+
+    /// Reads stored bytes of a download in progress.
+    pub(crate) async fn read_stored(
+        &self,
+        id: ContentId,
+        offset: u64,
+        len: u32,
+    ) -> Result<Vec<u8>, ClientError> {
+        let storage = self.storage()?;
+        storage.read(&id.to_string(), offset, len).await
+    }
 }
 
 /// Milliseconds on the wall clock, the time base of the sharing engine.
@@ -106,6 +131,21 @@ impl Session {
         for link in self.all_links() {
             link.pump();
         }
+    }
+
+    /// Fetch these bytes of `id` (and what follows them) first.
+    pub(crate) fn files_set_priority(
+        &self,
+        id: ContentId,
+        bytes: Option<std::ops::Range<u64>>,
+    ) -> Vec<Output<PeerId>> {
+        self.files.share.borrow_mut().set_priority(id, bytes, now())
+    }
+
+    /// Everything queued for `peer` has gone to the browser: the engine reads the next pieces.
+    pub(crate) fn files_upload_drained(self: &Rc<Self>, peer: PeerId) {
+        let out = self.files.share.borrow_mut().upload_drained(peer);
+        self.apply_share(out);
     }
 
     /// The upload cap every channel of this session obeys.
@@ -252,6 +292,7 @@ impl Session {
 
     fn fail_download(self: &Rc<Self>, id: ContentId, err: ClientError) {
         warn!(%id, error = %err, "download failed");
+        self.fail_ranges(id, &err);
         if let Some(state) = self.files.downloads.borrow_mut().remove(&id) {
             state.fail(err);
         }
@@ -352,6 +393,7 @@ impl Session {
                         .borrow_mut()
                         .piece_stored(id, piece, now());
                     session.apply_share(out);
+                    session.refresh_ranges(id);
                 }
                 Err(err) => session.fail_download(id, err),
             }
@@ -377,6 +419,7 @@ impl Session {
                         }
                     });
                     self.emit("files", &[]);
+                    self.refresh_ranges(id);
                 }
                 Err(err) => self.fail_download(id, err),
             },
@@ -428,6 +471,7 @@ impl Session {
                     if let Some(session) = session.upgrade() {
                         session.files.blobs.borrow_mut().insert(id, blob.clone());
                         session.emit("files", &[]);
+                        session.refresh_ranges(id);
                     }
                     state.complete(blob);
                 }

@@ -22,6 +22,8 @@
 //! - `files`: file sharing: carries out the decisions of `swarm-core`'s `Share` engine.
 //! - `media`: live media: publishing local streams to every peer, remote stream events.
 //! - `download`: the [`Download`] class (progress events, the finished file as a Blob).
+//! - `streaming`: media files that play while they download, through a service worker
+//!   (`www/swarm-sw.js`) and the page bridge `js/stream.js`.
 //! - `storage`: downloads in the Origin Private File System, written by a worker
 //!   (`js/storage-worker.js`) with synchronous access handles.
 //! - `ticker`: the periodic timer that drives timeouts.
@@ -43,6 +45,7 @@ mod peer;
 mod session;
 mod signalling;
 mod storage;
+mod streaming;
 mod swarm;
 mod ticker;
 mod upload_cap;

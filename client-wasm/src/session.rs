@@ -52,6 +52,10 @@ pub(crate) struct Session {
     pub(crate) published: RefCell<Vec<web_sys::MediaStream>>,
     /// Remote streams, per peer.
     pub(crate) remote_media: RefCell<swarm_core::media::RemoteStreams>,
+    /// Media-file range requests waiting for their pieces.
+    pub(crate) range_waiters: RefCell<Vec<crate::streaming::RangeWaiter>>,
+    /// Our reader registered with the page's streaming bridge.
+    pub(crate) range_reader: RefCell<Option<crate::streaming::RangeReader>>,
 }
 
 impl Session {
@@ -70,6 +74,8 @@ impl Session {
             ticker: RefCell::new(None),
             published: RefCell::new(Vec::new()),
             remote_media: RefCell::default(),
+            range_waiters: RefCell::new(Vec::new()),
+            range_reader: RefCell::new(None),
         })
     }
 
@@ -256,6 +262,8 @@ impl Session {
         let socket = self.socket.borrow_mut().take();
         defer_drop(socket);
         defer_drop(self.ticker.borrow_mut().take());
+        defer_drop(self.range_reader.borrow_mut().take());
+        self.fail_all_ranges();
         self.listeners.borrow_mut().clear();
     }
 

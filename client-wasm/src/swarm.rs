@@ -64,7 +64,8 @@ export type SwarmErrorCode =
   | "invalid-room" | "invalid-url" | "server-unreachable" | "unknown-peer"
   | "message-too-large" | "bad-data" | "unknown-event" | "not-a-function"
   | "send-buffer-full" | "send-failed" | "left" | "invalid-content-id" | "unknown-content"
-  | "not-a-file" | "file-too-large" | "cancelled" | "storage" | "storage-quota" | "not-a-stream";
+  | "not-a-file" | "file-too-large" | "cancelled" | "storage" | "storage-quota" | "not-a-stream"
+  | "range-not-satisfiable" | "streaming-unavailable";
 "#;
 
 /// A member of one room: connected to the others directly over WebRTC data channels.
@@ -190,6 +191,22 @@ impl Swarm {
     /// larger than the storage quota fails with `storage-quota` before any transfer.
     pub fn download(&self, id: &str) -> Result<Download, JsValue> {
         Ok(Download::new(self.session.start_download(id)?))
+    }
+
+    /// A URL that plays content `id` in a `<video>` or `<audio>` element while it downloads,
+    /// with seeking: pieces around the requested position are fetched first. Starts the
+    /// download if needed. It registers the streaming service worker at `worker_url`
+    /// (default `swarm-sw.js` beside the page; serve `www/swarm-sw.js` there) and resolves
+    /// once that worker controls the page. Rejects with `invalid-content-id`,
+    /// `unknown-content` or `streaming-unavailable`.
+    #[wasm_bindgen(js_name = streamUrl)]
+    pub async fn stream_url(
+        &self,
+        id: String,
+        worker_url: Option<String>,
+    ) -> Result<String, JsValue> {
+        let worker = worker_url.unwrap_or_else(|| "swarm-sw.js".to_owned());
+        Ok(self.session.stream_url(&id, &worker).await?)
     }
 
     /// Which pieces of content `id` this peer and each source have (`null` until its manifest

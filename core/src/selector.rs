@@ -295,6 +295,11 @@ impl<P: Ord + Copy> PieceSelector<P> {
         }
     }
 
+    /// Withdraws the request for `piece` from `peer` (the caller sends the cancel).
+    pub fn cancel(&mut self, peer: P, piece: u32) {
+        self.drop_request(peer, piece);
+    }
+
     fn drop_request(&mut self, peer: P, piece: u32) {
         if let Some(state) = self.peers.get_mut(&peer)
             && let Some(i) = state.requests.iter().position(|r| r.piece == piece)
@@ -346,15 +351,20 @@ impl<P: Ord + Copy> PieceSelector<P> {
         })
     }
 
-    /// Among the pieces `has` holds that pass `ok`: the priority window first, then the fewest
-    /// copies in flight, then the rarest, then random.
+    /// Among the pieces `has` holds that pass `ok`: the priority window first (in order), then
+    /// the fewest copies in flight, then the rarest, then random.
     fn best(&self, has: &Bitfield, rng: &mut u64, ok: impl Fn(u32) -> bool) -> Option<u32> {
-        let mut best: Option<(u32, (bool, u32, u32))> = None;
+        let mut best: Option<(u32, (bool, u32, u32, u32))> = None;
         let mut ties = 0u64;
         for i in has.iter_ones().filter(|i| ok(*i)) {
-            let outside_priority = self.priority.as_ref().is_none_or(|w| !w.contains(&i));
+            // Inside the window, the piece nearest its start (the playhead) comes first.
+            let (outside_priority, distance) = match &self.priority {
+                Some(window) if window.contains(&i) => (false, i - window.start),
+                _ => (true, 0),
+            };
             let key = (
                 outside_priority,
+                distance,
                 self.in_flight[i as usize],
                 self.availability(i),
             );
@@ -534,6 +544,12 @@ mod tests {
             requests.iter().all(|(_, i)| (7..9).contains(i)),
             "{requests:?}"
         );
+        // Within the window, in order from its start (the playhead).
+        let mut s = PieceSelector::new(100, config(3), 2);
+        s.add_peer('a', Bitfield::full(100));
+        s.set_priority(Some(40..60));
+        let requests: Vec<u32> = s.next_requests(0).into_iter().map(|(_, i)| i).collect();
+        assert_eq!(requests, vec![40, 41, 42]);
     }
 
     #[derive(Debug, Clone)]

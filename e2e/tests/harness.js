@@ -47,6 +47,12 @@ export const test = base.extend({
     await use(server);
     await server.stop();
   },
+  // Every page a test opened is closed after it, so cameras and transfers of one test do not
+  // take the CPU of the next (the browser is shared by the tests of a worker).
+  closePages: [async ({ browser }, use) => {
+    await use();
+    await Promise.all(browser.contexts().map((context) => context.close()));
+  }, { auto: true }],
 });
 
 export { expect };

@@ -19,6 +19,7 @@
 mod rate;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Range;
 
 pub use rate::RateMeter;
 use swarm_protocol::content::{MAX_PIECES, Manifest};
@@ -244,13 +245,24 @@ struct Download<P> {
     rate: RateMeter,
     last_progress: u64,
     received_from: BTreeMap<P, u64>,
+    /// Bytes a player needs first (kept here so it applies once the manifest is in).
+    priority: Option<Range<u64>>,
 }
 
 #[derive(Debug, Default)]
 struct PeerState {
     version: Option<u8>,
-    serving: Vec<(ContentId, u32)>,
+    /// Requests from this peer not yet read, in arrival order.
+    serving: std::collections::VecDeque<(ContentId, u32)>,
+    /// Pieces being read for this peer.
+    reading: Vec<(ContentId, u32)>,
+    /// Pieces read and handed to the owner to send, not yet reported drained.
+    queued: usize,
 }
+
+/// Pieces read ahead for one peer: at most this many are being read or waiting in the send
+/// queue, so a `cancel` still reaches the requests behind them and memory stays small.
+const UPLOAD_PIECES_AHEAD: usize = 2;
 
 /// The file-sharing engine of one peer.
 #[derive(Debug)]
@@ -364,6 +376,85 @@ impl<P: Ord + Copy> Share<P> {
             && !self.downloads.contains_key(&id)
     }
 
+    /// A player needs `bytes` of download `id` now (`None`: nothing in particular): the
+    /// pieces covering them, in order, and [`READ_AHEAD_PIECES`] after them are fetched before
+    /// any other. Requests elsewhere that have seen no data yet are cancelled when window
+    /// pieces are still waiting, so a seek does not queue behind them. Works before the
+    /// manifest is known too.
+    pub fn set_priority(
+        &mut self,
+        id: ContentId,
+        bytes: Option<Range<u64>>,
+        now: u64,
+    ) -> Outputs<P> {
+        let mut out = Vec::new();
+        let window = bytes
+            .clone()
+            .and_then(|bytes| Some(priority_window(self.manifest(id)?, bytes)));
+        let Some(download) = self.downloads.get_mut(&id) else {
+            return out;
+        };
+        download.priority = bytes;
+        if let Phase::Pieces {
+            selector, partial, ..
+        } = &mut download.phase
+        {
+            selector.set_priority(window.clone());
+            if let Some(window) = window {
+                let waiting = window.clone().any(|i| {
+                    !selector.have().get(i) && selector.outstanding().all(|(_, p)| p != i)
+                });
+                let stale: Vec<(P, u32)> = selector
+                    .outstanding()
+                    .filter(|(peer, piece)| {
+                        !window.contains(piece) && !partial.contains_key(&(*piece, *peer))
+                    })
+                    .collect();
+                if waiting {
+                    for (peer, piece) in stale {
+                        selector.cancel(peer, piece);
+                        send(&mut out, peer, PeerMsg::Cancel { id, piece });
+                    }
+                }
+            }
+        }
+        self.fill_requests(&mut out, id, now);
+        out
+    }
+
+    /// How many bytes from `start` of `id`, up to `max`, are stored here without a gap.
+    pub fn stored_run(&self, id: ContentId, start: u64, max: u64) -> u64 {
+        let Some(local) = self.local.get(&id) else {
+            return 0;
+        };
+        let manifest = &local.manifest;
+        let end = start.saturating_add(max).min(manifest.size);
+        let mut at = start;
+        while at < end {
+            let piece = (at / u64::from(manifest.piece_size)) as u32;
+            if !local.stored.get(piece) {
+                break;
+            }
+            at = manifest.piece_offset(piece) + u64::from(manifest.piece_len(piece));
+        }
+        at.min(end).saturating_sub(start)
+    }
+
+    /// Whether `len` bytes at `start` of `id` are stored here (false while the manifest is
+    /// unknown).
+    pub fn has_bytes(&self, id: ContentId, start: u64, len: u64) -> bool {
+        let Some(local) = self.local.get(&id) else {
+            return false;
+        };
+        if len == 0 {
+            return true;
+        }
+        let Some(pieces) = byte_pieces(&local.manifest, start..start + len) else {
+            return false;
+        };
+        pieces.into_iter().all(|i| local.stored.get(i))
+    }
+
     /// Whether `id` is being downloaded.
     pub fn is_downloading(&self, id: ContentId) -> bool {
         self.downloads.contains_key(&id)
@@ -445,6 +536,7 @@ impl<P: Ord + Copy> Share<P> {
                 rate: RateMeter::new(now),
                 last_progress: now,
                 received_from: BTreeMap::new(),
+                priority: None,
             },
         );
         self.request_manifest(&mut out, id, now);
@@ -496,7 +588,9 @@ impl<P: Ord + Copy> Share<P> {
             PeerMsg::Cancel { id, piece } => {
                 if let Some(state) = self.peers.get_mut(&peer) {
                     state.serving.retain(|r| *r != (id, piece));
+                    state.reading.retain(|r| *r != (id, piece));
                 }
+                self.start_reads(&mut out, peer);
             }
             PeerMsg::Piece {
                 id,
@@ -534,16 +628,20 @@ impl<P: Ord + Copy> Share<P> {
         out
     }
 
-    /// The owner read a piece that `to` asked for.
+    /// The owner read a piece that `to` asked for. Call [`Share::upload_drained`] once the
+    /// frames returned have left the send queue.
     pub fn piece_read(&mut self, to: P, id: ContentId, piece: u32, data: &[u8]) -> Outputs<P> {
         let mut out = Vec::new();
         let Some(state) = self.peers.get_mut(&to) else {
             return out;
         };
-        let Some(i) = state.serving.iter().position(|r| *r == (id, piece)) else {
-            return out; // cancelled meanwhile
+        let Some(i) = state.reading.iter().position(|r| *r == (id, piece)) else {
+            // Cancelled while it was read.
+            self.start_reads(&mut out, to);
+            return out;
         };
-        state.serving.remove(i);
+        state.reading.remove(i);
+        state.queued += 1;
         let mut corrupted;
         let data = if self.corrupt_uploads && !data.is_empty() {
             corrupted = data.to_vec();
@@ -573,10 +671,48 @@ impl<P: Ord + Copy> Share<P> {
     pub fn piece_unreadable(&mut self, to: P, id: ContentId, piece: u32) -> Outputs<P> {
         let mut out = Vec::new();
         if let Some(state) = self.peers.get_mut(&to) {
-            state.serving.retain(|r| *r != (id, piece));
+            state.reading.retain(|r| *r != (id, piece));
         }
         send(&mut out, to, PeerMsg::Reject { id, piece });
+        self.start_reads(&mut out, to);
         out
+    }
+
+    /// Everything handed over for `to` has left the owner's send queue: read the next
+    /// requested pieces.
+    pub fn upload_drained(&mut self, to: P) -> Outputs<P> {
+        let mut out = Vec::new();
+        if let Some(state) = self.peers.get_mut(&to) {
+            state.queued = 0;
+        }
+        self.start_reads(&mut out, to);
+        out
+    }
+
+    /// Starts reading requested pieces for `peer` while fewer than [`UPLOAD_PIECES_AHEAD`]
+    /// are being read or waiting to be sent.
+    fn start_reads(&mut self, out: &mut Outputs<P>, peer: P) {
+        let Some(state) = self.peers.get_mut(&peer) else {
+            return;
+        };
+        while state.reading.len() + state.queued < UPLOAD_PIECES_AHEAD {
+            let Some((id, piece)) = state.serving.pop_front() else {
+                return;
+            };
+            // It may have been dropped since it was requested.
+            let Some(local) = self.local.get(&id).filter(|l| l.stored.get(piece)) else {
+                send(out, peer, PeerMsg::Reject { id, piece });
+                continue;
+            };
+            state.reading.push((id, piece));
+            out.push(Output::ReadPiece {
+                to: peer,
+                id,
+                piece,
+                offset: local.manifest.piece_offset(piece),
+                len: local.manifest.piece_len(piece),
+            });
+        }
     }
 
     /// The owner stored a verified piece: offer it, and finish the download when it was the
@@ -775,20 +911,14 @@ impl<P: Ord + Copy> Share<P> {
 
     fn on_request(&mut self, out: &mut Outputs<P>, peer: P, id: ContentId, piece: u32) {
         let max = self.config.max_serving;
-        let available = self.local.get(&id).filter(|l| l.stored.get(piece));
+        let available = self.local.get(&id).is_some_and(|l| l.stored.get(piece));
         let state = self.peers.entry(peer).or_default();
-        match available {
-            Some(local) if state.serving.len() < max && !state.serving.contains(&(id, piece)) => {
-                state.serving.push((id, piece));
-                out.push(Output::ReadPiece {
-                    to: peer,
-                    id,
-                    piece,
-                    offset: local.manifest.piece_offset(piece),
-                    len: local.manifest.piece_len(piece),
-                });
-            }
-            _ => send(out, peer, PeerMsg::Reject { id, piece }),
+        let known = state.serving.contains(&(id, piece)) || state.reading.contains(&(id, piece));
+        if available && state.serving.len() < max && !known {
+            state.serving.push_back((id, piece));
+            self.start_reads(out, peer);
+        } else {
+            send(out, peer, PeerMsg::Reject { id, piece });
         }
     }
 
@@ -1003,6 +1133,12 @@ impl<P: Ord + Copy> Share<P> {
         }
         self.local.insert(id, local);
         if let Some(download) = self.downloads.get_mut(&id) {
+            let window = download.priority.clone().and_then(|bytes| {
+                self.local
+                    .get(&id)
+                    .map(|l| priority_window(&l.manifest, bytes))
+            });
+            selector.set_priority(window);
             download.phase = Phase::Pieces {
                 selector,
                 partial: BTreeMap::new(),
@@ -1105,6 +1241,35 @@ impl<P: Ord + Copy> Share<P> {
         if let Some(progress) = self.progress(id, now) {
             out.push(Output::Event(ShareEvent::Progress { id, progress }));
         }
+    }
+}
+
+/// Pieces after those a player asked for that join the priority window (2 MiB of read-ahead
+/// with the default piece size).
+pub const READ_AHEAD_PIECES: u32 = 8;
+
+/// The pieces holding `bytes` (empty or past the end: `None`).
+fn byte_pieces(manifest: &Manifest, bytes: Range<u64>) -> Option<std::ops::RangeInclusive<u32>> {
+    let end = bytes.end.min(manifest.size);
+    if bytes.start >= end {
+        return None;
+    }
+    let piece_size = u64::from(manifest.piece_size);
+    // Below the piece count, which fits in u32.
+    Some((bytes.start / piece_size) as u32..=((end - 1) / piece_size) as u32)
+}
+
+/// The priority window for a player that needs `bytes`: their pieces, then read-ahead.
+fn priority_window(manifest: &Manifest, bytes: Range<u64>) -> Range<u32> {
+    match byte_pieces(manifest, bytes) {
+        Some(pieces) => {
+            let end = pieces
+                .end()
+                .saturating_add(1 + READ_AHEAD_PIECES)
+                .min(manifest.piece_count());
+            *pieces.start()..end
+        }
+        None => 0..0,
     }
 }
 

@@ -138,6 +138,8 @@ impl Net {
                     let node = self.node(at);
                     let bytes = node.storage[&id][offset as usize..][..len as usize].to_vec();
                     pending.extend(node.share.piece_read(to, id, piece, &bytes));
+                    // The frames go straight into the network queue: drained at once.
+                    pending.extend(node.share.upload_drained(to));
                 }
                 Output::WritePiece {
                     id,
@@ -372,6 +374,115 @@ fn a_wrong_manifest_is_refused_and_fetched_elsewhere() {
     assert!(net.completed(3, id));
     assert_eq!(net.nodes[&3].storage[&id], bytes);
     assert_eq!(net.bad_peers(3), vec![1]);
+}
+
+#[test]
+fn a_priority_window_is_fetched_first() {
+    let mut net = Net::new(&[1, 2]);
+    net.connect(1, 2);
+    let bytes = data(256 * PS as usize, 6);
+    let id = net.share_file(1, &bytes);
+    net.run(20);
+    net.download(2, id);
+    // A player asks for bytes near the end before the manifest is even in.
+    let at = 240 * u64::from(PS);
+    let out = net
+        .node(2)
+        .share
+        .set_priority(id, Some(at..at + 2 * u64::from(PS)), 0);
+    net.apply(2, out);
+    net.run(300);
+    let share = &net.nodes[&2].share;
+    let stored = share.stored(id).expect("manifest in");
+    assert!(
+        (240..248).all(|i| stored.get(i)),
+        "the window and its read-ahead arrived first"
+    );
+    assert!(share.has_bytes(id, at, 2 * u64::from(PS)));
+    // From the window on, a gapless run of at least the window is there (capped at `max`).
+    assert!(share.stored_run(id, at, 100 * u64::from(PS)) >= 8 * u64::from(PS));
+    assert_eq!(share.stored_run(id, at + 5, 10), 10);
+    assert!(!stored.is_complete(), "the rest is still coming");
+    assert!(!share.has_bytes(id, 0, 256 * u64::from(PS)));
+    net.run(100_000);
+    assert!(net.completed(2, id));
+    assert_eq!(net.nodes[&2].storage[&id], bytes);
+}
+
+#[test]
+fn a_new_priority_cancels_requests_that_have_not_started() {
+    let mut net = Net::new(&[1, 2]);
+    net.connect(1, 2);
+    let id = net.share_file(1, &data(256 * PS as usize, 6));
+    net.run(20);
+    net.download(2, id);
+    // Deliver until the downloader has its first requests out.
+    while net.nodes[&2]
+        .share
+        .downloads
+        .get(&id)
+        .is_none_or(|d| d.phase_requests().is_empty())
+    {
+        net.run(1);
+    }
+    let before = net.nodes[&2].share.downloads[&id].phase_requests();
+    assert!(!before.is_empty());
+    let at = 200 * u64::from(PS);
+    let out = net.node(2).share.set_priority(id, Some(at..at + 1), 0);
+    let cancelled = out
+        .iter()
+        .filter(|o| matches!(o, Output::Send { frame, .. } if matches!(decode_binary(frame), Ok(BinaryFrame::Peer(PeerMsg::Cancel { .. })))))
+        .count();
+    let outside = before
+        .iter()
+        .filter(|(_, p)| !(200..209).contains(p))
+        .count();
+    assert!(outside > 0);
+    assert_eq!(
+        cancelled, outside,
+        "every request outside the window is withdrawn"
+    );
+    let after = net.nodes[&2].share.downloads[&id].phase_requests();
+    assert!(
+        after.iter().all(|(_, p)| (200..209).contains(p)),
+        "{after:?}"
+    );
+    net.apply(2, out);
+    net.run(100_000);
+    assert!(net.completed(2, id));
+}
+
+#[test]
+fn a_seeder_reads_only_a_couple_of_pieces_ahead_per_peer() {
+    let mut share: Share<u8> = Share::new(ShareConfig::default(), 1);
+    let bytes = data(20 * PS as usize, 1);
+    let (id, manifest) = manifest_of("f", "", PS, &bytes);
+    share.share(id, manifest);
+    share.add_peer(7);
+    let mut reads = 0;
+    for piece in 0..6 {
+        for o in share.on_message(7, PeerMsg::Request { id, piece }, 0) {
+            if matches!(o, Output::ReadPiece { .. }) {
+                reads += 1;
+            }
+        }
+    }
+    assert_eq!(reads, UPLOAD_PIECES_AHEAD);
+    // A cancelled request behind them is never read.
+    share.on_message(7, PeerMsg::Cancel { id, piece: 5 }, 0);
+    let mut read_pieces = Vec::new();
+    for piece in 0..2 {
+        share.piece_read(7, id, piece, &bytes[(piece * PS) as usize..][..PS as usize]);
+    }
+    for _ in 0..4 {
+        for o in share.upload_drained(7) {
+            if let Output::ReadPiece { piece, .. } = o {
+                read_pieces.push(piece);
+                share.piece_read(7, id, piece, &bytes[(piece * PS) as usize..][..PS as usize]);
+            }
+        }
+    }
+    assert_eq!(read_pieces, vec![2, 3, 4]);
 }
 
 #[test]
