@@ -228,6 +228,34 @@ function startDownload(id) {
   return entry;
 }
 
+/** Open media players by content id: they play while the file downloads. */
+const players = new Map();
+
+async function togglePlayer(info) {
+  if (players.has(info.id)) {
+    const old = players.get(info.id);
+    old.pause();
+    old.removeAttribute('src');
+    players.delete(info.id);
+    scheduleFiles();
+    return;
+  }
+  const media = document.createElement(info.mime.startsWith('audio/') ? 'audio' : 'video');
+  media.className = 'player';
+  media.controls = true;
+  media.autoplay = true;
+  players.set(info.id, media);
+  scheduleFiles();
+  try {
+    media.src = await swarm.streamUrl(info.id);
+    if (!downloads.has(info.id) && !info.complete) startDownload(info.id);
+  } catch (err) {
+    log('system', null, `cannot play ${info.name}: ${err.message}`);
+    players.delete(info.id);
+    scheduleFiles();
+  }
+}
+
 /** Opens `#room/contentId`: downloads that file as soon as a peer offers it. */
 function openLinkedFile(id) {
   const tryStart = () => {
@@ -338,6 +366,9 @@ function renderFiles() {
     if (entry && !done && !entry.error) {
       actions.append(button('Cancel', () => entry.dl.cancel(), true));
     }
+    if (/^(video|audio)\//.test(info.mime)) {
+      actions.append(button(players.has(info.id) ? 'Close player' : 'Play', () => togglePlayer(info)));
+    }
     if (done) {
       actions.append(button('Save', async () => {
         const blob = entry?.blob || await swarm.download(info.id).blob();
@@ -382,6 +413,8 @@ function renderFiles() {
     li.append(bar, status);
     const map = pieceMap(info.id);
     if (map) li.append(map);
+    const player = players.get(info.id);
+    if (player) li.append(player);
     return li;
   }));
 }
@@ -401,6 +434,7 @@ $('file-input').addEventListener('change', (event) => {
 
 function leave() {
   downloads.clear();
+  players.clear();
   for (const kind of Object.keys(local)) stopLocal(kind);
   $('video-grid').replaceChildren();
   if (swarm) {

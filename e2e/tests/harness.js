@@ -1,7 +1,8 @@
 // Shared test fixtures: a real signal-server per test, and pages that join rooms through the
 // public Swarm API.
 import { test as base, expect } from '@playwright/test';
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
+import fs from 'node:fs';
 import { once } from 'node:events';
 import { fileURLToPath } from 'node:url';
 import path from 'node:path';
@@ -132,4 +133,24 @@ export async function thrown(member, fn, arg) {
       return { name: err.name, code: err.code, message: err.message };
     }
   }, { source: fn.toString(), arg });
+}
+
+/**
+ * A 60 s test video made here with ffmpeg (VP8 + Opus in WebM, which this Chromium decodes),
+ * once per run; returns its path.
+ */
+export function testClip() {
+  const clip = path.join(root, 'e2e/artifacts/clip.webm');
+  if (!fs.existsSync(clip)) {
+    fs.mkdirSync(path.dirname(clip), { recursive: true });
+    execFileSync('ffmpeg', [
+      '-y', '-loglevel', 'error',
+      '-f', 'lavfi', '-i', 'testsrc=size=640x360:rate=30',
+      '-f', 'lavfi', '-i', 'sine=frequency=440:sample_rate=48000',
+      '-t', '60', '-c:v', 'libvpx', '-b:v', '1500k', '-deadline', 'realtime', '-cpu-used', '8',
+      '-c:a', 'libopus', '-shortest', `${clip}.tmp.webm`,
+    ]);
+    fs.renameSync(`${clip}.tmp.webm`, clip);
+  }
+  return clip;
 }

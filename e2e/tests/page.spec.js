@@ -1,6 +1,6 @@
 // The demo page, as a person uses it.
 import fs from 'node:fs';
-import { test, expect } from './harness.js';
+import { test, expect, testClip } from './harness.js';
 
 async function openRoom(browser, server, room) {
   const page = await (await browser.newContext()).newPage();
@@ -116,4 +116,24 @@ test('live: the camera button publishes, peers see a labelled tile, stop removes
   await a.page.click('#camera');
   await expect(a.page.locator('#camera')).toHaveText('Camera');
   await expect(tile).toHaveCount(0, { timeout: 20_000 });
+});
+
+test('a shared video has a Play button that plays it while it downloads', async ({ browser, server }) => {
+  const clip = testClip();
+  const a = await openRoom(browser, server, 'cinema');
+  const b = await openRoom(browser, server, 'cinema');
+  await expect(a.page.locator(`#peer-list li[data-peer-id="${b.id}"]`)).toBeVisible({ timeout: 20_000 });
+  await a.page.setInputFiles('#file-input', clip);
+  const row = b.page.locator('#file-list li.file').first();
+  await expect(row).toContainText('clip.webm', { timeout: 20_000 });
+  await row.getByRole('button', { name: 'Play' }).click();
+  await b.page.waitForFunction(() => {
+    const video = document.querySelector('#file-list video.player');
+    return video && video.currentTime > 0.5;
+  }, null, { timeout: 30_000 });
+  await expect(row.getByRole('button', { name: 'Close player' })).toBeVisible();
+  fs.mkdirSync('artifacts', { recursive: true });
+  await b.page.setViewportSize({ width: 1100, height: 900 });
+  await row.scrollIntoViewIfNeeded();
+  await b.page.screenshot({ path: 'artifacts/player.png' });
 });

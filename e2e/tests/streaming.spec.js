@@ -1,22 +1,10 @@
 // Media files that play while they download, through the streaming service worker.
 import fs from 'node:fs';
-import path from 'node:path';
-import { execFileSync } from 'node:child_process';
-import { test, expect, joinRoom, waitForPeers } from './harness.js';
+import { test, expect, joinRoom, waitForPeers, testClip } from './harness.js';
 
-const clip = path.resolve('artifacts/clip.webm');
-
+let clip;
 test.beforeAll(() => {
-  // A 60 s test video, made here: VP8 + Opus in WebM, which this Chromium decodes.
-  if (fs.existsSync(clip)) return;
-  fs.mkdirSync(path.dirname(clip), { recursive: true });
-  execFileSync('ffmpeg', [
-    '-y', '-loglevel', 'error',
-    '-f', 'lavfi', '-i', 'testsrc=size=640x360:rate=30',
-    '-f', 'lavfi', '-i', 'sine=frequency=440:sample_rate=48000',
-    '-t', '60', '-c:v', 'libvpx', '-b:v', '1500k', '-deadline', 'realtime', '-cpu-used', '8',
-    '-c:a', 'libopus', '-shortest', clip,
-  ]);
+  clip = testClip();
 });
 
 test('a shared video plays while it downloads, and a seek to 80 % plays within seconds', async ({ browser, server }) => {
