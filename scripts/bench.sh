@@ -3,6 +3,7 @@
 #   scripts/bench.sh                      both benchmarks with their defaults
 #   scripts/bench.sh throughput [MiB] [rounds]   Swarm vs a raw RTCDataChannel, receiver JS heap
 #   scripts/bench.sh scaling [MiB] [cap MiB/s]   1 downloader, N = 1, 2, 4 capped seeders
+#   scripts/bench.sh media [rounds]              publish->frame, play->frame, seek->frame
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/netns.sh
@@ -13,9 +14,9 @@ which=${1:-all}
 bash scripts/setup.sh --test
 bash scripts/build.sh
 case "$which" in
-  throughput|scaling) benches="$which" ;;
-  all) benches="throughput scaling" ;;
-  *) echo "bench: unknown benchmark '$which' (throughput, scaling, all)" >&2; exit 2 ;;
+  throughput|scaling|media) benches="$which" ;;
+  all) benches="throughput scaling media" ;;
+  *) echo "bench: unknown benchmark '$which' (throughput, scaling, media, all)" >&2; exit 2 ;;
 esac
 for bench in $benches; do
   printf '\033[1m==> benchmark: %s\033[0m\n' "$bench"

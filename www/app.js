@@ -150,6 +150,7 @@ function stopLocal(kind) {
   removeTile(`local-${kind}`);
   $(kind).classList.remove('on');
   $(kind).textContent = { camera: 'Camera', microphone: 'Microphone', screen: 'Share screen' }[kind];
+  refreshMuteButton();
 }
 
 async function toggleLocal(kind) {
@@ -165,6 +166,7 @@ async function toggleLocal(kind) {
     if (stream.getVideoTracks().length > 0) addTile(`local-${kind}`, stream, `you (${kind})`, null, true);
     $(kind).classList.add('on');
     $(kind).textContent = `Stop ${kind}`;
+    refreshMuteButton();
   } catch (err) {
     log('system', null, `${kind}: ${err.message}`);
   }
@@ -173,6 +175,16 @@ async function toggleLocal(kind) {
 for (const kind of ['camera', 'microphone', 'screen']) {
   $(kind).addEventListener('click', () => toggleLocal(kind));
 }
+
+/** Mutes or unmutes every microphone track we publish (the peers get silence). */
+let selfMuted = false;
+function refreshMuteButton() {
+  const audio = Object.values(local).flatMap((s) => s.getAudioTracks());
+  $('mute-self').disabled = audio.length === 0;
+  $('mute-self').textContent = selfMuted ? 'Unmute me' : 'Mute me';
+  for (const track of audio) track.enabled = !selfMuted;
+}
+$('mute-self').addEventListener('click', () => { selfMuted = !selfMuted; refreshMuteButton(); });
 
 // ---- files ----
 

@@ -110,11 +110,16 @@ test('live: the camera button publishes, peers see a labelled tile, stop removes
   }, a.id, { timeout: 20_000 });
   await tile.locator('.tile-mute').click();
   await expect(tile.locator('.tile-mute')).toHaveText('Unmute');
+  // Muting ourselves disables the microphone track we send.
+  await a.page.click('#mute-self');
+  await expect(a.page.locator('#mute-self')).toHaveText('Unmute me');
+  expect(await a.page.evaluate(() => document.querySelector('.tile.local video').srcObject.getAudioTracks()[0].enabled)).toBe(false);
   fs.mkdirSync('artifacts', { recursive: true });
   await b.page.setViewportSize({ width: 1100, height: 800 });
   await b.page.screenshot({ path: 'artifacts/live.png' });
   await a.page.click('#camera');
   await expect(a.page.locator('#camera')).toHaveText('Camera');
+  await expect(a.page.locator('#mute-self')).toBeDisabled();
   await expect(tile).toHaveCount(0, { timeout: 20_000 });
 });
 
