@@ -6,28 +6,14 @@
 //      (the seeder's upload is capped so it cannot be) vs a Blob URL
 // Usage: node bench/media.js [rounds=5]
 import fs from 'node:fs';
-import path from 'node:path';
-import { execFileSync } from 'node:child_process';
 import { MiB, openBench } from './common.js';
+import { makeClip } from '../tests/harness.js';
 
 const rounds = Number(process.argv[2] || 5);
 const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
 /** ~50 MiB of VP8 + Opus WebM, made once with ffmpeg. */
-function bigClip() {
-  const clip = path.resolve('artifacts/bench-50mib.webm');
-  if (!fs.existsSync(clip)) {
-    fs.mkdirSync(path.dirname(clip), { recursive: true });
-    execFileSync('ffmpeg', [
-      '-y', '-loglevel', 'error',
-      '-f', 'lavfi', '-i', 'testsrc2=size=1280x720:rate=30',
-      '-f', 'lavfi', '-i', 'sine=frequency=440:sample_rate=48000',
-      '-t', '120', '-c:v', 'libvpx', '-b:v', '3300k', '-minrate', '3300k', '-maxrate', '3300k',
-      '-deadline', 'realtime', '-cpu-used', '8', '-c:a', 'libopus', '-shortest', clip,
-    ], { stdio: 'inherit' });
-  }
-  return clip;
-}
+const bigClip = () => makeClip('bench-50mib.webm', { size: '1280x720', pattern: 'testsrc2', seconds: 120, bitrate: '3300k' });
 
 const bench = await openBench();
 

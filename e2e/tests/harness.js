@@ -136,21 +136,26 @@ export async function thrown(member, fn, arg) {
 }
 
 /**
- * A 60 s test video made here with ffmpeg (VP8 + Opus in WebM, which this Chromium decodes),
- * once per run; returns its path.
+ * Makes a VP8 + Opus WebM test video (which this Chromium decodes) with ffmpeg at
+ * `e2e/artifacts/<name>`, once per checkout; returns its path.
  */
-export function testClip() {
-  const clip = path.join(root, 'e2e/artifacts/clip.webm');
+export function makeClip(name, { size = '640x360', pattern = 'testsrc', seconds = 60, bitrate = '1500k' } = {}) {
+  const clip = path.join(root, 'e2e/artifacts', name);
   if (!fs.existsSync(clip)) {
     fs.mkdirSync(path.dirname(clip), { recursive: true });
     execFileSync('ffmpeg', [
       '-y', '-loglevel', 'error',
-      '-f', 'lavfi', '-i', 'testsrc=size=640x360:rate=30',
+      '-f', 'lavfi', '-i', `${pattern}=size=${size}:rate=30`,
       '-f', 'lavfi', '-i', 'sine=frequency=440:sample_rate=48000',
-      '-t', '60', '-c:v', 'libvpx', '-b:v', '1500k', '-deadline', 'realtime', '-cpu-used', '8',
-      '-c:a', 'libopus', '-shortest', `${clip}.tmp.webm`,
+      '-t', String(seconds), '-c:v', 'libvpx', '-b:v', bitrate, '-minrate', bitrate, '-maxrate', bitrate,
+      '-deadline', 'realtime', '-cpu-used', '8', '-c:a', 'libopus', '-shortest', `${clip}.tmp.webm`,
     ]);
     fs.renameSync(`${clip}.tmp.webm`, clip);
   }
   return clip;
+}
+
+/** The 60 s clip the streaming tests share. */
+export function testClip() {
+  return makeClip('clip.webm');
 }
