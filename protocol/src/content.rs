@@ -7,11 +7,6 @@
 //! carries the piece hashes, plus a name and a MIME type that describe the file but are not
 //! part of its identity (the same bytes shared under two names have one id).
 
-use std::fmt;
-use std::str::FromStr;
-
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
-
 use crate::WireError;
 use crate::codec::{Reader, Writer};
 
@@ -60,38 +55,7 @@ impl ContentId {
     }
 }
 
-impl fmt::Display for ContentId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        crate::hex::write(f, &self.0)
-    }
-}
-
-impl fmt::Debug for ContentId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "ContentId({self})")
-    }
-}
-
-impl FromStr for ContentId {
-    type Err = ContentIdError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        crate::hex::decode(s).map(Self).ok_or(ContentIdError)
-    }
-}
-
-impl Serialize for ContentId {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_str(self)
-    }
-}
-
-impl<'de> Deserialize<'de> for ContentId {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let s = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
-        s.parse().map_err(serde::de::Error::custom)
-    }
-}
+crate::hex::text_form!(ContentId, ContentIdError);
 
 /// Everything needed to fetch and verify a file.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -31,3 +31,45 @@ fn digit(c: u8) -> Option<u8> {
         _ => None,
     }
 }
+
+/// Implements the text form of a hex id newtype `$id` (a tuple struct over a byte array):
+/// `Display` as lowercase hex, `Debug` as `$id(hex)`, `FromStr` failing with `$err`, and serde
+/// as a JSON string.
+macro_rules! text_form {
+    ($id:ident, $err:ident) => {
+        impl std::fmt::Display for $id {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                crate::hex::write(f, &self.0)
+            }
+        }
+
+        impl std::fmt::Debug for $id {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(f, concat!(stringify!($id), "({})"), self)
+            }
+        }
+
+        impl std::str::FromStr for $id {
+            type Err = $err;
+
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                crate::hex::decode(s).map(Self).ok_or($err)
+            }
+        }
+
+        impl serde::Serialize for $id {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.collect_str(self)
+            }
+        }
+
+        impl<'de> serde::Deserialize<'de> for $id {
+            fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                let s = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+                s.parse().map_err(serde::de::Error::custom)
+            }
+        }
+    };
+}
+
+pub(crate) use text_form;

@@ -1,10 +1,5 @@
 //! Peer identifiers.
 
-use std::fmt;
-use std::str::FromStr;
-
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
-
 /// Number of random bytes in a [`PeerId`] (128 bits).
 pub const PEER_ID_LEN: usize = 16;
 
@@ -33,38 +28,7 @@ impl PeerId {
     }
 }
 
-impl fmt::Display for PeerId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        crate::hex::write(f, &self.0)
-    }
-}
-
-impl fmt::Debug for PeerId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "PeerId({self})")
-    }
-}
-
-impl FromStr for PeerId {
-    type Err = PeerIdError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        crate::hex::decode(s).map(Self).ok_or(PeerIdError)
-    }
-}
-
-impl Serialize for PeerId {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_str(self)
-    }
-}
-
-impl<'de> Deserialize<'de> for PeerId {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let s = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
-        s.parse().map_err(serde::de::Error::custom)
-    }
-}
+crate::hex::text_form!(PeerId, PeerIdError);
 
 #[cfg(test)]
 mod tests {

@@ -455,11 +455,6 @@ impl<P: Ord + Copy> Share<P> {
         pieces.into_iter().all(|i| local.stored.get(i))
     }
 
-    /// Whether `id` is being downloaded.
-    pub fn is_downloading(&self, id: ContentId) -> bool {
-        self.downloads.contains_key(&id)
-    }
-
     /// A connection to `peer` opened: greet it and tell it what we hold.
     pub fn add_peer(&mut self, peer: P) -> Outputs<P> {
         let mut out = Vec::new();
