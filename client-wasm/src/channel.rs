@@ -5,8 +5,8 @@ use std::collections::VecDeque;
 use std::rc::{Rc, Weak};
 
 use js_sys::{ArrayBuffer, Uint8Array};
-use swarm_protocol::PeerId;
 use swarm_protocol::wire::{self, AppMessage, BinaryFrame};
+use swarm_protocol::{ContentId, PeerId};
 use tracing::{debug, warn};
 use wasm_bindgen::prelude::Closure;
 use wasm_bindgen::{JsCast, JsValue};
@@ -118,6 +118,15 @@ impl Channel {
     pub(crate) fn send_frame(&self, frame: Vec<u8>) {
         self.queue.borrow_mut().push_back(frame);
         self.pump();
+    }
+
+    /// Drops the queued chunks of `piece` of `id` (the peer cancelled it); returns whether
+    /// that emptied the queue.
+    pub(crate) fn withdraw(&self, id: ContentId, piece: u32) -> bool {
+        let mut queue = self.queue.borrow_mut();
+        let before = queue.len();
+        queue.retain(|frame| !wire::is_piece_chunk(frame, id, piece));
+        queue.len() < before && queue.is_empty()
     }
 
     /// Sends what the buffer (and the upload cap, if any) allows now.

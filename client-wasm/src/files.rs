@@ -335,6 +335,11 @@ impl Session {
                 } => {
                     self.write_piece(id, piece, offset, &data);
                 }
+                Output::Withdraw { to, id, piece } => {
+                    if self.link(to).is_some_and(|link| link.withdraw(id, piece)) {
+                        self.files_upload_drained(to);
+                    }
+                }
                 Output::Event(event) => self.on_share_event(event),
             }
         }

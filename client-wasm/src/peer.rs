@@ -8,7 +8,9 @@ use std::rc::{Rc, Weak};
 
 use js_sys::Promise;
 use swarm_core::negotiation::{Negotiation, RemoteDescription};
-use swarm_protocol::{IceCandidateInit, PeerId, SdpType, SessionDescription, SignalData};
+use swarm_protocol::{
+    ContentId, IceCandidateInit, PeerId, SdpType, SessionDescription, SignalData,
+};
 use tracing::{debug, warn};
 use wasm_bindgen::prelude::{Closure, wasm_bindgen};
 use wasm_bindgen::{JsCast, JsValue};
@@ -276,6 +278,15 @@ impl PeerLink {
         if let Some(channel) = self.channel.borrow().as_ref() {
             channel.send_frame(frame);
         }
+    }
+
+    /// Drops the queued chunks of a piece the peer cancelled; returns whether that emptied
+    /// the send queue.
+    pub(crate) fn withdraw(&self, id: ContentId, piece: u32) -> bool {
+        self.channel
+            .borrow()
+            .as_ref()
+            .is_some_and(|channel| channel.withdraw(id, piece))
     }
 
     /// Unregisters every callback and closes the channel and the connection. The closures

@@ -139,7 +139,7 @@ export async function thrown(member, fn, arg) {
  * Makes a VP8 + Opus WebM test video (which this Chromium decodes) with ffmpeg at
  * `e2e/artifacts/<name>`, once per checkout; returns its path.
  */
-export function makeClip(name, { size = '640x360', pattern = 'testsrc', seconds = 60, bitrate = '1500k' } = {}) {
+export function makeClip(name, { size = '640x360', pattern = 'testsrc', seconds = 60, bitrate = '1500k', cuesToFront = false } = {}) {
   const clip = path.join(root, 'e2e/artifacts', name);
   if (!fs.existsSync(clip)) {
     fs.mkdirSync(path.dirname(clip), { recursive: true });
@@ -148,14 +148,19 @@ export function makeClip(name, { size = '640x360', pattern = 'testsrc', seconds 
       '-f', 'lavfi', '-i', `${pattern}=size=${size}:rate=30`,
       '-f', 'lavfi', '-i', 'sine=frequency=440:sample_rate=48000',
       '-t', String(seconds), '-c:v', 'libvpx', '-b:v', bitrate, '-minrate', bitrate, '-maxrate', bitrate,
-      '-deadline', 'realtime', '-cpu-used', '8', '-c:a', 'libopus', '-shortest', `${clip}.tmp.webm`,
+      '-deadline', 'realtime', '-cpu-used', '8', '-c:a', 'libopus', '-shortest',
+      '-cues_to_front', cuesToFront ? '1' : '0', `${clip}.tmp.webm`,
     ]);
     fs.renameSync(`${clip}.tmp.webm`, clip);
   }
   return clip;
 }
 
-/** The 60 s clip the streaming tests share. */
+/**
+ * The 60 s clip the streaming tests share, with its index (cues) at the front as a file made
+ * for streaming has it: with the index at the end, Chromium first fetches the end of the file
+ * and then walks back from there on a seek, piece after piece.
+ */
 export function testClip() {
-  return makeClip('clip.webm');
+  return makeClip('clip-streamable.webm', { cuesToFront: true });
 }

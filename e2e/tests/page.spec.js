@@ -130,7 +130,7 @@ test('a shared video has a Play button that plays it while it downloads', async 
   await expect(a.page.locator(`#peer-list li[data-peer-id="${b.id}"]`)).toBeVisible({ timeout: 20_000 });
   await a.page.setInputFiles('#file-input', clip);
   const row = b.page.locator('#file-list li.file').first();
-  await expect(row).toContainText('clip.webm', { timeout: 20_000 });
+  await expect(row).toContainText('clip-streamable.webm', { timeout: 20_000 });
   await row.getByRole('button', { name: 'Play' }).click();
   await b.page.waitForFunction(() => {
     const video = document.querySelector('#file-list video.player');

@@ -290,6 +290,13 @@ fn with_piece(tag: u8, id: ContentId, piece: u32) -> Writer {
     w
 }
 
+/// Whether `frame` is a [`PeerMsg::Piece`] chunk of `piece` of content `id` (so a sender can
+/// withdraw the queued chunks of a cancelled piece without decoding whole frames).
+pub fn is_piece_chunk(frame: &[u8], id: ContentId, piece: u32) -> bool {
+    let header = with_piece(TAG_PIECE, id, piece).finish();
+    frame.starts_with(&header)
+}
+
 /// Reads a binary data-channel frame.
 pub fn decode_binary(frame: &[u8]) -> Result<BinaryFrame<'_>, WireError> {
     let (&tag, body) = frame.split_first().ok_or(WireError::Empty)?;
@@ -376,6 +383,26 @@ mod tests {
 
     fn id(n: u8) -> ContentId {
         ContentId::from_bytes([n; HASH_LEN])
+    }
+
+    #[test]
+    fn piece_chunks_are_recognised_by_content_and_piece() {
+        let frame = PeerMsg::Piece {
+            id: id(3),
+            piece: 7,
+            offset: CHUNK_LEN,
+            data: &[1, 2, 3],
+        }
+        .encode();
+        assert!(is_piece_chunk(&frame, id(3), 7));
+        assert!(!is_piece_chunk(&frame, id(3), 8));
+        assert!(!is_piece_chunk(&frame, id(4), 7));
+        let request = PeerMsg::Request {
+            id: id(3),
+            piece: 7,
+        }
+        .encode();
+        assert!(!is_piece_chunk(&request, id(3), 7));
     }
 
     #[test]

@@ -180,6 +180,17 @@ pub enum Output<P> {
         /// The piece.
         data: Vec<u8>,
     },
+    /// Drop the frames of this piece that still wait in the send queue to `to`: the peer
+    /// cancelled it. Frames already sent are ignored by the peer. Call
+    /// [`Share::upload_drained`] if that empties the queue.
+    Withdraw {
+        /// The peer.
+        to: P,
+        /// The content.
+        id: ContentId,
+        /// Piece index.
+        piece: u32,
+    },
     /// Tell the application.
     Event(ShareEvent<P>),
 }
@@ -257,7 +268,7 @@ struct PeerState {
     /// Pieces being read for this peer.
     reading: Vec<(ContentId, u32)>,
     /// Pieces read and handed to the owner to send, not yet reported drained.
-    queued: usize,
+    queued: Vec<(ContentId, u32)>,
 }
 
 /// Pieces read ahead for one peer: at most this many are being read or waiting in the send
@@ -584,6 +595,16 @@ impl<P: Ord + Copy> Share<P> {
                 if let Some(state) = self.peers.get_mut(&peer) {
                     state.serving.retain(|r| *r != (id, piece));
                     state.reading.retain(|r| *r != (id, piece));
+                    if let Some(i) = state.queued.iter().position(|r| *r == (id, piece)) {
+                        // Seeks cancel what is no longer wanted: do not spend the upload
+                        // on it.
+                        state.queued.remove(i);
+                        out.push(Output::Withdraw {
+                            to: peer,
+                            id,
+                            piece,
+                        });
+                    }
                 }
                 self.start_reads(&mut out, peer);
             }
@@ -636,7 +657,7 @@ impl<P: Ord + Copy> Share<P> {
             return out;
         };
         state.reading.remove(i);
-        state.queued += 1;
+        state.queued.push((id, piece));
         let mut corrupted;
         let data = if self.corrupt_uploads && !data.is_empty() {
             corrupted = data.to_vec();
@@ -678,7 +699,7 @@ impl<P: Ord + Copy> Share<P> {
     pub fn upload_drained(&mut self, to: P) -> Outputs<P> {
         let mut out = Vec::new();
         if let Some(state) = self.peers.get_mut(&to) {
-            state.queued = 0;
+            state.queued.clear();
         }
         self.start_reads(&mut out, to);
         out
@@ -690,7 +711,7 @@ impl<P: Ord + Copy> Share<P> {
         let Some(state) = self.peers.get_mut(&peer) else {
             return;
         };
-        while state.reading.len() + state.queued < UPLOAD_PIECES_AHEAD {
+        while state.reading.len() + state.queued.len() < UPLOAD_PIECES_AHEAD {
             let Some((id, piece)) = state.serving.pop_front() else {
                 return;
             };

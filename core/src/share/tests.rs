@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use proptest::prelude::*;
 use swarm_protocol::content::MIN_PIECE_SIZE;
-use swarm_protocol::wire::{BinaryFrame, decode_binary};
+use swarm_protocol::wire::{BinaryFrame, decode_binary, is_piece_chunk};
 use swarm_protocol::{ContentId, PeerMsg};
 
 use super::*;
@@ -140,6 +140,11 @@ impl Net {
                     pending.extend(node.share.piece_read(to, id, piece, &bytes));
                     // The frames go straight into the network queue: drained at once.
                     pending.extend(node.share.upload_drained(to));
+                }
+                Output::Withdraw { to, id, piece } => {
+                    self.queue.retain(|(from, dest, frame)| {
+                        !(*from == at && *dest == to && is_piece_chunk(frame, id, piece))
+                    });
                 }
                 Output::WritePiece {
                     id,
@@ -483,6 +488,37 @@ fn a_seeder_reads_only_a_couple_of_pieces_ahead_per_peer() {
         }
     }
     assert_eq!(read_pieces, vec![2, 3, 4]);
+}
+
+#[test]
+fn a_cancelled_piece_waiting_to_be_sent_is_withdrawn() {
+    let mut share: Share<u8> = Share::new(ShareConfig::default(), 1);
+    let bytes = data(20 * PS as usize, 1);
+    let (id, manifest) = manifest_of("f", "", PS, &bytes);
+    share.share(id, manifest);
+    share.add_peer(7);
+    for piece in 0..4 {
+        share.on_message(7, PeerMsg::Request { id, piece }, 0);
+    }
+    for piece in 0..2 {
+        share.piece_read(7, id, piece, &bytes[(piece * PS) as usize..][..PS as usize]);
+    }
+    // Piece 1 waits in the send queue when the peer cancels it (it sought elsewhere): its
+    // frames are withdrawn and the next request is read in its place.
+    let out = share.on_message(7, PeerMsg::Cancel { id, piece: 1 }, 0);
+    assert!(out.contains(&Output::Withdraw {
+        to: 7,
+        id,
+        piece: 1
+    }));
+    assert!(
+        out.iter()
+            .any(|o| matches!(o, Output::ReadPiece { piece: 2, .. }))
+    );
+    // A cancel for a piece already drained withdraws nothing.
+    share.upload_drained(7);
+    let out = share.on_message(7, PeerMsg::Cancel { id, piece: 0 }, 0);
+    assert!(!out.iter().any(|o| matches!(o, Output::Withdraw { .. })));
 }
 
 #[test]
