@@ -15,6 +15,21 @@ pub enum JoinError {
     /// The id is already a member of that room (ids are random, so this is a caller bug).
     #[error("peer {0} is already in the room")]
     DuplicateId(PeerId),
+    /// The room already has [`RoomLimits::peers_per_room`] members.
+    #[error("the room is full ({0} peers)")]
+    RoomFull(usize),
+    /// The room does not exist and the server already has [`RoomLimits::rooms`] rooms.
+    #[error("the server has no room for more rooms ({0})")]
+    TooManyRooms(usize),
+}
+
+/// How large the registry may grow; 0 means no limit.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RoomLimits {
+    /// Rooms at once.
+    pub rooms: usize,
+    /// Members of one room.
+    pub peers_per_room: usize,
 }
 
 /// What the server must do after a successful join.
@@ -30,33 +45,55 @@ pub struct Joined<H> {
 #[derive(Debug)]
 pub struct Rooms<H> {
     rooms: HashMap<RoomName, Vec<(PeerId, H)>>,
+    limits: RoomLimits,
+    /// Members across all rooms.
+    peers: usize,
 }
 
 impl<H> Default for Rooms<H> {
     fn default() -> Self {
         Self {
             rooms: HashMap::new(),
+            limits: RoomLimits::default(),
+            peers: 0,
         }
     }
 }
 
 impl<H: Clone> Rooms<H> {
-    /// An empty registry.
+    /// An empty registry without limits.
     pub fn new() -> Self {
         Self::default()
     }
 
+    /// An empty registry that refuses joins beyond `limits`.
+    pub fn with_limits(limits: RoomLimits) -> Self {
+        Self {
+            rooms: HashMap::new(),
+            limits,
+            peers: 0,
+        }
+    }
+
     /// Adds `id` to `room`, creating the room if needed.
     pub fn join(&mut self, room: &RoomName, id: PeerId, handle: H) -> Result<Joined<H>, JoinError> {
+        let limits = self.limits;
+        if limits.rooms > 0 && self.rooms.len() >= limits.rooms && !self.rooms.contains_key(room) {
+            return Err(JoinError::TooManyRooms(limits.rooms));
+        }
         let members = self.rooms.entry(room.clone()).or_default();
         if members.iter().any(|(member, _)| *member == id) {
             return Err(JoinError::DuplicateId(id));
+        }
+        if limits.peers_per_room > 0 && members.len() >= limits.peers_per_room {
+            return Err(JoinError::RoomFull(limits.peers_per_room));
         }
         let joined = Joined {
             peers: members.iter().map(|(member, _)| *member).collect(),
             notify: members.iter().map(|(_, handle)| handle.clone()).collect(),
         };
         members.push((id, handle));
+        self.peers += 1;
         Ok(joined)
     }
 
@@ -70,6 +107,7 @@ impl<H: Clone> Rooms<H> {
             return Vec::new();
         };
         members.remove(position);
+        self.peers -= 1;
         if members.is_empty() {
             self.rooms.remove(room);
             return Vec::new();
@@ -101,7 +139,7 @@ impl<H: Clone> Rooms<H> {
 
     /// Number of members across all rooms.
     pub fn peer_count(&self) -> usize {
-        self.rooms.values().map(Vec::len).sum()
+        self.peers
     }
 }
 
@@ -182,16 +220,27 @@ mod tests {
     proptest! {
         /// The registry behaves like a plain map of room -> ordered member list.
         #[test]
-        fn matches_a_simple_model(ops in proptest::collection::vec(op(), 0..200)) {
-            let mut rooms = Rooms::new();
+        fn matches_a_simple_model(
+            ops in proptest::collection::vec(op(), 0..200),
+            max_rooms in 0..4usize,
+            max_peers in 0..6usize,
+        ) {
+            let limits = RoomLimits { rooms: max_rooms, peers_per_room: max_peers };
+            let mut rooms = Rooms::with_limits(limits);
             let mut model: BTreeMap<u8, Vec<u8>> = BTreeMap::new();
             for op in ops {
                 match op {
                     Op::Join(r, p) => {
+                        let new_room = !model.contains_key(&r);
+                        let room_count = model.len();
                         let members = model.entry(r).or_default();
                         let result = rooms.join(&room(&format!("r{r}")), id(p), p);
-                        if members.contains(&p) {
+                        if max_rooms > 0 && new_room && room_count >= max_rooms {
+                            prop_assert_eq!(result.err(), Some(JoinError::TooManyRooms(max_rooms)));
+                        } else if members.contains(&p) {
                             prop_assert!(result.is_err());
+                        } else if max_peers > 0 && members.len() >= max_peers {
+                            prop_assert_eq!(result.err(), Some(JoinError::RoomFull(max_peers)));
                         } else {
                             let joined = result.expect("join");
                             prop_assert_eq!(&joined.notify, &*members);

@@ -77,6 +77,19 @@ pub enum ErrorCode {
     UnknownPeer,
     /// The frame is larger than the server's limit.
     TooLarge,
+    /// The client sent frames faster than the server's rate limit; this one was dropped.
+    RateLimited,
+    /// The room has as many peers as the server allows (the connection is then closed).
+    RoomFull,
+    /// The server has as many rooms as it allows and this one is new (then closed).
+    ServerFull,
+    /// The client's address has as many connections open as the server allows (then closed).
+    TooManyConnections,
+    /// The server needs a valid room token and got none, a bad or an expired one (then
+    /// closed).
+    Unauthorized,
+    /// The page's `Origin` is not on the server's allow-list (then closed).
+    OriginNotAllowed,
     /// A code this version of the protocol crate does not know.
     #[serde(other)]
     Unknown,
@@ -89,6 +102,12 @@ impl ErrorCode {
             Self::BadMessage => "bad-message",
             Self::UnknownPeer => "unknown-peer",
             Self::TooLarge => "too-large",
+            Self::RateLimited => "rate-limited",
+            Self::RoomFull => "room-full",
+            Self::ServerFull => "server-full",
+            Self::TooManyConnections => "too-many-connections",
+            Self::Unauthorized => "unauthorized",
+            Self::OriginNotAllowed => "origin-not-allowed",
             Self::Unknown => "unknown",
         }
     }

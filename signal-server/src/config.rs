@@ -1,6 +1,8 @@
-//! Server settings.
+//! Server settings, resolved: every field has its final value. [`crate::settings`] builds a
+//! [`Config`] from flags, environment variables and a TOML file.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use swarm_protocol::IceServer;
 
@@ -10,7 +12,8 @@ pub const DEFAULT_MAX_FRAME_LEN: usize = 64 * 1024;
 /// Default for [`Config::outgoing_queue`].
 pub const DEFAULT_OUTGOING_QUEUE: usize = 256;
 
-/// Everything the server can be told. [`Config::default`] serves `www/` with no ICE servers.
+/// Everything the server can be told. [`Config::default`] serves `www/` with no ICE servers,
+/// public rooms, and limits generous enough for any honest client.
 #[derive(Debug, Clone)]
 pub struct Config {
     /// Directory served at `/`: the page and the WASM client in `pkg/`.
@@ -22,8 +25,24 @@ pub struct Config {
     /// Frames queued for one client before it counts as too slow and is disconnected with
     /// close code 1008, so a stalled client never holds up its room.
     pub outgoing_queue: usize,
-    /// Handed to every client in `welcome.iceServers`.
+    /// Handed to every client in `welcome.iceServers` (before the TURN server of
+    /// [`Config::turn`], if any).
     pub ice_servers: Vec<IceServer>,
+    /// A TURN server whose time-limited credentials this server issues.
+    pub turn: Option<TurnConfig>,
+    /// Rates, counts and timeouts.
+    pub limits: Limits,
+    /// `Origin` header values allowed to open a WebSocket; empty allows every origin.
+    pub allowed_origins: Vec<String>,
+    /// With a secret, joining a room needs a token signed with it (`?token=`).
+    pub token_secret: Option<String>,
+    /// Take the client's address from the last `X-Forwarded-For` entry (set by a reverse
+    /// proxy in front of this server) instead of the TCP peer, for per-address limits.
+    pub trust_forwarded_for: bool,
+    /// Serve HTTPS and `wss://` directly.
+    pub tls: Option<TlsConfig>,
+    /// Share rooms with other instances through this Redis server (`redis://host:port`).
+    pub redis: Option<String>,
 }
 
 impl Default for Config {
@@ -33,6 +52,13 @@ impl Default for Config {
             max_frame_len: DEFAULT_MAX_FRAME_LEN,
             outgoing_queue: DEFAULT_OUTGOING_QUEUE,
             ice_servers: Vec::new(),
+            turn: None,
+            limits: Limits::default(),
+            allowed_origins: Vec::new(),
+            token_secret: None,
+            trust_forwarded_for: false,
+            tls: None,
+            redis: None,
         }
     }
 }
@@ -42,4 +68,63 @@ impl Config {
     pub fn hard_frame_limit(&self) -> usize {
         self.max_frame_len.saturating_mul(16)
     }
+}
+
+/// How much any one client, address or room may take. A count of 0 means "no limit".
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Frames per second one connection may send, on average (token bucket refill rate).
+    pub rate: u32,
+    /// Frames one connection may send in a burst (token bucket size). Joining a busy room
+    /// makes a burst of offers and ICE candidates, so this is large.
+    pub burst: u32,
+    /// WebSocket connections open at once from one IP address.
+    pub connections_per_ip: usize,
+    /// Peers in one room.
+    pub peers_per_room: usize,
+    /// Rooms on this server.
+    pub rooms: usize,
+    /// A connection that sends nothing (not even a pong) for this long is closed.
+    pub idle_timeout: Duration,
+    /// The server pings every client this often; browsers answer on their own.
+    pub ping_interval: Duration,
+    /// Time allowed from accepting a TCP connection to the end of its TLS handshake and
+    /// request headers.
+    pub handshake_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            rate: 50,
+            burst: 500,
+            connections_per_ip: 64,
+            peers_per_room: 500,
+            rooms: 100_000,
+            idle_timeout: Duration::from_secs(60),
+            ping_interval: Duration::from_secs(20),
+            handshake_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// A TURN server that accepts credentials from the TURN REST API (coturn's
+/// `use-auth-secret` with the same `static-auth-secret`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TurnConfig {
+    /// The server's URLs, e.g. `turn:turn.example.org:3478?transport=udp`.
+    pub urls: Vec<String>,
+    /// The secret shared with the TURN server.
+    pub secret: String,
+    /// How long issued credentials stay valid.
+    pub ttl: Duration,
+}
+
+/// Certificate and key for serving TLS directly.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsConfig {
+    /// PEM file holding the certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// PEM file holding the private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
 }

@@ -1,27 +1,94 @@
 //! One task per WebSocket: join the room, relay `signal` frames, leave.
 //!
-//! The task owns the socket. It waits on four things at once: the server shutting down, its
-//! own outgoing queue overflowing, a frame queued for it by another peer, and a frame from its
-//! client. Frames for the client are written in the order they were queued; `welcome` is
+//! The task owns the socket. It waits on six things at once: the server shutting down, its
+//! own outgoing queue overflowing, the client going silent for too long, a frame queued for
+//! it by another peer, the next ping, and a frame from its client (rate limited by a token
+//! bucket). Frames for the client are written in the order they were queued; `welcome` is
 //! written before the task starts reading the queue, so it is always the first frame.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, close_code};
+use swarm_core::room::JoinError;
 use swarm_protocol::{ClientMsg, ErrorCode, PeerId, RoomName, ServerMsg};
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 use tokio_tungstenite::tungstenite;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::AppState;
+use crate::limits::{IpSlot, TokenBucket};
+use crate::metrics::Metrics;
 use crate::state::Outbox;
+use crate::{AppState, turn};
 
 /// How long a close frame may take to write before the connection is simply dropped.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// Serves one client in `room` until it disconnects, falls behind, or the server stops.
-pub(crate) async fn serve(mut socket: WebSocket, state: AppState, room: RoomName) {
+/// Frames refused in a row for the rate limit after which the client is disconnected: it is
+/// not listening to the `rate-limited` errors.
+const MAX_REFUSED_IN_A_ROW: u32 = 100;
+
+/// Why a client may not join: sent as an `error` frame, then the connection is closed.
+#[derive(Debug)]
+pub(crate) struct Refusal {
+    code: ErrorCode,
+    message: String,
+}
+
+impl Refusal {
+    pub(crate) fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// 1013 "try again later" for capacity limits, 1008 "policy" for the rest.
+    fn close_code(&self) -> u16 {
+        match self.code {
+            ErrorCode::RoomFull | ErrorCode::ServerFull | ErrorCode::TooManyConnections => {
+                close_code::AGAIN
+            }
+            _ => close_code::POLICY,
+        }
+    }
+}
+
+/// Tells a client why it may not join, and closes the connection.
+pub(crate) async fn refuse(mut socket: WebSocket, state: &AppState, refusal: Refusal) {
+    info!(code = refusal.code.as_str(), message = %refusal.message, "refused a client");
+    state.metrics().error(refusal.code);
+    let frame = text(&ServerMsg::error(refusal.code, &refusal.message));
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, socket.send(frame)).await;
+    close(&mut socket, refusal.close_code(), refusal.code.as_str()).await;
+}
+
+/// Counts an open connection in the metrics for as long as it lives.
+struct Counted<'a>(&'a Metrics);
+
+impl<'a> Counted<'a> {
+    fn new(metrics: &'a Metrics) -> Self {
+        metrics.connection_opened();
+        Self(metrics)
+    }
+}
+
+impl Drop for Counted<'_> {
+    fn drop(&mut self) {
+        self.0.connection_closed();
+    }
+}
+
+/// Serves one client in `room` until it disconnects, falls behind, goes silent, or the server
+/// stops. `_slot` holds the client's place in the per-address count until then.
+pub(crate) async fn serve(
+    mut socket: WebSocket,
+    state: AppState,
+    room: RoomName,
+    _slot: Option<IpSlot>,
+) {
+    let _counted = Counted::new(state.metrics());
     let id = state.new_peer_id();
     let (queue, mut outgoing) = mpsc::channel(state.config().outgoing_queue.max(1));
     let overflowed = CancellationToken::new();
@@ -30,7 +97,17 @@ pub(crate) async fn serve(mut socket: WebSocket, state: AppState, room: RoomName
         .join(&room, id, Outbox::new(queue, overflowed.clone()));
     let joined = match joining {
         Ok(joined) => joined,
-        Err(err) => {
+        Err(JoinError::RoomFull(max)) => {
+            let message = format!("room {room} is full ({max} peers)");
+            refuse(socket, &state, Refusal::new(ErrorCode::RoomFull, message)).await;
+            return;
+        }
+        Err(JoinError::TooManyRooms(max)) => {
+            let message = format!("this server holds at most {max} rooms");
+            refuse(socket, &state, Refusal::new(ErrorCode::ServerFull, message)).await;
+            return;
+        }
+        Err(err @ JoinError::DuplicateId(_)) => {
             // 128 random bits never collide in practice; refuse rather than alias two peers.
             warn!(%room, %err, "join refused");
             close(&mut socket, close_code::ERROR, "could not assign a peer id").await;
@@ -39,10 +116,15 @@ pub(crate) async fn serve(mut socket: WebSocket, state: AppState, room: RoomName
     };
     info!(%room, peer = %id, others = joined.peers.len(), "joined");
 
+    let config = state.config();
+    let mut ice_servers = config.ice_servers.clone();
+    if let Some(turn) = &config.turn {
+        ice_servers.push(turn::credentials(turn, id, unix_now()));
+    }
     let welcome = ServerMsg::Welcome {
         id,
         peers: joined.peers,
-        ice_servers: state.config().ice_servers.clone(),
+        ice_servers,
     };
     let mut open = socket.send(text(&welcome)).await.is_ok();
     let joined_frame = text(&ServerMsg::Joined { id });
@@ -50,7 +132,19 @@ pub(crate) async fn serve(mut socket: WebSocket, state: AppState, room: RoomName
         outbox.push(joined_frame.clone());
     }
 
+    let limits = &config.limits;
+    let mut ping =
+        tokio::time::interval_at(Instant::now() + limits.ping_interval, limits.ping_interval);
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let idle = tokio::time::sleep(limits.idle_timeout);
+    tokio::pin!(idle);
+    let mut bucket = TokenBucket::new(limits.rate, limits.burst, std::time::Instant::now());
+    let mut refused_in_a_row = 0;
     let shutdown = state.shutdown_token();
+    let guard = SendGuard {
+        overflowed: &overflowed,
+        shutdown: &shutdown,
+    };
     while open {
         tokio::select! {
             biased;
@@ -60,26 +154,48 @@ pub(crate) async fn serve(mut socket: WebSocket, state: AppState, room: RoomName
             }
             () = overflowed.cancelled() => {
                 warn!(%room, peer = %id, "outgoing queue full: disconnecting slow client");
+                state.metrics().closed_slow();
                 close(&mut socket, close_code::POLICY, "too slow: outgoing queue full").await;
                 open = false;
             }
-            Some(frame) = outgoing.recv() => {
-                // A client that stops reading blocks this write once the kernel's buffers are
-                // full; overflow or shutdown then ends the connection without waiting for it.
-                open = tokio::select! {
-                    sent = socket.send(frame) => sent.is_ok(),
-                    () = overflowed.cancelled() => {
-                        warn!(%room, peer = %id, "client stopped reading: dropping the connection");
-                        false
-                    }
-                    () = shutdown.cancelled() => false,
-                };
+            () = &mut idle => {
+                info!(%room, peer = %id, "silent for {:?}: disconnecting", limits.idle_timeout);
+                state.metrics().closed_idle();
+                close(&mut socket, close_code::POLICY, "idle: no frame or pong received").await;
+                open = false;
+            }
+            Some(out) = outgoing.recv() => {
+                open = guard.send(&mut socket, out.frame).await;
+                if let (true, Some(since)) = (open, out.relayed_at) {
+                    state.metrics().relayed(since.elapsed());
+                }
+            }
+            _ = ping.tick() => {
+                open = guard.send(&mut socket, Message::Ping(Default::default())).await;
             }
             incoming = socket.recv() => {
+                let now = Instant::now();
+                idle.as_mut().reset(now + limits.idle_timeout);
                 open = match incoming {
-                    Some(Ok(Message::Text(frame))) => on_text(&mut socket, &state, &room, id, frame.as_str()).await,
+                    Some(Ok(Message::Text(frame))) => {
+                        if bucket.take(now.into_std()) {
+                            refused_in_a_row = 0;
+                            on_text(&mut socket, &state, &guard, &room, id, frame.as_str(), now).await
+                        } else if refused_in_a_row >= MAX_REFUSED_IN_A_ROW {
+                            close(&mut socket, close_code::POLICY, "rate limit exceeded").await;
+                            false
+                        } else {
+                            refused_in_a_row += 1;
+                            let message = format!(
+                                "more than {} frames per second (burst {}): frame dropped, retry in {} ms",
+                                limits.rate, limits.burst, bucket.wait().as_millis().max(1)
+                            );
+                            reply_error(&mut socket, &state, &guard, ErrorCode::RateLimited, &message).await
+                        }
+                    }
                     Some(Ok(Message::Binary(_))) => {
-                        reply_error(&mut socket, ErrorCode::BadMessage, "binary frames are not accepted: send JSON text").await
+                        let message = "binary frames are not accepted: send JSON text";
+                        reply_error(&mut socket, &state, &guard, ErrorCode::BadMessage, message).await
                     }
                     Some(Ok(Message::Ping(_) | Message::Pong(_))) => true,
                     Some(Ok(Message::Close(_))) | None => false,
@@ -100,13 +216,44 @@ pub(crate) async fn serve(mut socket: WebSocket, state: AppState, room: RoomName
     }
 }
 
+/// Writes to a client without letting a client that stopped reading hold the task: the
+/// write gives up when the outgoing queue overflows or the server shuts down.
+struct SendGuard<'a> {
+    overflowed: &'a CancellationToken,
+    shutdown: &'a CancellationToken,
+}
+
+impl SendGuard<'_> {
+    /// Sends `frame`; returns whether the connection is still usable.
+    async fn send(&self, socket: &mut WebSocket, frame: Message) -> bool {
+        // A client that stops reading blocks this write once the kernel's buffers are full;
+        // overflow or shutdown then ends the connection without waiting for it.
+        tokio::select! {
+            sent = socket.send(frame) => sent.is_ok(),
+            () = self.overflowed.cancelled() => {
+                debug!("client stopped reading: dropping the connection");
+                false
+            }
+            () = self.shutdown.cancelled() => false,
+        }
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
 /// Handles one text frame; returns whether the connection is still usable.
 async fn on_text(
     socket: &mut WebSocket,
     state: &AppState,
+    guard: &SendGuard<'_>,
     room: &RoomName,
     from: PeerId,
     frame: &str,
+    received: Instant,
 ) -> bool {
     let limit = state.config().max_frame_len;
     if frame.len() > limit {
@@ -114,23 +261,27 @@ async fn on_text(
             "frame of {} bytes is larger than the limit of {limit} bytes",
             frame.len()
         );
-        return reply_error(socket, ErrorCode::TooLarge, &message).await;
+        return reply_error(socket, state, guard, ErrorCode::TooLarge, &message).await;
     }
     let msg = match ClientMsg::parse(frame) {
         Ok(msg) => msg,
-        Err(err) => return reply_error(socket, ErrorCode::BadMessage, &err.to_string()).await,
+        Err(err) => {
+            let message = err.to_string();
+            return reply_error(socket, state, guard, ErrorCode::BadMessage, &message).await;
+        }
     };
     match msg {
         ClientMsg::Signal { to, data } => {
             let target = state.rooms().route(room, to).cloned();
             match target {
                 Some(outbox) => {
-                    outbox.push(text(&ServerMsg::Signal { from, data }));
+                    outbox
+                        .push_relayed(text(&ServerMsg::Signal { from, data }), received.into_std());
                     true
                 }
                 None => {
                     let message = format!("no peer {to} in room {room}");
-                    reply_error(socket, ErrorCode::UnknownPeer, &message).await
+                    reply_error(socket, state, guard, ErrorCode::UnknownPeer, &message).await
                 }
             }
         }
@@ -155,12 +306,18 @@ async fn on_read_error(socket: &mut WebSocket, state: &AppState, err: axum::Erro
     }
 }
 
-async fn reply_error(socket: &mut WebSocket, code: ErrorCode, message: &str) -> bool {
+async fn reply_error(
+    socket: &mut WebSocket,
+    state: &AppState,
+    guard: &SendGuard<'_>,
+    code: ErrorCode,
+    message: &str,
+) -> bool {
     debug!(code = code.as_str(), message, "refused a frame");
-    socket
-        .send(text(&ServerMsg::error(code, message)))
+    state.metrics().error(code);
+    guard
+        .send(socket, text(&ServerMsg::error(code, message)))
         .await
-        .is_ok()
 }
 
 /// Sends a close frame, giving up after [`CLOSE_TIMEOUT`] if the client does not read.

@@ -1,18 +1,21 @@
 //! `signal-server`: run the swarm's signalling server.
 //!
 //! ```text
-//! signal-server [--listen 127.0.0.1:8080] [--www www] [--max-frame 65536]
+//! signal-server [--config FILE] [--listen 127.0.0.1:8080] [--www www] [flags…]
+//! signal-server token --room ROOM [--ttl SECS]     (with --token-secret or SIGNAL_TOKEN_SECRET)
 //! ```
-//! Every flag can also be given as an environment variable (`SIGNAL_LISTEN`, `SIGNAL_WWW`,
-//! `SIGNAL_MAX_FRAME`). Logs go to stderr; set `RUST_LOG` (e.g. `RUST_LOG=debug`) for more.
-//! Once listening, it prints one line to stdout: `listening on http://ADDR`.
+//! Every flag can also be given as an environment variable (`SIGNAL_…`, listed by `--help`)
+//! or as a key in the TOML file. Logs go to stderr; set `RUST_LOG` (e.g. `RUST_LOG=debug`) for
+//! more. Once listening, it prints one line to stdout: `listening on http://ADDR` (or
+//! `https://` with TLS).
 
-use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::{SystemTime, UNIX_EPOCH};
 
-use clap::Parser;
-use signal_server::{Config, config::DEFAULT_MAX_FRAME_LEN};
+use clap::{Parser, Subcommand};
+use signal_server::access::issue_token;
+use signal_server::settings::{LogFormat, Settings};
+use swarm_protocol::RoomName;
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
@@ -20,48 +23,63 @@ use tracing_subscriber::EnvFilter;
 /// (`/ws/{room}`) and serves the web page. It never sees what peers send each other.
 #[derive(Debug, Parser)]
 #[command(version, about)]
-struct Args {
-    /// Address and port to listen on. Port 0 picks a free port.
-    #[arg(long, env = "SIGNAL_LISTEN", default_value = "127.0.0.1:8080")]
-    listen: SocketAddr,
+struct Cli {
+    #[command(flatten)]
+    settings: Settings,
 
-    /// Directory served at `/`: the page (index.html) and the WASM client (pkg/).
-    #[arg(long, env = "SIGNAL_WWW", default_value = "www")]
-    www: PathBuf,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
 
-    /// Largest JSON frame a client may send, in bytes; larger ones get a `too-large` error.
-    #[arg(long, env = "SIGNAL_MAX_FRAME", default_value_t = DEFAULT_MAX_FRAME_LEN)]
-    max_frame: usize,
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Prints a token for joining ROOM, signed with --token-secret, for testing or for
+    /// applications that shell out (most will compute it themselves: see the README).
+    Token {
+        /// The room the token opens.
+        #[arg(long)]
+        room: String,
+        /// Seconds until the token expires.
+        #[arg(long, default_value_t = 3600)]
+        ttl: u64,
+    },
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
-        .with_writer(std::io::stderr)
-        .init();
-    let args = Args::parse();
-
-    if !args.www.join("index.html").is_file() {
-        tracing::warn!(www = %args.www.display(), "no index.html there: the page will not load");
+    let cli = Cli::parse();
+    let resolved = match cli.settings.with_file().and_then(Settings::resolve) {
+        Ok(resolved) => resolved,
+        Err(err) => {
+            eprintln!("signal-server: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Some(Command::Token { room, ttl }) = cli.command {
+        return print_token(resolved.config.token_secret.as_deref(), room, ttl);
     }
-    let listener = match TcpListener::bind(args.listen).await {
+    init_logs(resolved.log_format);
+
+    let config = resolved.config;
+    if !config.www.join("index.html").is_file() {
+        tracing::warn!(www = %config.www.display(), "no index.html there: the page will not load");
+    }
+    let listener = match TcpListener::bind(resolved.listen).await {
         Ok(listener) => listener,
         Err(err) => {
-            eprintln!("signal-server: cannot listen on {}: {err}", args.listen);
+            eprintln!("signal-server: cannot listen on {}: {err}", resolved.listen);
             return ExitCode::FAILURE;
         }
     };
+    let scheme = if config.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     match listener.local_addr() {
-        Ok(addr) => println!("listening on http://{addr}"),
+        Ok(addr) => println!("listening on {scheme}://{addr}"),
         Err(err) => tracing::warn!(%err, "bound, but the address is unknown"),
     }
-
-    let config = Config {
-        www: args.www,
-        max_frame_len: args.max_frame,
-        ..Config::default()
-    };
     match signal_server::run(listener, config, shutdown_signal()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
@@ -69,6 +87,36 @@ async fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn init_logs(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().init(),
+    }
+}
+
+fn print_token(secret: Option<&str>, room: String, ttl: u64) -> ExitCode {
+    let Some(secret) = secret else {
+        eprintln!("signal-server: token needs --token-secret (or SIGNAL_TOKEN_SECRET)");
+        return ExitCode::from(2);
+    };
+    let room = match RoomName::new(room) {
+        Ok(room) => room,
+        Err(err) => {
+            eprintln!("signal-server: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    println!("{}", issue_token(secret, &room, now.saturating_add(ttl)));
+    ExitCode::SUCCESS
 }
 
 /// Completes on Ctrl-C or SIGTERM.

@@ -1,17 +1,36 @@
 //! HTTP routes.
 
-use axum::Router;
+use std::net::{IpAddr, SocketAddr};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::extract::rejection::QueryRejection;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
-use axum::extract::{Path, State, WebSocketUpgrade};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::extract::{Path, Query, State, WebSocketUpgrade};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use swarm_protocol::RoomName;
+use axum::{Extension, Router};
+use serde::Deserialize;
+use swarm_protocol::{ErrorCode, RoomName};
 use tower_http::services::ServeDir;
 use tower_http::set_header::SetResponseHeader;
 
-use crate::AppState;
-use crate::connection;
+use crate::access::{check_token, origin_allowed};
+use crate::connection::{self, Refusal};
+use crate::limits::IpSlot;
+use crate::{AppState, Config};
+
+/// The address of the client at the other end of the TCP connection, put in each request's
+/// extensions by the server's accept loop.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientAddr(pub SocketAddr);
+
+/// The query string of `/ws/{room}`.
+#[derive(Debug, Deserialize)]
+struct JoinQuery {
+    /// A room token, when the server needs one.
+    token: Option<String>,
+}
 
 /// Size of each WebSocket's read and write buffers. tungstenite's default of 128 KiB per
 /// buffer would make every idle connection cost a quarter of a megabyte.
@@ -20,6 +39,7 @@ const SOCKET_BUFFER: usize = 4 * 1024;
 /// The whole HTTP surface:
 /// - `GET /ws/{room}`: WebSocket upgrade into `room` (HTTP 400 for an invalid room name);
 /// - `GET /healthz`: `ok` while the server runs;
+/// - `GET /metrics`: counters in the Prometheus text format;
 /// - everything else: files from [`crate::Config::www`], revalidated on every load so a
 ///   rebuilt client is picked up at once.
 pub fn app(state: AppState) -> Router {
@@ -27,6 +47,7 @@ pub fn app(state: AppState) -> Router {
     Router::new()
         .route("/ws/{room}", get(websocket))
         .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
         .fallback_service(SetResponseHeader::if_not_present(
             static_files,
             header::CACHE_CONTROL,
@@ -39,9 +60,22 @@ async fn healthz() -> &'static str {
     "ok"
 }
 
+async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4"),
+        )],
+        state.render_metrics(),
+    )
+}
+
 async fn websocket(
     State(state): State<AppState>,
     Path(room): Path<String>,
+    query: Result<Query<JoinQuery>, QueryRejection>,
+    client: Option<Extension<ClientAddr>>,
+    headers: HeaderMap,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
     // The room is checked first, so a bad name is a 400 whether or not this is an upgrade.
@@ -53,6 +87,11 @@ async fn websocket(
         Ok(upgrade) => upgrade,
         Err(rejection) => return rejection.into_response(),
     };
+    let token = query.ok().and_then(|Query(query)| query.token);
+    let client_ip = client_ip(state.config(), client.map(|Extension(c)| c.0), &headers);
+    // Refusals are told over the WebSocket (an error frame, then a close code), since a
+    // browser cannot read the HTTP status of a failed upgrade.
+    let admission = admit(&state, &room, token.as_deref(), client_ip, &headers);
     let hard_limit = state.config().hard_frame_limit();
     upgrade
         .read_buffer_size(SOCKET_BUFFER)
@@ -61,6 +100,73 @@ async fn websocket(
         .max_frame_size(hard_limit)
         .on_upgrade(move |socket| {
             let tracker = state.connections().clone();
-            tracker.track_future(connection::serve(socket, state, room))
+            tracker.track_future(async move {
+                match admission {
+                    Ok(slot) => connection::serve(socket, state, room, slot).await,
+                    Err(refusal) => connection::refuse(socket, &state, refusal).await,
+                }
+            })
         })
+}
+
+/// The checks before a client may join: page origin, room token, connections per address.
+fn admit(
+    state: &AppState,
+    room: &RoomName,
+    token: Option<&str>,
+    client_ip: Option<IpAddr>,
+    headers: &HeaderMap,
+) -> Result<Option<IpSlot>, Refusal> {
+    let config = state.config();
+    let origin = headers
+        .get(header::ORIGIN)
+        .map(|o| o.to_str().unwrap_or("(not text)"));
+    if !origin_allowed(&config.allowed_origins, origin) {
+        return Err(Refusal::new(
+            ErrorCode::OriginNotAllowed,
+            format!(
+                "pages from {} may not use this server",
+                origin.unwrap_or("")
+            ),
+        ));
+    }
+    if let Some(secret) = &config.token_secret {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        check_token(secret, room, token, now)
+            .map_err(|err| Refusal::new(ErrorCode::Unauthorized, err.to_string()))?;
+    }
+    let Some(ip) = client_ip else {
+        return Ok(None);
+    };
+    match state.ip_slots().acquire(ip) {
+        Some(slot) => Ok(Some(slot)),
+        None => Err(Refusal::new(
+            ErrorCode::TooManyConnections,
+            format!(
+                "{ip} already has {} connections open",
+                config.limits.connections_per_ip
+            ),
+        )),
+    }
+}
+
+/// The client's address: the TCP peer, or behind a trusted proxy the last
+/// `X-Forwarded-For` entry.
+fn client_ip(config: &Config, peer: Option<SocketAddr>, headers: &HeaderMap) -> Option<IpAddr> {
+    if config.trust_forwarded_for {
+        // The proxy appends the address it saw, so only the last entry is trustworthy.
+        let last = headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .next_back()
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.rsplit(',').next())
+            .and_then(|ip| ip.trim().parse().ok());
+        if last.is_some() {
+            return last;
+        }
+    }
+    peer.map(|addr| addr.ip())
 }

@@ -1,34 +1,59 @@
 //! State shared by every connection.
 
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::extract::ws::Message;
-use swarm_core::room::Rooms;
+use swarm_core::room::{RoomLimits, Rooms};
 use swarm_protocol::PeerId;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::Config;
+use crate::limits::IpSlots;
+use crate::metrics::{Gauges, Metrics};
+
+/// A frame waiting in a peer's outgoing queue.
+#[derive(Debug)]
+pub(crate) struct Outgoing {
+    pub(crate) frame: Message,
+    /// For a relayed `signal`: when it arrived, to measure relay latency.
+    pub(crate) relayed_at: Option<Instant>,
+}
 
 /// The way to reach one connected peer: its bounded outgoing queue, and a token that its
 /// connection task watches to be told it fell too far behind.
 #[derive(Debug, Clone)]
 pub(crate) struct Outbox {
-    queue: mpsc::Sender<Message>,
+    queue: mpsc::Sender<Outgoing>,
     overflowed: CancellationToken,
 }
 
 impl Outbox {
-    pub(crate) fn new(queue: mpsc::Sender<Message>, overflowed: CancellationToken) -> Self {
+    pub(crate) fn new(queue: mpsc::Sender<Outgoing>, overflowed: CancellationToken) -> Self {
         Self { queue, overflowed }
     }
 
     /// Queues a frame without waiting. A full queue means the peer is not reading: it is
     /// disconnected rather than allowed to stall whoever is sending to it.
     pub(crate) fn push(&self, frame: Message) {
-        if let Err(mpsc::error::TrySendError::Full(_)) = self.queue.try_send(frame) {
+        self.push_outgoing(Outgoing {
+            frame,
+            relayed_at: None,
+        });
+    }
+
+    /// Queues a relayed `signal` that arrived at `since`.
+    pub(crate) fn push_relayed(&self, frame: Message, since: Instant) {
+        self.push_outgoing(Outgoing {
+            frame,
+            relayed_at: Some(since),
+        });
+    }
+
+    fn push_outgoing(&self, outgoing: Outgoing) {
+        if let Err(mpsc::error::TrySendError::Full(_)) = self.queue.try_send(outgoing) {
             self.overflowed.cancel();
         }
     }
@@ -48,19 +73,50 @@ struct Shared {
     rooms: Mutex<Rooms<Outbox>>,
     shutdown: CancellationToken,
     connections: TaskTracker,
+    metrics: Metrics,
+    ip_slots: IpSlots,
 }
 
 impl AppState {
     /// Fresh state with no rooms.
     pub fn new(config: Config) -> Self {
+        let limits = RoomLimits {
+            rooms: config.limits.rooms,
+            peers_per_room: config.limits.peers_per_room,
+        };
+        let ip_slots = IpSlots::new(config.limits.connections_per_ip);
         Self {
             shared: Arc::new(Shared {
                 config,
-                rooms: Mutex::new(Rooms::new()),
+                rooms: Mutex::new(Rooms::with_limits(limits)),
                 shutdown: CancellationToken::new(),
                 connections: TaskTracker::new(),
+                metrics: Metrics::default(),
+                ip_slots,
             }),
         }
+    }
+
+    /// The counters behind `/metrics`.
+    pub fn metrics(&self) -> &Metrics {
+        &self.shared.metrics
+    }
+
+    /// The text of `/metrics`.
+    pub fn render_metrics(&self) -> String {
+        let gauges = {
+            let rooms = self.rooms();
+            Gauges {
+                rooms: rooms.room_count(),
+                peers: rooms.peer_count(),
+            }
+        };
+        self.shared.metrics.render(gauges)
+    }
+
+    /// Open WebSockets per client address.
+    pub(crate) fn ip_slots(&self) -> &IpSlots {
+        &self.shared.ip_slots
     }
 
     /// The settings.

@@ -1,0 +1,148 @@
+//! Who may connect: the `Origin` allow-list, and room tokens when a secret is set.
+//!
+//! A token grants joining one room until it expires. It is
+//! `{expires}.{signature}`, where `expires` is a Unix time in seconds and `signature` is the
+//! unpadded base64url HMAC-SHA256, keyed with the shared secret, of `{room}\n{expires}`.
+//! An application server that knows the secret issues tokens to its users (see the README,
+//! or `signal-server token`); the signalling server only checks them.
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use hmac::digest::KeyInit;
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use swarm_protocol::RoomName;
+
+/// Why a token was not accepted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    /// The server needs a token and the request has none.
+    #[error("this server needs a token to join a room (?token=)")]
+    Missing,
+    /// Not of the form `{expires}.{signature}`.
+    #[error("the token is malformed")]
+    Malformed,
+    /// The token's time has passed.
+    #[error("the token expired")]
+    Expired,
+    /// The signature does not match this room (or another secret signed it).
+    #[error("the token is not valid for this room")]
+    BadSignature,
+}
+
+/// A token for joining `room` until `expires` (Unix seconds).
+pub fn issue_token(secret: &str, room: &RoomName, expires: u64) -> String {
+    let signature = URL_SAFE_NO_PAD.encode(mac(secret, room, expires).finalize().into_bytes());
+    format!("{expires}.{signature}")
+}
+
+/// Checks that `token` lets its bearer join `room` at time `now` (Unix seconds).
+pub fn check_token(
+    secret: &str,
+    room: &RoomName,
+    token: Option<&str>,
+    now: u64,
+) -> Result<(), TokenError> {
+    let token = token.ok_or(TokenError::Missing)?;
+    let (expires, signature) = token.split_once('.').ok_or(TokenError::Malformed)?;
+    let expires: u64 = expires.parse().map_err(|_| TokenError::Malformed)?;
+    let signature = URL_SAFE_NO_PAD
+        .decode(signature)
+        .map_err(|_| TokenError::Malformed)?;
+    // Constant-time comparison.
+    mac(secret, room, expires)
+        .verify_slice(&signature)
+        .map_err(|_| TokenError::BadSignature)?;
+    if expires <= now {
+        return Err(TokenError::Expired);
+    }
+    Ok(())
+}
+
+fn mac(secret: &str, room: &RoomName, expires: u64) -> Hmac<Sha256> {
+    let mut mac: Hmac<Sha256> = keyed(secret);
+    mac.update(format!("{room}\n{expires}").as_bytes());
+    mac
+}
+
+/// A MAC keyed with `secret`. HMAC accepts keys of any length, so this cannot fail.
+pub(crate) fn keyed<M: KeyInit>(secret: &str) -> M {
+    M::new_from_slice(secret.as_bytes())
+        .unwrap_or_else(|_| unreachable!("HMAC accepts keys of any length"))
+}
+
+/// Whether a page at `origin` may connect. An empty allow-list allows all; with a list, a
+/// request without an `Origin` header (not a browser) is allowed too, since only browsers
+/// can be made to connect by a foreign page.
+pub fn origin_allowed(allowed: &[String], origin: Option<&str>) -> bool {
+    match origin {
+        _ if allowed.is_empty() => true,
+        None => true,
+        Some(origin) => allowed
+            .iter()
+            .any(|a| a.trim_end_matches('/').eq_ignore_ascii_case(origin)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn room(name: &str) -> RoomName {
+        RoomName::new(name.to_owned()).expect("valid room")
+    }
+
+    #[test]
+    fn a_token_opens_its_room_until_it_expires() {
+        let token = issue_token("s3cret", &room("demo"), 1_000);
+        assert_eq!(
+            check_token("s3cret", &room("demo"), Some(&token), 999),
+            Ok(())
+        );
+        assert_eq!(
+            check_token("s3cret", &room("demo"), Some(&token), 1_000),
+            Err(TokenError::Expired)
+        );
+        assert_eq!(
+            check_token("s3cret", &room("other"), Some(&token), 999),
+            Err(TokenError::BadSignature)
+        );
+        assert_eq!(
+            check_token("another", &room("demo"), Some(&token), 999),
+            Err(TokenError::BadSignature)
+        );
+    }
+
+    #[test]
+    fn tampered_and_malformed_tokens_are_refused() {
+        let token = issue_token("s3cret", &room("demo"), 1_000);
+        let (_, signature) = token.split_once('.').expect("has a dot");
+        let later = format!("2000.{signature}");
+        assert_eq!(
+            check_token("s3cret", &room("demo"), Some(&later), 999),
+            Err(TokenError::BadSignature)
+        );
+        for bad in ["", "1000", "x.abc", "1000.!!!", ".abc"] {
+            assert_eq!(
+                check_token("s3cret", &room("demo"), Some(bad), 999),
+                Err(TokenError::Malformed),
+                "{bad:?}"
+            );
+        }
+        assert_eq!(
+            check_token("s3cret", &room("demo"), None, 999),
+            Err(TokenError::Missing)
+        );
+    }
+
+    #[test]
+    fn origins_are_checked_against_the_list() {
+        let list = vec!["https://app.example".to_owned()];
+        assert!(origin_allowed(&[], Some("https://evil.example")));
+        assert!(origin_allowed(&list, Some("https://app.example")));
+        assert!(origin_allowed(&list, Some("HTTPS://APP.EXAMPLE")));
+        assert!(!origin_allowed(&list, Some("https://evil.example")));
+        assert!(!origin_allowed(&list, Some("null")));
+        assert!(origin_allowed(&list, None));
+    }
+}

@@ -1,0 +1,421 @@
+//! Where settings come from: command-line flags, environment variables (`SIGNAL_*`) and an
+//! optional TOML file (`--config`), in that order of precedence, over the defaults of
+//! [`Config`]. The file uses the flags' names as keys:
+//!
+//! ```toml
+//! listen = "0.0.0.0:8080"
+//! allow-origin = ["https://example.org"]
+//! turn-url = ["turn:turn.example.org:3478"]
+//! turn-secret = "…"
+//! max-peers-per-room = 200
+//! ```
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+use serde::Deserialize;
+use swarm_protocol::IceServer;
+use swarm_protocol::signal::IceUrls;
+
+use crate::config::{Config, Limits, TlsConfig, TurnConfig};
+
+/// Where the server listens unless told otherwise.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+
+/// Default lifetime of issued TURN credentials, in seconds.
+pub const DEFAULT_TURN_TTL_SECS: u64 = 24 * 60 * 60;
+
+/// How logs are written to stderr.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+/// Every setting, each optional so that the sources can be layered. Field docs are the
+/// `--help` texts.
+#[derive(Debug, Clone, Default, Args, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Settings {
+    /// TOML file with settings (keys are the flag names); flags and environment win over it.
+    #[arg(long, env = "SIGNAL_CONFIG", value_name = "FILE")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+
+    /// Address and port to listen on; port 0 picks a free port. [default: 127.0.0.1:8080]
+    #[arg(long, env = "SIGNAL_LISTEN", value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+
+    /// Directory served at `/`: the page (index.html) and the WASM client (pkg/).
+    /// [default: www]
+    #[arg(long, env = "SIGNAL_WWW", value_name = "DIR")]
+    pub www: Option<PathBuf>,
+
+    /// Largest JSON frame a client may send, in bytes; larger ones get a `too-large` error,
+    /// and frames over 16 times this close the connection (1009). [default: 65536]
+    #[arg(long, env = "SIGNAL_MAX_FRAME", value_name = "BYTES")]
+    pub max_frame: Option<usize>,
+
+    /// Frames queued for a client that is not reading before it is disconnected (1008).
+    /// [default: 256]
+    #[arg(long, env = "SIGNAL_OUTGOING_QUEUE", value_name = "FRAMES")]
+    pub outgoing_queue: Option<usize>,
+
+    /// A STUN server handed to clients, e.g. stun:stun.example.org:3478 (repeat the flag,
+    /// or separate with commas, for several).
+    #[arg(long, env = "SIGNAL_STUN", value_name = "URL", value_delimiter = ',')]
+    pub stun: Option<Vec<String>>,
+
+    /// A TURN server URL, e.g. turn:turn.example.org:3478; needs --turn-secret. Clients get
+    /// fresh time-limited credentials for it in every `welcome`.
+    #[arg(
+        long,
+        env = "SIGNAL_TURN_URL",
+        value_name = "URL",
+        value_delimiter = ','
+    )]
+    pub turn_url: Option<Vec<String>>,
+
+    /// Secret shared with the TURN server (coturn: use-auth-secret, static-auth-secret).
+    #[arg(
+        long,
+        env = "SIGNAL_TURN_SECRET",
+        value_name = "SECRET",
+        hide_env_values = true
+    )]
+    pub turn_secret: Option<String>,
+
+    /// Lifetime of issued TURN credentials, in seconds. [default: 86400]
+    #[arg(long, env = "SIGNAL_TURN_TTL", value_name = "SECS")]
+    pub turn_ttl: Option<u64>,
+
+    /// Frames per second one connection may send on average; 0 for no limit. [default: 50]
+    #[arg(long, env = "SIGNAL_RATE", value_name = "PER_SEC")]
+    pub rate: Option<u32>,
+
+    /// Frames one connection may send in a burst above the rate. [default: 500]
+    #[arg(long, env = "SIGNAL_BURST", value_name = "FRAMES")]
+    pub burst: Option<u32>,
+
+    /// WebSocket connections open at once from one IP address; 0 for no limit. [default: 64]
+    #[arg(long, env = "SIGNAL_MAX_CONNECTIONS_PER_IP", value_name = "N")]
+    pub max_connections_per_ip: Option<usize>,
+
+    /// Peers in one room; 0 for no limit. [default: 500]
+    #[arg(long, env = "SIGNAL_MAX_PEERS_PER_ROOM", value_name = "N")]
+    pub max_peers_per_room: Option<usize>,
+
+    /// Rooms on this server; 0 for no limit. [default: 100000]
+    #[arg(long, env = "SIGNAL_MAX_ROOMS", value_name = "N")]
+    pub max_rooms: Option<usize>,
+
+    /// Seconds a connection may stay silent (no frame, no pong) before it is closed.
+    /// [default: 60]
+    #[arg(long, env = "SIGNAL_IDLE_TIMEOUT", value_name = "SECS")]
+    pub idle_timeout: Option<u64>,
+
+    /// Seconds between the server's pings; must be below --idle-timeout. [default: 20]
+    #[arg(long, env = "SIGNAL_PING_INTERVAL", value_name = "SECS")]
+    pub ping_interval: Option<u64>,
+
+    /// Seconds allowed for the TLS handshake and the HTTP request headers. [default: 10]
+    #[arg(long, env = "SIGNAL_HANDSHAKE_TIMEOUT", value_name = "SECS")]
+    pub handshake_timeout: Option<u64>,
+
+    /// A page origin allowed to connect, e.g. https://example.org (repeat, or separate with
+    /// commas). Without any, every origin may connect.
+    #[arg(
+        long,
+        env = "SIGNAL_ALLOW_ORIGIN",
+        value_name = "ORIGIN",
+        value_delimiter = ','
+    )]
+    pub allow_origin: Option<Vec<String>>,
+
+    /// With a secret, joining needs `?token=` signed with it (see `signal-server token`).
+    #[arg(
+        long,
+        env = "SIGNAL_TOKEN_SECRET",
+        value_name = "SECRET",
+        hide_env_values = true
+    )]
+    pub token_secret: Option<String>,
+
+    /// Behind a reverse proxy: take the client's address from the last X-Forwarded-For
+    /// entry for per-address limits. Only set this when a proxy always writes that header.
+    #[arg(long, env = "SIGNAL_TRUST_FORWARDED_FOR", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub trust_forwarded_for: Option<bool>,
+
+    /// PEM certificate chain: serve https:// and wss:// directly (needs --tls-key).
+    #[arg(long, env = "SIGNAL_TLS_CERT", value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key for --tls-cert.
+    #[arg(long, env = "SIGNAL_TLS_KEY", value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+
+    /// Log format on stderr (RUST_LOG sets the level). [default: text]
+    #[arg(long, env = "SIGNAL_LOG_FORMAT", value_name = "FORMAT")]
+    pub log_format: Option<LogFormat>,
+
+    /// Share rooms with other instances through Redis, e.g. redis://127.0.0.1:6379.
+    #[arg(long, env = "SIGNAL_REDIS", value_name = "URL")]
+    pub redis: Option<String>,
+}
+
+/// Settings that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    /// The `--config` file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The `--config` file is not valid TOML, or has an unknown key or a wrong type.
+    #[error("{path}: {source}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// Where and why.
+        source: Box<toml::de::Error>,
+    },
+    /// Settings that contradict each other or are out of range.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// What the process needs besides the [`Config`].
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    /// Where to listen.
+    pub listen: SocketAddr,
+    /// How to log.
+    pub log_format: LogFormat,
+    /// Everything else.
+    pub config: Config,
+}
+
+impl Settings {
+    /// Adds the settings of the `--config` file, if one was given, below these.
+    pub fn with_file(self) -> Result<Self, SettingsError> {
+        let Some(path) = self.config.clone() else {
+            return Ok(self);
+        };
+        let file = Self::from_file(&path)?;
+        Ok(self.over(file))
+    }
+
+    /// Reads a TOML settings file.
+    pub fn from_file(path: &Path) -> Result<Self, SettingsError> {
+        let text = std::fs::read_to_string(path).map_err(|source| SettingsError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|source| SettingsError::Parse {
+            path: path.to_owned(),
+            source: Box::new(source),
+        })
+    }
+
+    /// These settings, with `lower`'s filling what these leave unset.
+    pub fn over(self, lower: Self) -> Self {
+        Self {
+            config: self.config.or(lower.config),
+            listen: self.listen.or(lower.listen),
+            www: self.www.or(lower.www),
+            max_frame: self.max_frame.or(lower.max_frame),
+            outgoing_queue: self.outgoing_queue.or(lower.outgoing_queue),
+            stun: self.stun.or(lower.stun),
+            turn_url: self.turn_url.or(lower.turn_url),
+            turn_secret: self.turn_secret.or(lower.turn_secret),
+            turn_ttl: self.turn_ttl.or(lower.turn_ttl),
+            rate: self.rate.or(lower.rate),
+            burst: self.burst.or(lower.burst),
+            max_connections_per_ip: self.max_connections_per_ip.or(lower.max_connections_per_ip),
+            max_peers_per_room: self.max_peers_per_room.or(lower.max_peers_per_room),
+            max_rooms: self.max_rooms.or(lower.max_rooms),
+            idle_timeout: self.idle_timeout.or(lower.idle_timeout),
+            ping_interval: self.ping_interval.or(lower.ping_interval),
+            handshake_timeout: self.handshake_timeout.or(lower.handshake_timeout),
+            allow_origin: self.allow_origin.or(lower.allow_origin),
+            token_secret: self.token_secret.or(lower.token_secret),
+            trust_forwarded_for: self.trust_forwarded_for.or(lower.trust_forwarded_for),
+            tls_cert: self.tls_cert.or(lower.tls_cert),
+            tls_key: self.tls_key.or(lower.tls_key),
+            log_format: self.log_format.or(lower.log_format),
+            redis: self.redis.or(lower.redis),
+        }
+    }
+
+    /// Applies the defaults and checks that the settings fit together.
+    pub fn resolve(self) -> Result<Resolved, SettingsError> {
+        let invalid = |message: &str| Err(SettingsError::Invalid(message.to_owned()));
+        let defaults = Limits::default();
+        let secs =
+            |value: Option<u64>, default: Duration| value.map_or(default, Duration::from_secs);
+        let limits = Limits {
+            rate: self.rate.unwrap_or(defaults.rate),
+            burst: self.burst.unwrap_or(defaults.burst),
+            connections_per_ip: self
+                .max_connections_per_ip
+                .unwrap_or(defaults.connections_per_ip),
+            peers_per_room: self.max_peers_per_room.unwrap_or(defaults.peers_per_room),
+            rooms: self.max_rooms.unwrap_or(defaults.rooms),
+            idle_timeout: secs(self.idle_timeout, defaults.idle_timeout),
+            ping_interval: secs(self.ping_interval, defaults.ping_interval),
+            handshake_timeout: secs(self.handshake_timeout, defaults.handshake_timeout),
+        };
+        if limits.ping_interval.is_zero() || limits.ping_interval >= limits.idle_timeout {
+            return invalid("--ping-interval must be at least 1 and below --idle-timeout");
+        }
+        if limits.handshake_timeout.is_zero() {
+            return invalid("--handshake-timeout must be at least 1 second");
+        }
+        if limits.rate > 0 && limits.burst == 0 {
+            return invalid("--burst must be at least 1 when --rate limits frames");
+        }
+        let turn = match (self.turn_url, self.turn_secret) {
+            (Some(urls), Some(secret)) if !urls.is_empty() && !secret.is_empty() => {
+                Some(TurnConfig {
+                    urls,
+                    secret,
+                    ttl: Duration::from_secs(self.turn_ttl.unwrap_or(DEFAULT_TURN_TTL_SECS)),
+                })
+            }
+            (None, None) => None,
+            _ => return invalid("--turn-url and --turn-secret go together"),
+        };
+        let tls = match (self.tls_cert, self.tls_key) {
+            (Some(cert), Some(key)) => Some(TlsConfig { cert, key }),
+            (None, None) => None,
+            _ => return invalid("--tls-cert and --tls-key go together"),
+        };
+        if self.token_secret.as_deref() == Some("") {
+            return invalid("--token-secret must not be empty");
+        }
+        let ice_servers = self
+            .stun
+            .unwrap_or_default()
+            .into_iter()
+            .map(|url| IceServer {
+                urls: IceUrls::One(url),
+                username: None,
+                credential: None,
+            })
+            .collect();
+        let defaults = Config::default();
+        let listen = match self.listen {
+            Some(listen) => listen,
+            None => DEFAULT_LISTEN
+                .parse()
+                .map_err(|_| SettingsError::Invalid("bad default address".to_owned()))?,
+        };
+        Ok(Resolved {
+            listen,
+            log_format: self.log_format.unwrap_or_default(),
+            config: Config {
+                www: self.www.unwrap_or(defaults.www),
+                max_frame_len: self.max_frame.unwrap_or(defaults.max_frame_len),
+                outgoing_queue: self.outgoing_queue.unwrap_or(defaults.outgoing_queue),
+                ice_servers,
+                turn,
+                limits,
+                allowed_origins: self.allow_origin.unwrap_or_default(),
+                token_secret: self.token_secret,
+                trust_forwarded_for: self.trust_forwarded_for.unwrap_or(false),
+                tls,
+                redis: self.redis,
+            },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Settings {
+        toml::from_str(text).expect("valid settings")
+    }
+
+    #[test]
+    fn nothing_set_gives_the_defaults() {
+        let resolved = Settings::default().resolve().expect("defaults resolve");
+        assert_eq!(resolved.listen.to_string(), DEFAULT_LISTEN);
+        assert_eq!(resolved.config.limits, Limits::default());
+        assert!(resolved.config.token_secret.is_none());
+        assert!(resolved.config.allowed_origins.is_empty());
+    }
+
+    #[test]
+    fn flags_win_over_the_file() {
+        let file = parse(
+            "listen = \"0.0.0.0:9000\"\nrate = 5\nmax-rooms = 7\nallow-origin = [\"https://a.example\"]\n",
+        );
+        let flags = Settings {
+            rate: Some(9),
+            ..Settings::default()
+        };
+        let resolved = flags.over(file).resolve().expect("resolves");
+        assert_eq!(resolved.listen.to_string(), "0.0.0.0:9000");
+        assert_eq!(resolved.config.limits.rate, 9);
+        assert_eq!(resolved.config.limits.rooms, 7);
+        assert_eq!(resolved.config.allowed_origins, ["https://a.example"]);
+    }
+
+    #[test]
+    fn unknown_keys_and_wrong_types_are_errors() {
+        assert!(toml::from_str::<Settings>("listn = \"x\"").is_err());
+        assert!(toml::from_str::<Settings>("rate = \"fast\"").is_err());
+        assert!(toml::from_str::<Settings>("listen = \"not an address\"").is_err());
+    }
+
+    #[test]
+    fn settings_that_go_together_are_checked() {
+        let only_secret = Settings {
+            turn_secret: Some("s".into()),
+            ..Settings::default()
+        };
+        assert!(matches!(
+            only_secret.resolve(),
+            Err(SettingsError::Invalid(_))
+        ));
+        let only_cert = Settings {
+            tls_cert: Some("c.pem".into()),
+            ..Settings::default()
+        };
+        assert!(matches!(
+            only_cert.resolve(),
+            Err(SettingsError::Invalid(_))
+        ));
+        let slow_ping = Settings {
+            ping_interval: Some(60),
+            idle_timeout: Some(30),
+            ..Settings::default()
+        };
+        assert!(matches!(
+            slow_ping.resolve(),
+            Err(SettingsError::Invalid(_))
+        ));
+    }
+
+    #[test]
+    fn turn_and_stun_become_ice_settings() {
+        let resolved = parse("stun = [\"stun:s.example:3478\"]\nturn-url = [\"turn:t.example:3478\"]\nturn-secret = \"k\"\nturn-ttl = 600\n")
+            .resolve()
+            .expect("resolves");
+        assert_eq!(resolved.config.ice_servers.len(), 1);
+        let turn = resolved.config.turn.expect("turn configured");
+        assert_eq!(turn.ttl, Duration::from_secs(600));
+        assert_eq!(turn.urls, ["turn:t.example:3478"]);
+    }
+}
