@@ -35,6 +35,8 @@ if [ "${1:-}" = "--test" ]; then
   [ -x /usr/bin/chromedriver ] || missing+=(chromium-driver)
   command -v ip >/dev/null || missing+=(iproute2)
   command -v ffmpeg >/dev/null || missing+=(ffmpeg)
+  command -v turnserver >/dev/null || missing+=(coturn)
+  command -v redis-server >/dev/null || missing+=(redis-server)
   if [ ${#missing[@]} -gt 0 ]; then
     say "installing ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive

@@ -3,7 +3,7 @@
 //! In JavaScript each is an `Error` whose `name` is `"SwarmError"` and whose `code` is one of
 //! the strings below, so callers can branch on `err.code` and show `err.message`.
 
-use swarm_protocol::{RoomNameError, WireError};
+use swarm_protocol::{ErrorCode, RoomNameError, WireError};
 use wasm_bindgen::{JsCast, JsValue};
 
 /// Everything that can go wrong in a call to the API.
@@ -72,6 +72,14 @@ pub(crate) enum ClientError {
     /// `cancelled`: the download was cancelled.
     #[error("the download of {0} was cancelled")]
     Cancelled(String),
+    /// The server refused to let us join; the code is the server's (`unauthorized`,
+    /// `origin-not-allowed`, `room-full`, `server-full`, `too-many-connections`, or
+    /// `refused` for a code this client does not know).
+    #[error("the signalling server refused to let this peer join: {message}")]
+    Refused { code: ErrorCode, message: String },
+    /// `invalid-option`: a `Swarm.join` option has the wrong type or value.
+    #[error("invalid option {name}: {reason}")]
+    InvalidOption { name: &'static str, reason: String },
     /// `left`: the swarm has left its room; make a new one with `Swarm.join`.
     #[error("this swarm has left its room")]
     Left,
@@ -102,6 +110,11 @@ impl ClientError {
             Self::RangeNotSatisfiable { .. } => "range-not-satisfiable",
             Self::Streaming(_) => "streaming-unavailable",
             Self::Left => "left",
+            Self::Refused { code, .. } => match code {
+                ErrorCode::Unknown => "refused",
+                code => code.as_str(),
+            },
+            Self::InvalidOption { .. } => "invalid-option",
         }
     }
 }

@@ -41,6 +41,7 @@ mod error;
 mod events;
 mod files;
 mod media;
+mod options;
 mod peer;
 mod session;
 mod signalling;

@@ -59,7 +59,17 @@ pub(crate) struct Session {
 }
 
 impl Session {
-    pub(crate) fn new(url: String, room: RoomName) -> Rc<Self> {
+    /// A session for `room` through the server at `url` (with its query), its peer
+    /// connections limited to `policy` if given.
+    pub(crate) fn new(
+        url: String,
+        room: RoomName,
+        policy: Option<web_sys::RtcIceTransportPolicy>,
+    ) -> Rc<Self> {
+        let rtc_config = RtcConfiguration::new();
+        if let Some(policy) = policy {
+            rtc_config.set_ice_transport_policy(policy);
+        }
         Rc::new(Self {
             url,
             room,
@@ -67,7 +77,7 @@ impl Session {
             links: RefCell::new(HashMap::new()),
             socket: RefCell::new(None),
             listeners: RefCell::new(Listeners::new(SWARM_EVENTS)),
-            rtc_config: RtcConfiguration::new(),
+            rtc_config,
             join_waiter: RefCell::new(None),
             left: Cell::new(false),
             files: Files::new(js_sys::Date::now() as u64),
@@ -163,6 +173,12 @@ impl Session {
                 }
             }
             ServerMsg::Error { code, message } => {
+                // Before `welcome`, an error is the server refusing the join; it closes next.
+                if let Some(waiter) = self.join_waiter.borrow_mut().take() {
+                    let err = ClientError::Refused { code, message };
+                    let _ = waiter.reject.call1(&JsValue::NULL, &err.into());
+                    return;
+                }
                 warn!(
                     code = code.as_str(),
                     message, "the signalling server refused a frame"

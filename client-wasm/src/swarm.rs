@@ -11,6 +11,7 @@ use crate::channel::OutgoingMessage;
 use crate::download::Download;
 use crate::error::ClientError;
 use crate::files::file_object;
+use crate::options::JoinOptions;
 use crate::session::Session;
 use crate::signalling::room_url;
 
@@ -56,6 +57,15 @@ export interface SwarmEvents {
   "stream-ended": (peerId: string, streamId: string) => void;
 }
 
+/** The options of `Swarm.join`. */
+export interface JoinOptions {
+  /** A room token, for a server that needs one (see the server's --token-secret). */
+  token?: string;
+  /** "relay" sends every connection through the TURN servers the signalling server hands
+   * out (to test TURN, or to hide addresses); "all" (the default) lets WebRTC choose. */
+  iceTransportPolicy?: "all" | "relay";
+}
+
 /** What can be sent: text, or bytes (at most 65535 bytes; text at most 65536 UTF-8 bytes). */
 export type SwarmMessage = string | Uint8Array | ArrayBuffer;
 
@@ -65,7 +75,10 @@ export type SwarmErrorCode =
   | "message-too-large" | "bad-data" | "unknown-event" | "not-a-function"
   | "send-buffer-full" | "send-failed" | "left" | "invalid-content-id" | "unknown-content"
   | "not-a-file" | "file-too-large" | "cancelled" | "storage" | "storage-quota" | "not-a-stream"
-  | "range-not-satisfiable" | "streaming-unavailable";
+  | "range-not-satisfiable" | "streaming-unavailable" | "invalid-option"
+  // Refusals by the signalling server when joining:
+  | "unauthorized" | "origin-not-allowed" | "room-full" | "server-full"
+  | "too-many-connections" | "refused";
 "#;
 
 /// A member of one room: connected to the others directly over WebRTC data channels.
@@ -79,11 +92,21 @@ impl Swarm {
     /// Joins `room` through the signalling server at `server` (`ws://host:port`, or an
     /// `http(s)://` origin such as `location.origin`). Resolves once the server has welcomed
     /// this peer; connections to the peers already there are then being made. Rejects with a
-    /// `SwarmError` (`invalid-room`, `invalid-url`, `server-unreachable`).
-    pub async fn join(server: String, room: String) -> Result<Swarm, JsValue> {
+    /// `SwarmError` (`invalid-room`, `invalid-url`, `invalid-option`, `server-unreachable`, or
+    /// the server's refusal: `unauthorized`, `origin-not-allowed`, `room-full`,
+    /// `server-full`, `too-many-connections`).
+    pub async fn join(
+        server: String,
+        room: String,
+        #[wasm_bindgen(unchecked_param_type = "JoinOptions")] options: Option<js_sys::Object>,
+    ) -> Result<Swarm, JsValue> {
         let room = RoomName::new(room).map_err(ClientError::from)?;
-        let url = room_url(&server, &room)?;
-        let session = Session::new(url, room);
+        let options = JoinOptions::from_js(&options.map_or(JsValue::UNDEFINED, JsValue::from))?;
+        let mut url = room_url(&server, &room)?;
+        if let Some(token) = &options.token {
+            url = format!("{url}?token={}", js_sys::encode_uri_component(token));
+        }
+        let session = Session::new(url, room, options.ice_transport_policy);
         if let Err(err) = session.connect().await {
             session.leave();
             return Err(err);

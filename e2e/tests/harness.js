@@ -9,11 +9,11 @@ import path from 'node:path';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 
-/** Starts target/release/signal-server on a free loopback port. */
-export async function startServer() {
+/** Starts target/release/signal-server on a free loopback port, with extra flags `args`. */
+export async function startServer(args = []) {
   const child = spawn(
     path.join(root, 'target/release/signal-server'),
-    ['--listen', '127.0.0.1:0', '--www', path.join(root, 'www')],
+    ['--listen', '127.0.0.1:0', '--www', path.join(root, 'www'), ...args],
     { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, RUST_LOG: process.env.RUST_LOG || 'warn' } },
   );
   child.stderr.on('data', (chunk) => process.stderr.write(`[server] ${chunk}`));
@@ -68,17 +68,18 @@ function watch(page, label) {
 
 /**
  * Opens a page (its own browser context, like a separate user) on the server's lobby and joins
- * `room` with `Swarm.join`. Every event the swarm emits is recorded in `window.events`.
+ * `room` with `Swarm.join(location.origin, room, options)`. Every event the swarm emits is
+ * recorded in `window.events`.
  */
-export async function joinRoom(browser, server, room, label = room) {
+export async function joinRoom(browser, server, room, label = room, options = undefined) {
   const context = await browser.newContext();
   const page = await context.newPage();
   watch(page, label);
   await page.goto(`${server.url}/`);
-  const id = await page.evaluate(async (room) => {
+  const id = await page.evaluate(async ({ room, options }) => {
     const { default: init, Swarm } = await import('/pkg/client_wasm.js');
     await init();
-    const swarm = await Swarm.join(location.origin, room);
+    const swarm = await Swarm.join(location.origin, room, options);
     window.swarm = swarm;
     window.events = [];
     swarm.on('peer-joined', (id) => window.events.push({ type: 'peer-joined', id, at: performance.now() }));
@@ -103,7 +104,7 @@ export async function joinRoom(browser, server, room, label = room) {
       data: typeof data === 'string' ? data : Array.from(data),
     }));
     return swarm.id;
-  }, room);
+  }, { room, options });
   return { page, context, id, label };
 }
 

@@ -1,0 +1,68 @@
+//! The options of `Swarm.join(server, room, options)`.
+
+use js_sys::Reflect;
+use wasm_bindgen::JsValue;
+use web_sys::RtcIceTransportPolicy;
+
+use crate::error::ClientError;
+
+/// What `Swarm.join` may be told besides the server and the room.
+#[derive(Debug, Default)]
+pub(crate) struct JoinOptions {
+    /// A room token for servers that need one (sent as `?token=`).
+    pub(crate) token: Option<String>,
+    /// `"relay"` makes every peer connection go through the TURN servers the signalling
+    /// server hands out; `"all"` (the default) lets WebRTC choose.
+    pub(crate) ice_transport_policy: Option<RtcIceTransportPolicy>,
+}
+
+impl JoinOptions {
+    /// Reads `{ token?: string, iceTransportPolicy?: "all" | "relay" }`; `undefined` or `null`
+    /// means no options.
+    pub(crate) fn from_js(value: &JsValue) -> Result<Self, ClientError> {
+        if value.is_undefined() || value.is_null() {
+            return Ok(Self::default());
+        }
+        if !value.is_object() {
+            return Err(ClientError::InvalidOption {
+                name: "options",
+                reason: "must be an object".to_owned(),
+            });
+        }
+        let token = match field(value, "token") {
+            None => None,
+            Some(token) => Some(
+                token
+                    .as_string()
+                    .ok_or_else(|| ClientError::InvalidOption {
+                        name: "token",
+                        reason: "must be a string".to_owned(),
+                    })?,
+            ),
+        };
+        let ice_transport_policy = match field(value, "iceTransportPolicy") {
+            None => None,
+            Some(policy) => Some(match policy.as_string().as_deref() {
+                Some("all") => RtcIceTransportPolicy::All,
+                Some("relay") => RtcIceTransportPolicy::Relay,
+                _ => {
+                    return Err(ClientError::InvalidOption {
+                        name: "iceTransportPolicy",
+                        reason: "must be \"all\" or \"relay\"".to_owned(),
+                    });
+                }
+            }),
+        };
+        Ok(Self {
+            token,
+            ice_transport_policy,
+        })
+    }
+}
+
+/// `object[name]`, or `None` when it is missing or `undefined`.
+fn field(object: &JsValue, name: &str) -> Option<JsValue> {
+    Reflect::get(object, &JsValue::from_str(name))
+        .ok()
+        .filter(|v| !v.is_undefined())
+}
