@@ -6,12 +6,13 @@
 //! bucket). Frames for the client are written in the order they were queued; `welcome` is
 //! written before the task starts reading the queue, so it is always the first frame.
 
+use std::collections::VecDeque;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, close_code};
+use futures_util::SinkExt;
 use swarm_core::room::JoinError;
 use swarm_protocol::{ClientMsg, ErrorCode, PeerId, RoomName, ServerMsg};
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite;
 use tokio_util::sync::CancellationToken;
@@ -19,7 +20,7 @@ use tracing::{debug, info, warn};
 
 use crate::limits::{IpSlot, TokenBucket};
 use crate::metrics::Metrics;
-use crate::state::Outbox;
+use crate::state::{Outbox, Outgoing};
 use crate::{AppState, turn};
 
 /// How long a close frame may take to write before the connection is simply dropped.
@@ -90,27 +91,40 @@ pub(crate) async fn serve(
 ) {
     let _counted = Counted::new(state.metrics());
     let id = state.new_peer_id();
-    let (queue, mut outgoing) = mpsc::channel(state.config().outgoing_queue.max(1));
-    let overflowed = CancellationToken::new();
-    let joining = state
-        .rooms()
-        .join(&room, id, Outbox::new(queue, overflowed.clone()));
+    let outbox = Outbox::new(state.config().outgoing_queue);
+    let overflowed = outbox.overflowed().clone();
+    let joining = state.rooms().join(&room, id, outbox.clone());
     let joined = match joining {
         Ok(joined) => joined,
         Err(JoinError::RoomFull(max)) => {
             let message = format!("room {room} is full ({max} peers)");
-            refuse(socket, &state, Refusal::new(ErrorCode::RoomFull, message)).await;
+            Box::pin(refuse(
+                socket,
+                &state,
+                Refusal::new(ErrorCode::RoomFull, message),
+            ))
+            .await;
             return;
         }
         Err(JoinError::TooManyRooms(max)) => {
             let message = format!("this server holds at most {max} rooms");
-            refuse(socket, &state, Refusal::new(ErrorCode::ServerFull, message)).await;
+            Box::pin(refuse(
+                socket,
+                &state,
+                Refusal::new(ErrorCode::ServerFull, message),
+            ))
+            .await;
             return;
         }
         Err(err @ JoinError::DuplicateId(_)) => {
             // 128 random bits never collide in practice; refuse rather than alias two peers.
             warn!(%room, %err, "join refused");
-            close(&mut socket, close_code::ERROR, "could not assign a peer id").await;
+            Box::pin(close(
+                &mut socket,
+                close_code::ERROR,
+                "could not assign a peer id",
+            ))
+            .await;
             return;
         }
     };
@@ -126,7 +140,7 @@ pub(crate) async fn serve(
         peers: joined.peers,
         ice_servers,
     };
-    let mut open = socket.send(text(&welcome)).await.is_ok();
+    let mut open = Box::pin(socket.send(text(&welcome))).await.is_ok();
     let joined_frame = text(&ServerMsg::Joined { id });
     for outbox in joined.notify {
         outbox.push(joined_frame.clone());
@@ -149,29 +163,26 @@ pub(crate) async fn serve(
         tokio::select! {
             biased;
             () = shutdown.cancelled() => {
-                close(&mut socket, close_code::AWAY, "server shutting down").await;
+                Box::pin(close(&mut socket, close_code::AWAY, "server shutting down")).await;
                 open = false;
             }
             () = overflowed.cancelled() => {
                 warn!(%room, peer = %id, "outgoing queue full: disconnecting slow client");
                 state.metrics().closed_slow();
-                close(&mut socket, close_code::POLICY, "too slow: outgoing queue full").await;
+                Box::pin(close(&mut socket, close_code::POLICY, "too slow: outgoing queue full")).await;
                 open = false;
             }
             () = &mut idle => {
                 info!(%room, peer = %id, "silent for {:?}: disconnecting", limits.idle_timeout);
                 state.metrics().closed_idle();
-                close(&mut socket, close_code::POLICY, "idle: no frame or pong received").await;
+                Box::pin(close(&mut socket, close_code::POLICY, "idle: no frame or pong received")).await;
                 open = false;
             }
-            Some(out) = outgoing.recv() => {
-                open = guard.send(&mut socket, out.frame).await;
-                if let (true, Some(since)) = (open, out.relayed_at) {
-                    state.metrics().relayed(since.elapsed());
-                }
+            () = outbox.queued() => {
+                open = Box::pin(guard.send_all(&mut socket, outbox.take_all(), state.metrics())).await;
             }
             _ = ping.tick() => {
-                open = guard.send(&mut socket, Message::Ping(Default::default())).await;
+                open = Box::pin(guard.send(&mut socket, Message::Ping(Default::default()))).await;
             }
             incoming = socket.recv() => {
                 let now = Instant::now();
@@ -180,9 +191,9 @@ pub(crate) async fn serve(
                     Some(Ok(Message::Text(frame))) => {
                         if bucket.take(now.into_std()) {
                             refused_in_a_row = 0;
-                            on_text(&mut socket, &state, &guard, &room, id, frame.as_str(), now).await
+                            Box::pin(on_text(&mut socket, &state, &guard, &room, id, frame.as_str(), now)).await
                         } else if refused_in_a_row >= MAX_REFUSED_IN_A_ROW {
-                            close(&mut socket, close_code::POLICY, "rate limit exceeded").await;
+                            Box::pin(close(&mut socket, close_code::POLICY, "rate limit exceeded")).await;
                             false
                         } else {
                             refused_in_a_row += 1;
@@ -190,17 +201,17 @@ pub(crate) async fn serve(
                                 "more than {} frames per second (burst {}): frame dropped, retry in {} ms",
                                 limits.rate, limits.burst, bucket.wait().as_millis().max(1)
                             );
-                            reply_error(&mut socket, &state, &guard, ErrorCode::RateLimited, &message).await
+                            Box::pin(reply_error(&mut socket, &state, &guard, ErrorCode::RateLimited, &message)).await
                         }
                     }
                     Some(Ok(Message::Binary(_))) => {
                         let message = "binary frames are not accepted: send JSON text";
-                        reply_error(&mut socket, &state, &guard, ErrorCode::BadMessage, message).await
+                        Box::pin(reply_error(&mut socket, &state, &guard, ErrorCode::BadMessage, message)).await
                     }
                     Some(Ok(Message::Ping(_) | Message::Pong(_))) => true,
                     Some(Ok(Message::Close(_))) | None => false,
                     Some(Err(err)) => {
-                        on_read_error(&mut socket, &state, err).await;
+                        Box::pin(on_read_error(&mut socket, &state, err)).await;
                         false
                     }
                 };
@@ -224,6 +235,41 @@ struct SendGuard<'a> {
 }
 
 impl SendGuard<'_> {
+    /// Writes `batch` with one flush at the end and records the relay latency of each
+    /// relayed frame; returns whether the connection is still usable.
+    async fn send_all(
+        &self,
+        socket: &mut WebSocket,
+        batch: VecDeque<Outgoing>,
+        metrics: &Metrics,
+    ) -> bool {
+        if batch.is_empty() {
+            return true;
+        }
+        let relayed: Vec<std::time::Instant> =
+            batch.iter().filter_map(|out| out.relayed_at).collect();
+        let write = async {
+            for out in batch {
+                socket.feed(out.frame).await?;
+            }
+            socket.flush().await
+        };
+        let sent = tokio::select! {
+            sent = write => sent.is_ok(),
+            () = self.overflowed.cancelled() => {
+                debug!("client stopped reading: dropping the connection");
+                false
+            }
+            () = self.shutdown.cancelled() => false,
+        };
+        if sent {
+            for since in relayed {
+                metrics.relayed(since.elapsed());
+            }
+        }
+        sent
+    }
+
     /// Sends `frame`; returns whether the connection is still usable.
     async fn send(&self, socket: &mut WebSocket, frame: Message) -> bool {
         // A client that stops reading blocks this write once the kernel's buffers are full;

@@ -1,12 +1,13 @@
 //! State shared by every connection.
 
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use axum::extract::ws::Message;
 use swarm_core::room::{RoomLimits, Rooms};
 use swarm_protocol::PeerId;
-use tokio::sync::mpsc;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -24,15 +25,57 @@ pub(crate) struct Outgoing {
 
 /// The way to reach one connected peer: its bounded outgoing queue, and a token that its
 /// connection task watches to be told it fell too far behind.
+///
+/// A plain deque behind a lock rather than a channel: an idle peer's empty queue allocates
+/// nothing (a tokio channel allocates a block of 32 slots up front), and the connection task
+/// takes everything queued at once and writes it with a single flush.
 #[derive(Debug, Clone)]
 pub(crate) struct Outbox {
-    queue: mpsc::Sender<Outgoing>,
+    inner: Arc<OutboxInner>,
+}
+
+#[derive(Debug)]
+struct OutboxInner {
+    queue: Mutex<VecDeque<Outgoing>>,
+    capacity: usize,
+    /// Woken when a frame is queued; a wake-up with nobody waiting is kept for the next wait.
+    queued: Notify,
     overflowed: CancellationToken,
 }
 
 impl Outbox {
-    pub(crate) fn new(queue: mpsc::Sender<Outgoing>, overflowed: CancellationToken) -> Self {
-        Self { queue, overflowed }
+    /// An empty queue that overflows past `capacity` frames.
+    pub(crate) fn new(capacity: usize) -> Self {
+        Self {
+            inner: Arc::new(OutboxInner {
+                queue: Mutex::new(VecDeque::new()),
+                capacity: capacity.max(1),
+                queued: Notify::new(),
+                overflowed: CancellationToken::new(),
+            }),
+        }
+    }
+
+    /// Cancelled once the queue overflowed.
+    pub(crate) fn overflowed(&self) -> &CancellationToken {
+        &self.inner.overflowed
+    }
+
+    /// Waits until something may have been queued.
+    pub(crate) async fn queued(&self) {
+        self.inner.queued.notified().await;
+    }
+
+    /// Everything queued so far, oldest first.
+    pub(crate) fn take_all(&self) -> VecDeque<Outgoing> {
+        std::mem::take(&mut *self.lock())
+    }
+
+    fn lock(&self) -> MutexGuard<'_, VecDeque<Outgoing>> {
+        self.inner
+            .queue
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Queues a frame without waiting. A full queue means the peer is not reading: it is
@@ -53,9 +96,15 @@ impl Outbox {
     }
 
     fn push_outgoing(&self, outgoing: Outgoing) {
-        if let Err(mpsc::error::TrySendError::Full(_)) = self.queue.try_send(outgoing) {
-            self.overflowed.cancel();
+        let mut queue = self.lock();
+        if queue.len() >= self.inner.capacity {
+            drop(queue);
+            self.inner.overflowed.cancel();
+            return;
         }
+        queue.push_back(outgoing);
+        drop(queue);
+        self.inner.queued.notify_one();
     }
 }
 
