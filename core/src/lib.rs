@@ -17,6 +17,7 @@
 //!   when the application hears `peer-joined` and `peer-left`.
 
 pub mod bitfield;
+pub mod cluster;
 pub mod media;
 pub mod merkle;
 pub mod mesh;

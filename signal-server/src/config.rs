@@ -9,6 +9,9 @@ use swarm_protocol::IceServer;
 /// Default for [`Config::max_frame_len`]: room for an SDP offer with many candidates.
 pub const DEFAULT_MAX_FRAME_LEN: usize = 64 * 1024;
 
+/// Default for [`Config::redis_presence_ttl`], in seconds.
+pub const DEFAULT_REDIS_PRESENCE_TTL_SECS: u64 = 10;
+
 /// Default for [`Config::outgoing_queue`].
 pub const DEFAULT_OUTGOING_QUEUE: usize = 256;
 
@@ -43,6 +46,9 @@ pub struct Config {
     pub tls: Option<TlsConfig>,
     /// Share rooms with other instances through this Redis server (`redis://host:port`).
     pub redis: Option<String>,
+    /// With Redis: an instance that has not refreshed its presence for this long counts as
+    /// dead, and its peers as gone.
+    pub redis_presence_ttl: Duration,
 }
 
 impl Default for Config {
@@ -59,6 +65,7 @@ impl Default for Config {
             trust_forwarded_for: false,
             tls: None,
             redis: None,
+            redis_presence_ttl: Duration::from_secs(DEFAULT_REDIS_PRESENCE_TTL_SECS),
         }
     }
 }

@@ -128,7 +128,11 @@ pub(crate) async fn serve(
             return;
         }
     };
-    info!(%room, peer = %id, others = joined.peers.len(), "joined");
+    let mut peers = joined.peers;
+    if let Some(cluster) = state.cluster() {
+        peers.extend(Box::pin(cluster.join(&room, id)).await);
+    }
+    info!(%room, peer = %id, others = peers.len(), "joined");
 
     let config = state.config();
     let mut ice_servers = config.ice_servers.clone();
@@ -137,7 +141,7 @@ pub(crate) async fn serve(
     }
     let welcome = ServerMsg::Welcome {
         id,
-        peers: joined.peers,
+        peers,
         ice_servers,
     };
     let mut open = Box::pin(socket.send(text(&welcome))).await.is_ok();
@@ -222,8 +226,12 @@ pub(crate) async fn serve(
     let remaining = state.rooms().leave(&room, id);
     info!(%room, peer = %id, "left");
     let left_frame = text(&ServerMsg::Left { id });
+    let last_here = remaining.is_empty();
     for outbox in remaining {
         outbox.push(left_frame.clone());
+    }
+    if let Some(cluster) = state.cluster() {
+        Box::pin(cluster.leave(&room, id, last_here)).await;
     }
 }
 
@@ -326,6 +334,11 @@ async fn on_text(
                     true
                 }
                 None => {
+                    if let Some(cluster) = state.cluster()
+                        && cluster.relay(room, from, to, data).await
+                    {
+                        return true;
+                    }
                     let message = format!("no peer {to} in room {room}");
                     reply_error(socket, state, guard, ErrorCode::UnknownPeer, &message).await
                 }
@@ -376,6 +389,7 @@ async fn close(socket: &mut WebSocket, code: u16, reason: &str) {
     let _ = tokio::time::timeout(CLOSE_TIMEOUT, socket.send(Message::Close(Some(frame)))).await;
 }
 
-fn text(msg: &ServerMsg) -> Message {
+/// A protocol frame as a WebSocket text message.
+pub(crate) fn text(msg: &ServerMsg) -> Message {
     Message::Text(msg.to_json().into())
 }

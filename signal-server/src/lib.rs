@@ -12,10 +12,12 @@
 //! - `connection`: one task per WebSocket: join, relay, rate limit, ping, leave.
 //! - `state`: [`AppState`], shared by all connections: the room registry (from `swarm-core`),
 //!   per-address counts, metrics, and the shutdown signal.
+//! - [`cluster`]: rooms shared by several instances through Redis (`--redis`).
 //! - [`access`] (room tokens, `Origin`), [`turn`] (TURN credentials), [`limits`] (token
 //!   bucket, per-address slots), [`metrics`] (Prometheus text), [`tls`].
 
 pub mod access;
+pub mod cluster;
 pub mod config;
 mod connection;
 pub mod limits;

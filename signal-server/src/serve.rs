@@ -3,6 +3,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -17,6 +18,7 @@ use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 use tracing::{debug, info, warn};
 
+use crate::cluster::{Cluster, ClusterError};
 use crate::routes::ClientAddr;
 use crate::tls::{self, TlsError};
 use crate::{AppState, Config, app};
@@ -30,6 +32,9 @@ pub enum RunError {
     /// TLS was asked for and could not be set up.
     #[error(transparent)]
     Tls(#[from] TlsError),
+    /// Redis was asked for and could not be reached.
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
 }
 
 /// Serves `listener` until `shutdown` completes, then closes every WebSocket with `1001 going
@@ -43,7 +48,20 @@ pub async fn run(
 ) -> Result<(), RunError> {
     let tls = config.tls.as_ref().map(tls::acceptor).transpose()?;
     let handshake_timeout = config.limits.handshake_timeout;
+    let cluster = match &config.redis {
+        Some(url) => Some(Cluster::connect(url, config.redis_presence_ttl).await?),
+        None => None,
+    };
     let state = AppState::new(config);
+    let cluster_task = cluster.map(|(cluster, pubsub)| {
+        let cluster = Arc::new(cluster);
+        state.set_cluster(Arc::clone(&cluster));
+        let state = state.clone();
+        tokio::spawn(async move {
+            cluster.run(state, pubsub).await;
+            cluster
+        })
+    });
     let router = app(state.clone());
     let stopping = state.shutdown_token();
     let graceful = GracefulShutdown::new();
@@ -88,6 +106,11 @@ pub async fn run(
     // Upgraded WebSockets are not HTTP connections any more: they are drained separately.
     if !state.drain(DRAIN_TIMEOUT).await {
         warn!("some WebSockets did not close within {DRAIN_TIMEOUT:?}");
+    }
+    if let Some(task) = cluster_task
+        && let Ok(cluster) = task.await
+    {
+        cluster.stop().await;
     }
     Ok(())
 }

@@ -167,6 +167,11 @@ pub struct Settings {
     /// Share rooms with other instances through Redis, e.g. redis://127.0.0.1:6379.
     #[arg(long, env = "SIGNAL_REDIS", value_name = "URL")]
     pub redis: Option<String>,
+
+    /// With --redis: seconds after which an instance that stopped refreshing its presence
+    /// counts as dead and its peers as gone (at least 3). [default: 10]
+    #[arg(long, env = "SIGNAL_REDIS_PRESENCE_TTL", value_name = "SECS")]
+    pub redis_presence_ttl: Option<u64>,
 }
 
 /// Settings that cannot be used.
@@ -253,6 +258,7 @@ impl Settings {
             tls_key: self.tls_key.or(lower.tls_key),
             log_format: self.log_format.or(lower.log_format),
             redis: self.redis.or(lower.redis),
+            redis_presence_ttl: self.redis_presence_ttl.or(lower.redis_presence_ttl),
         }
     }
 
@@ -299,6 +305,12 @@ impl Settings {
             (None, None) => None,
             _ => return invalid("--tls-cert and --tls-key go together"),
         };
+        let redis_presence_ttl = self
+            .redis_presence_ttl
+            .unwrap_or(crate::config::DEFAULT_REDIS_PRESENCE_TTL_SECS);
+        if redis_presence_ttl < 3 {
+            return invalid("--redis-presence-ttl must be at least 3 seconds");
+        }
         if self.token_secret.as_deref() == Some("") {
             return invalid("--token-secret must not be empty");
         }
@@ -334,6 +346,7 @@ impl Settings {
                 trust_forwarded_for: self.trust_forwarded_for.unwrap_or(false),
                 tls,
                 redis: self.redis,
+                redis_presence_ttl: Duration::from_secs(redis_presence_ttl),
             },
         })
     }

@@ -1,7 +1,7 @@
 //! State shared by every connection.
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
 use axum::extract::ws::Message;
@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::Config;
+use crate::cluster::Cluster;
 use crate::limits::IpSlots;
 use crate::metrics::{Gauges, Metrics};
 
@@ -124,6 +125,8 @@ struct Shared {
     connections: TaskTracker,
     metrics: Metrics,
     ip_slots: IpSlots,
+    /// Set once at start when rooms are shared through Redis.
+    cluster: OnceLock<Arc<Cluster>>,
 }
 
 impl AppState {
@@ -142,8 +145,19 @@ impl AppState {
                 connections: TaskTracker::new(),
                 metrics: Metrics::default(),
                 ip_slots,
+                cluster: OnceLock::new(),
             }),
         }
+    }
+
+    /// Shares rooms with other instances through `cluster` from now on.
+    pub(crate) fn set_cluster(&self, cluster: Arc<Cluster>) {
+        let _ = self.shared.cluster.set(cluster);
+    }
+
+    /// The link to other instances, with `--redis`.
+    pub(crate) fn cluster(&self) -> Option<&Arc<Cluster>> {
+        self.shared.cluster.get()
     }
 
     /// The counters behind `/metrics`.

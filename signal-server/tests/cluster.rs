@@ -1,0 +1,209 @@
+//! Several signal-server instances sharing rooms through a real `redis-server` on loopback.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener as StdListener;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::{Client, Server};
+use serde_json::json;
+use signal_server::Config;
+
+/// A `redis-server` on a free loopback port, killed on drop.
+struct Redis {
+    child: Child,
+    url: String,
+}
+
+impl Redis {
+    fn start() -> Self {
+        let port = StdListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let mut child = Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+            ])
+            .args(["--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server runs (the test command installs it)");
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Self {
+                    child,
+                    url: format!("redis://127.0.0.1:{port}"),
+                };
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("redis-server did not start");
+    }
+
+    fn config(&self) -> Config {
+        Config {
+            redis: Some(self.url.clone()),
+            redis_presence_ttl: Duration::from_secs(3),
+            ..Config::default()
+        }
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test]
+async fn peers_on_two_instances_meet_signal_and_leave() {
+    let redis = Redis::start();
+    let one = Server::start_with(redis.config()).await;
+    let two = Server::start_with(redis.config()).await;
+
+    let mut a = one.client("shared").await;
+    let mut b = two.client("shared").await;
+    assert_eq!(
+        b.peers,
+        vec![a.id.clone()],
+        "b's welcome names a, on the other instance"
+    );
+    assert_eq!(a.recv().await, json!({"type": "joined", "id": b.id}));
+    a.assert_usable(&mut b).await;
+    b.assert_usable(&mut a).await;
+
+    // A third peer, on the first instance, hears of both, once.
+    let mut c = one.client("shared").await;
+    let known: BTreeSet<_> = c.peers.iter().cloned().collect();
+    assert_eq!(known, BTreeSet::from([a.id.clone(), b.id.clone()]));
+    assert_eq!(a.recv().await, json!({"type": "joined", "id": c.id}));
+    assert_eq!(b.recv().await, json!({"type": "joined", "id": c.id}));
+    c.assert_usable(&mut b).await;
+
+    // Another room on the same instances stays apart.
+    let other = two.client("elsewhere").await;
+    assert!(other.peers.is_empty());
+    b.send(json!({"type": "signal", "to": other.id, "data": 1}))
+        .await;
+    b.expect_error("unknown-peer").await;
+
+    drop(b);
+    assert_eq!(a.recv().await["type"], "left");
+    assert_eq!(c.recv().await["type"], "left");
+    a.assert_quiet().await;
+    c.assert_quiet().await;
+    one.shutdown().await;
+    two.shutdown().await;
+}
+
+#[tokio::test]
+async fn concurrent_joins_across_instances_tell_every_pair_exactly_once() {
+    let redis = Redis::start();
+    let servers = [
+        Server::start_with(redis.config()).await,
+        Server::start_with(redis.config()).await,
+        Server::start_with(redis.config()).await,
+    ];
+    let joins = (0..12).map(|n| servers[n % 3].client("crowd"));
+    let mut clients: Vec<Client> = futures_util::future::join_all(joins).await;
+    let ids: BTreeSet<String> = clients.iter().map(|c| c.id.clone()).collect();
+    for client in &mut clients {
+        let mut heard: Vec<String> = client.peers.clone();
+        while heard.len() < ids.len() - 1 {
+            let frame = client.recv().await;
+            assert_eq!(frame["type"], "joined", "{frame}");
+            heard.push(frame["id"].as_str().expect("id").to_owned());
+        }
+        let unique: BTreeSet<String> = heard.iter().cloned().collect();
+        assert_eq!(
+            unique.len(),
+            heard.len(),
+            "nobody is announced twice: {heard:?}"
+        );
+        let mut expected = ids.clone();
+        expected.remove(&client.id);
+        assert_eq!(unique, expected);
+    }
+    for client in &mut clients {
+        client.assert_quiet().await;
+    }
+    for server in servers {
+        server.shutdown().await;
+    }
+}
+
+#[tokio::test]
+async fn the_peers_of_an_instance_that_dies_are_gone_within_the_presence_ttl() {
+    let redis = Redis::start();
+    let one = Server::start_with(redis.config()).await;
+    let mut doomed = Command::new(env!("CARGO_BIN_EXE_signal-server"))
+        .args(["--listen", "127.0.0.1:0", "--redis", &redis.url])
+        .args(["--redis-presence-ttl", "3"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start a second instance");
+    let mut line = String::new();
+    BufReader::new(doomed.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("read");
+    let addr = line
+        .trim()
+        .trim_start_matches("listening on http://")
+        .to_owned();
+
+    let mut a = one.client("fragile").await;
+    let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws/fragile"))
+        .await
+        .expect("connect to the second instance");
+    let mut b = Client {
+        ws,
+        id: String::new(),
+        peers: Vec::new(),
+    };
+    let welcome = b.recv().await;
+    assert_eq!(welcome["peers"], json!([a.id]));
+    let b_id = welcome["id"].as_str().expect("id").to_owned();
+    assert_eq!(a.recv().await, json!({"type": "joined", "id": b_id}));
+
+    // Killed outright: no goodbye to Redis.
+    doomed.kill().expect("kill");
+    let _ = doomed.wait();
+    let started = std::time::Instant::now();
+    let left = tokio::time::timeout(Duration::from_secs(8), async {
+        loop {
+            if let Some(tokio_tungstenite::tungstenite::Message::Text(text)) =
+                a.next_message(Duration::from_secs(1)).await
+            {
+                return text.to_string();
+            }
+        }
+    })
+    .await
+    .expect("left within the TTL and a reaper round");
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&left).expect("JSON"),
+        json!({"type": "left", "id": b_id})
+    );
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "not before the TTL ran out"
+    );
+    // And the room's record no longer lists it.
+    let c = one.client("fragile").await;
+    assert_eq!(c.peers, vec![a.id.clone()]);
+    one.shutdown().await;
+}
