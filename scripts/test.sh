@@ -19,6 +19,9 @@ say "Rust tests"
 mkdir -p target
 cargo test --workspace --locked 2>&1 | tee target/cargo-test.log
 
+say "fuzzing (briefly)"
+bash scripts/fuzz.sh 10
+
 bash scripts/build.sh
 bash scripts/e2e.sh
 
