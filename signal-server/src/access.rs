@@ -6,12 +6,22 @@
 //! An application server that knows the secret issues tokens to its users (see the README,
 //! or `signal-server token`); the signalling server only checks them.
 
+use std::time::{SystemTime, UNIX_EPOCH};
+
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hmac::digest::KeyInit;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use swarm_protocol::RoomName;
+
+/// Seconds since the Unix epoch by the system clock (0 if the clock is before 1970): the
+/// time tokens and TURN credentials are measured in.
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
 
 /// Why a token was not accepted.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -7,10 +7,11 @@
 //! written before the task starts reading the queue, so it is always the first frame.
 
 use std::collections::VecDeque;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, close_code};
 use futures_util::SinkExt;
+use serde_json::value::RawValue;
 use swarm_core::room::JoinError;
 use swarm_protocol::{ClientMsg, ErrorCode, PeerId, RoomName, ServerMsg};
 use tokio::time::Instant;
@@ -18,6 +19,7 @@ use tokio_tungstenite::tungstenite;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use crate::access::unix_now;
 use crate::limits::{IpSlot, TokenBucket};
 use crate::metrics::Metrics;
 use crate::state::{Outbox, Outgoing};
@@ -195,7 +197,15 @@ pub(crate) async fn serve(
                     Some(Ok(Message::Text(frame))) => {
                         if bucket.take(now.into_std()) {
                             refused_in_a_row = 0;
-                            Box::pin(on_text(&mut socket, &state, &guard, &room, id, frame.as_str(), now)).await
+                            match on_text(&state, &room, id, frame.as_str(), now) {
+                                Handled::Relayed => true,
+                                Handled::Refused(code, message) => {
+                                    Box::pin(reply_error(&mut socket, &state, &guard, code, &message)).await
+                                }
+                                Handled::Elsewhere { to, data } => {
+                                    Box::pin(relay_elsewhere(&mut socket, &state, &guard, &room, id, to, data)).await
+                                }
+                            }
                         } else if refused_in_a_row >= MAX_REFUSED_IN_A_ROW {
                             Box::pin(close(&mut socket, close_code::POLICY, "rate limit exceeded")).await;
                             false
@@ -254,24 +264,17 @@ impl SendGuard<'_> {
         if batch.is_empty() {
             return true;
         }
-        let relayed: Vec<std::time::Instant> =
-            batch.iter().filter_map(|out| out.relayed_at).collect();
+        // Frames are cheap to clone (shared bytes): the batch is kept to time each one after
+        // the flush.
         let write = async {
-            for out in batch {
-                socket.feed(out.frame).await?;
+            for out in &batch {
+                socket.feed(out.frame.clone()).await?;
             }
             socket.flush().await
         };
-        let sent = tokio::select! {
-            sent = write => sent.is_ok(),
-            () = self.overflowed.cancelled() => {
-                debug!("client stopped reading: dropping the connection");
-                false
-            }
-            () = self.shutdown.cancelled() => false,
-        };
+        let sent = self.guarded(write).await;
         if sent {
-            for since in relayed {
+            for since in batch.iter().filter_map(|out| out.relayed_at) {
                 metrics.relayed(since.elapsed());
             }
         }
@@ -280,10 +283,15 @@ impl SendGuard<'_> {
 
     /// Sends `frame`; returns whether the connection is still usable.
     async fn send(&self, socket: &mut WebSocket, frame: Message) -> bool {
-        // A client that stops reading blocks this write once the kernel's buffers are full;
+        self.guarded(socket.send(frame)).await
+    }
+
+    /// Runs a write to the client; `false` if it failed or was given up.
+    async fn guarded<E>(&self, write: impl Future<Output = Result<(), E>>) -> bool {
+        // A client that stops reading blocks the write once the kernel's buffers are full;
         // overflow or shutdown then ends the connection without waiting for it.
         tokio::select! {
-            sent = socket.send(frame) => sent.is_ok(),
+            sent = write => sent.is_ok(),
             () = self.overflowed.cancelled() => {
                 debug!("client stopped reading: dropping the connection");
                 false
@@ -293,36 +301,36 @@ impl SendGuard<'_> {
     }
 }
 
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
+/// What became of one text frame from the client.
+enum Handled {
+    /// Relayed to a peer on this instance.
+    Relayed,
+    /// Refused: tell the client.
+    Refused(ErrorCode, String),
+    /// For a peer not on this instance: try the other instances.
+    Elsewhere { to: PeerId, data: Box<RawValue> },
 }
 
-/// Handles one text frame; returns whether the connection is still usable.
-async fn on_text(
-    socket: &mut WebSocket,
+/// Handles one text frame without waiting for anything: the common case, a `signal` to a peer
+/// on this instance, is only a parse, a lookup and a queue push.
+fn on_text(
     state: &AppState,
-    guard: &SendGuard<'_>,
     room: &RoomName,
     from: PeerId,
     frame: &str,
     received: Instant,
-) -> bool {
+) -> Handled {
     let limit = state.config().max_frame_len;
     if frame.len() > limit {
         let message = format!(
             "frame of {} bytes is larger than the limit of {limit} bytes",
             frame.len()
         );
-        return reply_error(socket, state, guard, ErrorCode::TooLarge, &message).await;
+        return Handled::Refused(ErrorCode::TooLarge, message);
     }
     let msg = match ClientMsg::parse(frame) {
         Ok(msg) => msg,
-        Err(err) => {
-            let message = err.to_string();
-            return reply_error(socket, state, guard, ErrorCode::BadMessage, &message).await;
-        }
+        Err(err) => return Handled::Refused(ErrorCode::BadMessage, err.to_string()),
     };
     match msg {
         ClientMsg::Signal { to, data } => {
@@ -331,20 +339,32 @@ async fn on_text(
                 Some(outbox) => {
                     outbox
                         .push_relayed(text(&ServerMsg::Signal { from, data }), received.into_std());
-                    true
+                    Handled::Relayed
                 }
-                None => {
-                    if let Some(cluster) = state.cluster()
-                        && cluster.relay(room, from, to, data).await
-                    {
-                        return true;
-                    }
-                    let message = format!("no peer {to} in room {room}");
-                    reply_error(socket, state, guard, ErrorCode::UnknownPeer, &message).await
-                }
+                None => Handled::Elsewhere { to, data },
             }
         }
     }
+}
+
+/// Relays a `signal` to `to` on another instance, or tells the client there is no such peer;
+/// returns whether the connection is still usable.
+async fn relay_elsewhere(
+    socket: &mut WebSocket,
+    state: &AppState,
+    guard: &SendGuard<'_>,
+    room: &RoomName,
+    from: PeerId,
+    to: PeerId,
+    data: Box<RawValue>,
+) -> bool {
+    if let Some(cluster) = state.cluster()
+        && cluster.relay(room, from, to, data).await
+    {
+        return true;
+    }
+    let message = format!("no peer {to} in room {room}");
+    reply_error(socket, state, guard, ErrorCode::UnknownPeer, &message).await
 }
 
 /// A read failed. A frame over the hard size limit gets close code 1009; anything else means

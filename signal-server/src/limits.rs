@@ -74,9 +74,6 @@ impl IpSlots {
         let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
         let count = open.entry(ip).or_default();
         if self.max > 0 && *count >= self.max {
-            if *count == 0 {
-                open.remove(&ip);
-            }
             return None;
         }
         *count += 1;

@@ -10,10 +10,9 @@
 //! `https://` with TLS).
 
 use std::process::ExitCode;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use clap::{Parser, Subcommand};
-use signal_server::access::issue_token;
+use signal_server::access::{issue_token, unix_now};
 use signal_server::settings::{LogFormat, Settings};
 use swarm_protocol::RoomName;
 use tokio::net::TcpListener;
@@ -112,10 +111,10 @@ fn print_token(secret: Option<&str>, room: String, ttl: u64) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    println!("{}", issue_token(secret, &room, now.saturating_add(ttl)));
+    println!(
+        "{}",
+        issue_token(secret, &room, unix_now().saturating_add(ttl))
+    );
     ExitCode::SUCCESS
 }
 

@@ -1,7 +1,6 @@
 //! HTTP routes.
 
 use std::net::{IpAddr, SocketAddr};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::extract::rejection::QueryRejection;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
@@ -15,7 +14,7 @@ use swarm_protocol::{ErrorCode, RoomName};
 use tower_http::services::ServeDir;
 use tower_http::set_header::SetResponseHeader;
 
-use crate::access::{check_token, origin_allowed};
+use crate::access::{check_token, origin_allowed, unix_now};
 use crate::connection::{self, Refusal};
 use crate::limits::IpSlot;
 use crate::{AppState, Config};
@@ -137,10 +136,7 @@ fn admit(
         ));
     }
     if let Some(secret) = &config.token_secret {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        check_token(secret, room, token, now)
+        check_token(secret, room, token, unix_now())
             .map_err(|err| Refusal::new(ErrorCode::Unauthorized, err.to_string()))?;
     }
     let Some(ip) = client_ip else {

@@ -10,7 +10,7 @@
 //! max-peers-per-room = 200
 //! ```
 
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -22,7 +22,7 @@ use swarm_protocol::signal::IceUrls;
 use crate::config::{Config, Limits, TlsConfig, TurnConfig};
 
 /// Where the server listens unless told otherwise.
-pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 8080));
 
 /// Default lifetime of issued TURN credentials, in seconds.
 pub const DEFAULT_TURN_TTL_SECS: u64 = 24 * 60 * 60;
@@ -325,12 +325,7 @@ impl Settings {
             })
             .collect();
         let defaults = Config::default();
-        let listen = match self.listen {
-            Some(listen) => listen,
-            None => DEFAULT_LISTEN
-                .parse()
-                .map_err(|_| SettingsError::Invalid("bad default address".to_owned()))?,
-        };
+        let listen = self.listen.unwrap_or(DEFAULT_LISTEN);
         Ok(Resolved {
             listen,
             log_format: self.log_format.unwrap_or_default(),
@@ -363,7 +358,7 @@ mod tests {
     #[test]
     fn nothing_set_gives_the_defaults() {
         let resolved = Settings::default().resolve().expect("defaults resolve");
-        assert_eq!(resolved.listen.to_string(), DEFAULT_LISTEN);
+        assert_eq!(resolved.listen.to_string(), "127.0.0.1:8080");
         assert_eq!(resolved.config.limits, Limits::default());
         assert!(resolved.config.token_secret.is_none());
         assert!(resolved.config.allowed_origins.is_empty());
