@@ -76,6 +76,14 @@ test('a peer that leaves ends its streams on the others', async ({ browser, serv
   const [a, b] = await mesh(browser, server, 'leaving-media', 2);
   const streamId = await publishCamera(a);
   await expectMediaFrom(b, a.id);
+  // Frames can be decoded a little before the browser delivers the `track` event (it comes
+  // when setRemoteDescription resolves); a peer that leaves before that was never reported
+  // as a stream, so there would be nothing to end. Wait for the stream first.
+  await b.page.waitForFunction(
+    ([peer, id]) => window.events.some((e) => e.type === 'stream' && e.peer === peer && e.id === id),
+    [a.id, streamId],
+    { timeout: 10_000 },
+  );
   await a.context.close();
   await b.page.waitForFunction(
     ([peer, id]) => window.events.some((e) => e.type === 'stream-ended' && e.peer === peer && e.id === id),
