@@ -18,6 +18,8 @@
 
 pub mod bitfield;
 pub mod cluster;
+pub mod gossip;
+pub mod kademlia;
 pub mod media;
 pub mod merkle;
 pub mod mesh;

@@ -1,0 +1,246 @@
+//! Gossip over the overlay: duplicate suppression for flooded messages.
+//!
+//! In a large room each peer is directly connected to a few neighbours only, so room
+//! membership and file announcements spread by flooding: a peer that receives a message for
+//! the first time delivers it and passes it on to every other neighbour, with one hop less to
+//! live. Each message is named by its origin and a sequence number the origin increases;
+//! [`Seen`] remembers the names already handled so a message that comes back by another path
+//! is dropped, and [`forward_targets`] picks where a new one goes next.
+//!
+//! The memory is bounded: beyond its capacity the oldest names are forgotten. A message that
+//! reappears after its name was forgotten is delivered again, so the capacity must exceed the
+//! number of distinct messages that can be in flight in the room during one flood (a flood
+//! lasts a few hops; the TTL bounds how long a copy keeps travelling).
+
+use std::collections::{HashSet, VecDeque};
+
+use swarm_protocol::PeerId;
+
+/// Capacity of [`Seen`] that suits a room of a few thousand peers, each announcing a few
+/// messages per flood period.
+pub const DEFAULT_SEEN_CAPACITY: usize = 4096;
+
+/// Hops a flooded message travels by default: more than the diameter of a random overlay of
+/// 10,000 peers with 8 or more neighbours each (about 5).
+pub const DEFAULT_TTL: u8 = 8;
+
+/// Bounded memory of the messages already seen, by (origin, sequence number).
+#[derive(Debug, Clone)]
+pub struct Seen {
+    capacity: usize,
+    order: VecDeque<(PeerId, u64)>,
+    set: HashSet<(PeerId, u64)>,
+}
+
+impl Seen {
+    /// Remembers up to `capacity` messages (at least one).
+    pub fn new(capacity: usize) -> Self {
+        let capacity = capacity.max(1);
+        Self {
+            capacity,
+            order: VecDeque::new(),
+            set: HashSet::new(),
+        }
+    }
+
+    /// Records the message; true if it is new (forward/deliver it), false if seen before
+    /// (drop it). Oldest entries are forgotten beyond `capacity`.
+    pub fn insert(&mut self, origin: PeerId, seq: u64) -> bool {
+        if !self.set.insert((origin, seq)) {
+            return false;
+        }
+        self.order.push_back((origin, seq));
+        while self.order.len() > self.capacity {
+            if let Some(old) = self.order.pop_front() {
+                self.set.remove(&old);
+            }
+        }
+        true
+    }
+
+    /// Whether the message is remembered (without recording it).
+    pub fn contains(&self, origin: PeerId, seq: u64) -> bool {
+        self.set.contains(&(origin, seq))
+    }
+
+    /// How many messages are remembered.
+    pub fn len(&self) -> usize {
+        self.order.len()
+    }
+
+    /// Whether nothing is remembered.
+    pub fn is_empty(&self) -> bool {
+        self.order.is_empty()
+    }
+
+    /// Most messages remembered at once.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+}
+
+impl Default for Seen {
+    fn default() -> Self {
+        Self::new(DEFAULT_SEEN_CAPACITY)
+    }
+}
+
+/// Which neighbours a flooded message goes on to: every neighbour but the one it came
+/// from, while `ttl` (hops left) is above zero.
+///
+/// The origin calls it with `from = None` and the TTL it chose, and sends each copy with
+/// `ttl - 1`; a receiver that finds the message new calls it with the sender and the TTL the
+/// copy carried. So a message sent with TTL `t` travels at most `t` hops. Neighbours listed
+/// twice are returned once, in first-seen order.
+pub fn forward_targets(
+    from: Option<PeerId>,
+    neighbours: impl IntoIterator<Item = PeerId>,
+    ttl: u8,
+) -> Vec<PeerId> {
+    if ttl == 0 {
+        return Vec::new();
+    }
+    let mut targets: Vec<PeerId> = Vec::new();
+    for peer in neighbours {
+        if Some(peer) != from && !targets.contains(&peer) {
+            targets.push(peer);
+        }
+    }
+    targets
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn id(n: u8) -> PeerId {
+        PeerId::from_bytes([n; 16])
+    }
+
+    #[test]
+    fn a_message_is_new_once() {
+        let mut seen = Seen::new(8);
+        assert!(seen.insert(id(1), 1));
+        assert!(!seen.insert(id(1), 1));
+        assert!(seen.insert(id(1), 2), "another sequence number");
+        assert!(seen.insert(id(2), 1), "another origin");
+        assert_eq!(seen.len(), 3);
+        assert!(seen.contains(id(2), 1));
+        assert!(!seen.contains(id(2), 2));
+    }
+
+    #[test]
+    fn the_oldest_is_forgotten_beyond_capacity() {
+        let mut seen = Seen::new(2);
+        assert!(seen.insert(id(1), 1));
+        assert!(seen.insert(id(1), 2));
+        assert!(seen.insert(id(1), 3));
+        assert_eq!(seen.len(), 2);
+        assert!(!seen.contains(id(1), 1));
+        assert!(!seen.insert(id(1), 3));
+        assert!(seen.insert(id(1), 1), "forgotten, so new again");
+    }
+
+    #[test]
+    fn a_repeat_does_not_refresh_or_grow() {
+        let mut seen = Seen::new(2);
+        seen.insert(id(1), 1);
+        seen.insert(id(1), 2);
+        assert!(!seen.insert(id(1), 1));
+        seen.insert(id(1), 3);
+        assert!(!seen.contains(id(1), 1), "still the oldest");
+    }
+
+    #[test]
+    fn zero_capacity_keeps_one() {
+        let mut seen = Seen::new(0);
+        assert_eq!(seen.capacity(), 1);
+        assert!(seen.insert(id(1), 1));
+        assert!(!seen.insert(id(1), 1));
+        assert!(!seen.is_empty());
+    }
+
+    #[test]
+    fn forwarding_skips_the_sender_and_stops_at_zero() {
+        let neighbours = [id(1), id(2), id(3)];
+        assert_eq!(
+            forward_targets(Some(id(2)), neighbours, 3),
+            vec![id(1), id(3)]
+        );
+        assert_eq!(forward_targets(None, neighbours, 1), neighbours.to_vec());
+        assert!(forward_targets(None, neighbours, 0).is_empty());
+        assert_eq!(forward_targets(Some(id(9)), [id(1), id(1)], 2), vec![id(1)]);
+    }
+
+    /// Floods a message over a ring of `n` peers with chords and checks that every peer
+    /// delivers it once.
+    #[test]
+    fn a_flood_reaches_every_peer_once() {
+        let n = 40u8;
+        let neighbours = |p: u8| [(p + 1) % n, (p + n - 1) % n, (p + 7) % n, (p + n - 7) % n];
+        let mut seen: Vec<Seen> = (0..n).map(|_| Seen::new(16)).collect();
+        let mut delivered = vec![0u32; n as usize];
+        let origin = 0u8;
+        seen[0].insert(id(origin), 1);
+        delivered[0] += 1;
+        let mut queue: VecDeque<(u8, u8, u8)> =
+            forward_targets(None, neighbours(origin).map(id), DEFAULT_TTL)
+                .into_iter()
+                .map(|to| (origin, to.as_bytes()[0], DEFAULT_TTL - 1))
+                .collect();
+        while let Some((from, to, ttl)) = queue.pop_front() {
+            if !seen[to as usize].insert(id(origin), 1) {
+                continue;
+            }
+            delivered[to as usize] += 1;
+            for next in forward_targets(Some(id(from)), neighbours(to).map(id), ttl) {
+                queue.push_back((to, next.as_bytes()[0], ttl - 1));
+            }
+        }
+        assert!(delivered.iter().all(|d| *d == 1), "{delivered:?}");
+    }
+
+    proptest! {
+        /// Under capacity, `insert` is true exactly the first time each id is given.
+        #[test]
+        fn new_exactly_once_under_capacity(ids in proptest::collection::vec((0u8..8, 0u64..8), 0..200)) {
+            let mut seen = Seen::new(64);
+            let mut reference = HashSet::new();
+            for (origin, seq) in ids {
+                prop_assert_eq!(seen.insert(id(origin), seq), reference.insert((origin, seq)));
+            }
+            prop_assert_eq!(seen.len(), reference.len());
+        }
+
+        /// Whatever the capacity, memory never exceeds it, and the last `capacity` distinct
+        /// ids are always remembered.
+        #[test]
+        fn bounded_and_remembers_the_newest(capacity in 1usize..10, seqs in proptest::collection::vec(0u64..30, 0..100)) {
+            let mut seen = Seen::new(capacity);
+            let mut fresh = Vec::new();
+            for seq in seqs {
+                if seen.insert(id(0), seq) {
+                    fresh.push(seq);
+                }
+                prop_assert!(seen.len() <= capacity);
+            }
+            for seq in fresh.iter().rev().take(capacity) {
+                prop_assert!(seen.contains(id(0), *seq));
+            }
+        }
+
+        /// The targets are the distinct neighbours other than the sender, or none at TTL 0.
+        #[test]
+        fn targets_are_the_other_neighbours(from in proptest::option::of(0u8..10), neighbours in proptest::collection::vec(0u8..10, 0..20), ttl in 0u8..4) {
+            let targets = forward_targets(from.map(id), neighbours.iter().map(|n| id(*n)), ttl);
+            let expected: HashSet<PeerId> = if ttl == 0 {
+                HashSet::new()
+            } else {
+                neighbours.iter().filter(|n| Some(**n) != from).map(|n| id(*n)).collect()
+            };
+            prop_assert_eq!(targets.len(), expected.len());
+            prop_assert_eq!(targets.into_iter().collect::<HashSet<_>>(), expected);
+        }
+    }
+}
