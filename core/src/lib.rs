@@ -13,12 +13,15 @@
 //! - [`share`]: file sharing between peers: announcements, manifests, requests, verification,
 //!   serving. Both the browser client and the native peer drive it.
 //! - [`media`]: which remote media streams exist, and when each started or ended.
+//! - [`identity`]: self-certifying peer ids (an Ed25519 key that hashes to the id), join
+//!   proofs, and signed signals relayed through the mesh.
 //! - [`mesh`]: a client's view of its room: which peers to connect to, in which role, and
 //!   when the application hears `peer-joined` and `peer-left`.
 
 pub mod bitfield;
 pub mod cluster;
 pub mod gossip;
+pub mod identity;
 pub mod kademlia;
 pub mod media;
 pub mod merkle;

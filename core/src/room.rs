@@ -115,6 +115,18 @@ impl<H: Clone> Rooms<H> {
         members.iter().map(|(_, handle)| handle.clone()).collect()
     }
 
+    /// Gives member `id` of `room` a new handle (its connection was replaced by a resumed
+    /// one); returns the old handle, or `None` (and changes nothing) if `id` is not there.
+    /// Nobody needs telling: the member never left.
+    pub fn replace(&mut self, room: &RoomName, id: PeerId, handle: H) -> Option<H> {
+        let member = self
+            .rooms
+            .get_mut(room)?
+            .iter_mut()
+            .find(|(member, _)| *member == id)?;
+        Some(std::mem::replace(&mut member.1, handle))
+    }
+
     /// The handle of `to` if it is a member of `room`: a `signal` may only be relayed there.
     pub fn route(&self, room: &RoomName, to: PeerId) -> Option<&H> {
         self.rooms
@@ -155,6 +167,19 @@ mod tests {
 
     fn id(n: u8) -> PeerId {
         PeerId::from_bytes([n; 16])
+    }
+
+    #[test]
+    fn a_member_can_be_given_a_new_handle_in_place() {
+        let mut rooms = Rooms::new();
+        rooms.join(&room("r"), id(1), "old").expect("join");
+        rooms.join(&room("r"), id(2), "other").expect("join");
+        assert_eq!(rooms.replace(&room("r"), id(1), "new"), Some("old"));
+        assert_eq!(rooms.route(&room("r"), id(1)), Some(&"new"));
+        assert_eq!(rooms.members(&room("r")), vec![id(1), id(2)], "order kept");
+        assert_eq!(rooms.replace(&room("r"), id(3), "x"), None);
+        assert_eq!(rooms.replace(&room("s"), id(1), "x"), None);
+        assert_eq!(rooms.peer_count(), 2);
     }
 
     #[test]

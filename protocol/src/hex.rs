@@ -1,4 +1,4 @@
-//! Lowercase hexadecimal, the text form of ids on the wire.
+//! Lowercase hexadecimal, the text form of ids and keys on the wire.
 
 use std::fmt;
 
@@ -10,9 +10,19 @@ pub(crate) fn write(f: &mut fmt::Formatter<'_>, bytes: &[u8]) -> fmt::Result {
     Ok(())
 }
 
+/// `bytes` as a string of lowercase hex digits.
+pub fn encode(bytes: &[u8]) -> String {
+    use fmt::Write;
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for byte in bytes {
+        let _ = write!(out, "{byte:02x}");
+    }
+    out
+}
+
 /// Fills `out` from exactly `2 * out.len()` lowercase hex digits; `None` for anything else,
 /// so every value has exactly one spelling.
-pub(crate) fn decode<const N: usize>(text: &str) -> Option<[u8; N]> {
+pub fn decode<const N: usize>(text: &str) -> Option<[u8; N]> {
     let digits = text.as_bytes();
     if digits.len() != N * 2 {
         return None;

@@ -16,7 +16,7 @@
 
 mod codec;
 pub mod content;
-mod hex;
+pub mod hex;
 pub mod peer_id;
 pub mod room;
 pub mod signal;

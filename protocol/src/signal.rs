@@ -38,6 +38,11 @@ pub enum ServerMsg {
         /// STUN/TURN servers, in the shape `RTCPeerConnection` takes.
         #[serde(rename = "iceServers")]
         ice_servers: Vec<IceServer>,
+        /// A token that gives this id back on a later connection to the same room
+        /// (`?resume=`), so a short outage is not seen as leaving and joining again.
+        /// Extension of v1: absent from servers that do not offer resumption.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        resume: Option<String>,
     },
     /// A peer joined the room.
     Joined {
@@ -90,6 +95,12 @@ pub enum ErrorCode {
     Unauthorized,
     /// The page's `Origin` is not on the server's allow-list (then closed).
     OriginNotAllowed,
+    /// The join's `key`, `ts` or `proof` is malformed, stale or does not verify (then
+    /// closed).
+    InvalidKey,
+    /// The id that the join's key certifies is in the room already, and the join has no
+    /// valid `resume` token for it (then closed).
+    IdInUse,
     /// A code this version of the protocol crate does not know.
     #[serde(other)]
     Unknown,
@@ -108,6 +119,8 @@ impl ErrorCode {
             Self::TooManyConnections => "too-many-connections",
             Self::Unauthorized => "unauthorized",
             Self::OriginNotAllowed => "origin-not-allowed",
+            Self::InvalidKey => "invalid-key",
+            Self::IdInUse => "id-in-use",
             Self::Unknown => "unknown",
         }
     }
@@ -267,6 +280,8 @@ struct ServerFrame<'a> {
     #[serde(default, rename = "iceServers")]
     ice_servers: Option<Vec<IceServer>>,
     #[serde(default)]
+    resume: Option<String>,
+    #[serde(default)]
     from: Option<PeerId>,
     #[serde(default, borrow)]
     data: Option<&'a RawValue>,
@@ -285,6 +300,7 @@ impl ServerMsg {
                 id: required(frame.id, "welcome", "id")?,
                 peers: required(frame.peers, "welcome", "peers")?,
                 ice_servers: frame.ice_servers.unwrap_or_default(),
+                resume: frame.resume,
             },
             "joined" => Self::Joined {
                 id: required(frame.id, "joined", "id")?,
@@ -353,6 +369,7 @@ mod tests {
                 username: None,
                 credential: None,
             }],
+            resume: None,
         };
         assert_eq!(
             as_value(&msg.to_json()),
@@ -474,6 +491,7 @@ mod tests {
                 id: id(1),
                 peers: vec![],
                 ice_servers: vec![],
+                resume: Some("0123.abc".into()),
             },
             ServerMsg::Joined { id: id(2) },
             ServerMsg::Left { id: id(3) },

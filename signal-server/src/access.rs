@@ -13,7 +13,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hmac::digest::KeyInit;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
-use swarm_protocol::RoomName;
+use swarm_protocol::{PeerId, RoomName};
 
 /// Seconds since the Unix epoch by the system clock (0 if the clock is before 1970): the
 /// time tokens and TURN credentials are measured in.
@@ -81,6 +81,46 @@ pub(crate) fn keyed<M: KeyInit>(secret: &str) -> M {
         .unwrap_or_else(|_| unreachable!("HMAC accepts keys of any length"))
 }
 
+/// The key `resume` tokens are signed with: derived from `secret`, or random for this
+/// process when there is none.
+pub fn resume_key(secret: Option<&str>) -> [u8; 32] {
+    match secret {
+        Some(secret) => {
+            let mut mac: Hmac<Sha256> = keyed(secret);
+            mac.update(b"swarm-resume-key");
+            mac.finalize().into_bytes().into()
+        }
+        None => rand::random(),
+    }
+}
+
+/// A token that gives `id` back in `room`: `{id}.{signature}`, the signature being the
+/// first 16 bytes of HMAC-SHA256(`key`, `resume\n{room}\n{id}`), unpadded base64url.
+pub fn issue_resume(key: &[u8; 32], room: &RoomName, id: PeerId) -> String {
+    let tag = resume_mac(key, room, id).finalize().into_bytes();
+    format!("{id}.{}", URL_SAFE_NO_PAD.encode(&tag[..RESUME_TAG_LEN]))
+}
+
+/// The id a `resume` token gives back in `room`, if it is genuine.
+pub fn check_resume(key: &[u8; 32], room: &RoomName, token: &str) -> Option<PeerId> {
+    let (id, tag) = token.split_once('.')?;
+    let id: PeerId = id.parse().ok()?;
+    let tag = URL_SAFE_NO_PAD.decode(tag).ok()?;
+    // Constant-time comparison of the truncated tag.
+    resume_mac(key, room, id).verify_truncated_left(&tag).ok()?;
+    (tag.len() == RESUME_TAG_LEN).then_some(id)
+}
+
+/// Bytes of HMAC kept in a resume token (128 bits).
+const RESUME_TAG_LEN: usize = 16;
+
+fn resume_mac(key: &[u8; 32], room: &RoomName, id: PeerId) -> Hmac<Sha256> {
+    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(key)
+        .unwrap_or_else(|_| unreachable!("HMAC accepts keys of any length"));
+    mac.update(format!("resume\n{room}\n{id}").as_bytes());
+    mac
+}
+
 /// Whether a page at `origin` may connect. An empty allow-list allows all; with a list, a
 /// request without an `Origin` header (not a browser) is allowed too, since only browsers
 /// can be made to connect by a foreign page.
@@ -143,6 +183,36 @@ mod tests {
             check_token("s3cret", &room("demo"), None, 999),
             Err(TokenError::Missing)
         );
+    }
+
+    #[test]
+    fn a_resume_token_gives_back_its_id_in_its_room_only() {
+        let key = resume_key(Some("s3cret"));
+        let id = PeerId::from_bytes([7; 16]);
+        let token = issue_resume(&key, &room("demo"), id);
+        assert!(token.starts_with(&id.to_string()));
+        assert_eq!(check_resume(&key, &room("demo"), &token), Some(id));
+        assert_eq!(
+            check_resume(&resume_key(Some("s3cret")), &room("demo"), &token),
+            Some(id),
+            "the same secret gives the same key (restarts, other instances)"
+        );
+        assert_eq!(check_resume(&key, &room("other"), &token), None);
+        assert_eq!(check_resume(&resume_key(None), &room("demo"), &token), None);
+        let (_, tag) = token.split_once('.').expect("dot");
+        let other = PeerId::from_bytes([8; 16]);
+        assert_eq!(
+            check_resume(&key, &room("demo"), &format!("{other}.{tag}")),
+            None
+        );
+        let short = &tag[..4];
+        assert_eq!(
+            check_resume(&key, &room("demo"), &format!("{id}.{short}")),
+            None
+        );
+        for bad in ["", ".", "x.y", &id.to_string()] {
+            assert_eq!(check_resume(&key, &room("demo"), bad), None, "{bad:?}");
+        }
     }
 
     #[test]

@@ -142,13 +142,15 @@ impl Cluster {
             .ignore()
             .query_async(&mut self.conn.clone())
             .await;
-        let members = match before {
+        let mut members = match before {
             Ok((members,)) => members,
             Err(err) => {
                 warn!(%room, %err, "Redis failed: this peer only meets peers on this instance");
                 return Vec::new();
             }
         };
+        // A peer resuming here after its connection to another instance was lost.
+        members.remove(&peer.to_string());
         let by_instance = self.others_alive(room, members).await;
         let mut peers = Vec::new();
         for (instance, members) in by_instance {
@@ -165,6 +167,17 @@ impl Cluster {
             self.publish(&instance, &event).await;
         }
         peers
+    }
+
+    /// Whether `peer` of `room` now belongs to another instance (it resumed there after its
+    /// connection here was lost).
+    pub(crate) async fn owned_elsewhere(&self, room: &RoomName, peer: PeerId) -> bool {
+        let owner: redis::RedisResult<Option<String>> = self
+            .conn
+            .clone()
+            .hget(room_key(room), peer.to_string())
+            .await;
+        matches!(owner, Ok(Some(owner)) if owner != self.instance)
     }
 
     /// Records `peer` leaving `room` here and tells the instances of the remaining members.

@@ -12,6 +12,9 @@ pub const DEFAULT_MAX_FRAME_LEN: usize = 64 * 1024;
 /// Default for [`Config::redis_presence_ttl`], in seconds.
 pub const DEFAULT_REDIS_PRESENCE_TTL_SECS: u64 = 10;
 
+/// Default for [`Config::resume_grace`], in seconds.
+pub const DEFAULT_RESUME_GRACE_SECS: u64 = 20;
+
 /// Default for [`Config::outgoing_queue`].
 pub const DEFAULT_OUTGOING_QUEUE: usize = 256;
 
@@ -49,6 +52,15 @@ pub struct Config {
     /// With Redis: an instance that has not refreshed its presence for this long counts as
     /// dead, and its peers as gone.
     pub redis_presence_ttl: Duration,
+    /// How long a peer whose connection was lost (no close frame: a network drop, a proxy
+    /// restart, the idle timeout) stays in its room before the others hear `left`. Reconnecting
+    /// with its `resume` token within that time gives it back its id without anyone noticing.
+    /// Zero announces `left` at once.
+    pub resume_grace: Duration,
+    /// The secret `resume` tokens are signed with. Instances sharing rooms through Redis,
+    /// and a server that restarts, need the same one for tokens to stay valid; without one,
+    /// each process draws a random key.
+    pub resume_secret: Option<String>,
 }
 
 impl Default for Config {
@@ -66,6 +78,8 @@ impl Default for Config {
             tls: None,
             redis: None,
             redis_presence_ttl: Duration::from_secs(DEFAULT_REDIS_PRESENCE_TTL_SECS),
+            resume_grace: Duration::from_secs(DEFAULT_RESUME_GRACE_SECS),
+            resume_secret: None,
         }
     }
 }

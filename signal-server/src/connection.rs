@@ -12,14 +12,14 @@ use std::time::Duration;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, close_code};
 use futures_util::SinkExt;
 use serde_json::value::RawValue;
-use swarm_core::room::JoinError;
+use swarm_core::room::{JoinError, Joined};
 use swarm_protocol::{ClientMsg, ErrorCode, PeerId, RoomName, ServerMsg};
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::access::unix_now;
+use crate::access::{issue_resume, unix_now};
 use crate::limits::{IpSlot, TokenBucket};
 use crate::metrics::Metrics;
 use crate::state::{Outbox, Outgoing};
@@ -67,6 +67,43 @@ pub(crate) async fn refuse(mut socket: WebSocket, state: &AppState, refusal: Ref
     close(&mut socket, refusal.close_code(), refusal.code.as_str()).await;
 }
 
+/// Which id a joining client asks for.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Claim {
+    /// The id its key certifies (`?key=` with a valid proof).
+    pub(crate) keyed: Option<PeerId>,
+    /// The id its `?resume=` token gives back, if the token is genuine.
+    pub(crate) resume: Option<PeerId>,
+}
+
+impl Claim {
+    /// The id to use, if the client claims one, and whether the client may take over a
+    /// member holding it (its resume token is for that id).
+    fn id(self) -> Option<(PeerId, bool)> {
+        match (self.keyed, self.resume) {
+            (Some(keyed), resume) => Some((keyed, resume == Some(keyed))),
+            (None, Some(resume)) => Some((resume, true)),
+            (None, None) => None,
+        }
+    }
+}
+
+/// How a connection's serving loop ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ending {
+    /// The client closed the WebSocket (or the server closed it for a policy): it left.
+    Closed,
+    /// The connection broke or went silent: the client may come back with its resume token.
+    Lost,
+    /// A resumed connection took this peer's place.
+    Replaced,
+    /// The server is shutting down.
+    Shutdown,
+}
+
+/// Close code for a connection whose peer resumed on a newer connection.
+const CLOSE_REPLACED: u16 = 4000;
+
 /// Counts an open connection in the metrics for as long as it lives.
 struct Counted<'a>(&'a Metrics);
 
@@ -90,43 +127,73 @@ pub(crate) async fn serve(
     state: AppState,
     room: RoomName,
     _slot: Option<IpSlot>,
+    claim: Claim,
 ) {
     let _counted = Counted::new(state.metrics());
-    let id = state.new_peer_id();
+    let (id, may_take_over) = claim.id().unwrap_or_else(|| (state.new_peer_id(), false));
     let outbox = Outbox::new(state.config().outgoing_queue);
     let overflowed = outbox.overflowed().clone();
-    let joining = state.rooms().join(&room, id, outbox.clone());
-    let joined = match joining {
+    let joining = {
+        let mut rooms = state.rooms();
+        let old = if may_take_over {
+            rooms.replace(&room, id, outbox.clone())
+        } else {
+            None
+        };
+        match old {
+            // A resumed connection: the peer never left, so nobody is told anything.
+            Some(old) => {
+                old.replaced().cancel();
+                let peers = rooms
+                    .members(&room)
+                    .into_iter()
+                    .filter(|p| *p != id)
+                    .collect();
+                Ok((
+                    Joined {
+                        peers,
+                        notify: Vec::new(),
+                    },
+                    true,
+                ))
+            }
+            None => rooms
+                .join(&room, id, outbox.clone())
+                .map(|joined| (joined, false)),
+        }
+    };
+    let (joined, resumed) = match joining {
         Ok(joined) => joined,
-        Err(JoinError::RoomFull(max)) => {
-            let message = format!("room {room} is full ({max} peers)");
-            Box::pin(refuse(
-                socket,
-                &state,
-                Refusal::new(ErrorCode::RoomFull, message),
-            ))
-            .await;
-            return;
-        }
-        Err(JoinError::TooManyRooms(max)) => {
-            let message = format!("this server holds at most {max} rooms");
-            Box::pin(refuse(
-                socket,
-                &state,
-                Refusal::new(ErrorCode::ServerFull, message),
-            ))
-            .await;
-            return;
-        }
-        Err(err @ JoinError::DuplicateId(_)) => {
-            // 128 random bits never collide in practice; refuse rather than alias two peers.
-            warn!(%room, %err, "join refused");
-            Box::pin(close(
-                &mut socket,
-                close_code::ERROR,
-                "could not assign a peer id",
-            ))
-            .await;
+        Err(err) => {
+            let refusal = match err {
+                JoinError::RoomFull(max) => Refusal::new(
+                    ErrorCode::RoomFull,
+                    format!("room {room} is full ({max} peers)"),
+                ),
+                JoinError::TooManyRooms(max) => Refusal::new(
+                    ErrorCode::ServerFull,
+                    format!("this server holds at most {max} rooms"),
+                ),
+                JoinError::DuplicateId(_) if claim.id().is_some() => Refusal::new(
+                    ErrorCode::IdInUse,
+                    format!(
+                        "peer {id} is in room {room} already, and this join has no valid resume token for it"
+                    ),
+                ),
+                JoinError::DuplicateId(_) => {
+                    // 128 random bits never collide in practice; refuse rather than alias two
+                    // peers.
+                    warn!(%room, %err, "join refused");
+                    Box::pin(close(
+                        &mut socket,
+                        close_code::ERROR,
+                        "could not assign a peer id",
+                    ))
+                    .await;
+                    return;
+                }
+            };
+            Box::pin(refuse(socket, &state, refusal)).await;
             return;
         }
     };
@@ -134,7 +201,7 @@ pub(crate) async fn serve(
     if let Some(cluster) = state.cluster() {
         peers.extend(Box::pin(cluster.join(&room, id)).await);
     }
-    info!(%room, peer = %id, others = peers.len(), "joined");
+    info!(%room, peer = %id, others = peers.len(), resumed, "joined");
 
     let config = state.config();
     let mut ice_servers = config.ice_servers.clone();
@@ -145,6 +212,7 @@ pub(crate) async fn serve(
         id,
         peers,
         ice_servers,
+        resume: Some(issue_resume(state.resume_key(), &room, id)),
     };
     let mut open = Box::pin(socket.send(text(&welcome))).await.is_ok();
     let joined_frame = text(&ServerMsg::Joined { id });
@@ -161,27 +229,38 @@ pub(crate) async fn serve(
     let mut bucket = TokenBucket::new(limits.rate, limits.burst, std::time::Instant::now());
     let mut refused_in_a_row = 0;
     let shutdown = state.shutdown_token();
+    let replaced = outbox.replaced().clone();
     let guard = SendGuard {
         overflowed: &overflowed,
         shutdown: &shutdown,
     };
+    // A welcome that could not be written is a lost connection.
+    let mut ending = Ending::Lost;
     while open {
         tokio::select! {
             biased;
             () = shutdown.cancelled() => {
                 Box::pin(close(&mut socket, close_code::AWAY, "server shutting down")).await;
+                ending = Ending::Shutdown;
+                open = false;
+            }
+            () = replaced.cancelled() => {
+                Box::pin(close(&mut socket, CLOSE_REPLACED, "resumed on another connection")).await;
+                ending = Ending::Replaced;
                 open = false;
             }
             () = overflowed.cancelled() => {
                 warn!(%room, peer = %id, "outgoing queue full: disconnecting slow client");
                 state.metrics().closed_slow();
                 Box::pin(close(&mut socket, close_code::POLICY, "too slow: outgoing queue full")).await;
+                ending = Ending::Closed;
                 open = false;
             }
             () = &mut idle => {
                 info!(%room, peer = %id, "silent for {:?}: disconnecting", limits.idle_timeout);
                 state.metrics().closed_idle();
                 Box::pin(close(&mut socket, close_code::POLICY, "idle: no frame or pong received")).await;
+                ending = Ending::Lost;
                 open = false;
             }
             () = outbox.queued() => {
@@ -208,6 +287,7 @@ pub(crate) async fn serve(
                             }
                         } else if refused_in_a_row >= MAX_REFUSED_IN_A_ROW {
                             Box::pin(close(&mut socket, close_code::POLICY, "rate limit exceeded")).await;
+                            ending = Ending::Closed;
                             false
                         } else {
                             refused_in_a_row += 1;
@@ -223,25 +303,72 @@ pub(crate) async fn serve(
                         Box::pin(reply_error(&mut socket, &state, &guard, ErrorCode::BadMessage, message)).await
                     }
                     Some(Ok(Message::Ping(_) | Message::Pong(_))) => true,
-                    Some(Ok(Message::Close(_))) | None => false,
+                    Some(Ok(Message::Close(_))) => {
+                        ending = Ending::Closed;
+                        false
+                    }
+                    None => {
+                        ending = Ending::Lost;
+                        false
+                    }
                     Some(Err(err)) => {
-                        Box::pin(on_read_error(&mut socket, &state, err)).await;
+                        ending = Box::pin(on_read_error(&mut socket, &state, err)).await;
                         false
                     }
                 };
             }
         }
     }
+    drop(socket);
+    Box::pin(depart(&state, &room, id, &outbox, ending)).await;
+}
 
-    let remaining = state.rooms().leave(&room, id);
-    info!(%room, peer = %id, "left");
+/// Takes `id` out of `room` after its connection ended, unless it resumed elsewhere: at once
+/// if it closed, after the resume grace if its connection was lost.
+async fn depart(state: &AppState, room: &RoomName, id: PeerId, outbox: &Outbox, ending: Ending) {
+    let grace = state.config().resume_grace;
+    match ending {
+        Ending::Replaced => return,
+        Ending::Lost if !grace.is_zero() => {
+            debug!(%room, peer = %id, "connection lost: holding its place for {grace:?}");
+            let shutdown = state.shutdown_token();
+            tokio::select! {
+                () = tokio::time::sleep(grace) => {}
+                () = outbox.replaced().cancelled() => return,
+                () = shutdown.cancelled() => {}
+            }
+        }
+        Ending::Closed | Ending::Lost | Ending::Shutdown => {}
+    }
+    // In a cluster the peer may have come back through another instance, which now owns it.
+    let elsewhere = match state.cluster() {
+        Some(cluster) if ending != Ending::Closed => {
+            Box::pin(cluster.owned_elsewhere(room, id)).await
+        }
+        _ => false,
+    };
+    let remaining = {
+        let mut rooms = state.rooms();
+        if !rooms
+            .route(room, id)
+            .is_some_and(|handle| handle.same(outbox))
+        {
+            return;
+        }
+        rooms.leave(room, id)
+    };
+    if elsewhere {
+        info!(%room, peer = %id, "moved to another instance");
+        return;
+    }
+    info!(%room, peer = %id, ?ending, "left");
     let left_frame = text(&ServerMsg::Left { id });
     let last_here = remaining.is_empty();
     for outbox in remaining {
         outbox.push(left_frame.clone());
     }
     if let Some(cluster) = state.cluster() {
-        Box::pin(cluster.leave(&room, id, last_here)).await;
+        Box::pin(cluster.leave(room, id, last_here)).await;
     }
 }
 
@@ -367,9 +494,9 @@ async fn relay_elsewhere(
     reply_error(socket, state, guard, ErrorCode::UnknownPeer, &message).await
 }
 
-/// A read failed. A frame over the hard size limit gets close code 1009; anything else means
-/// the connection is already broken.
-async fn on_read_error(socket: &mut WebSocket, state: &AppState, err: axum::Error) {
+/// A read failed. A frame over the hard size limit gets close code 1009 (the client is
+/// closed); anything else means the connection is already broken (lost).
+async fn on_read_error(socket: &mut WebSocket, state: &AppState, err: axum::Error) -> Ending {
     let too_big = err
         .into_inner()
         .downcast_ref::<tungstenite::Error>()
@@ -380,8 +507,10 @@ async fn on_read_error(socket: &mut WebSocket, state: &AppState, err: axum::Erro
             state.config().hard_frame_limit()
         );
         close(socket, close_code::SIZE, &reason).await;
+        Ending::Closed
     } else {
         debug!("connection broken");
+        Ending::Lost
     }
 }
 

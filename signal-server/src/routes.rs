@@ -10,12 +10,13 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Extension, Router};
 use serde::Deserialize;
+use swarm_core::identity::verify_join;
 use swarm_protocol::{ErrorCode, RoomName};
 use tower_http::services::ServeDir;
 use tower_http::set_header::SetResponseHeader;
 
-use crate::access::{check_token, origin_allowed, unix_now};
-use crate::connection::{self, Refusal};
+use crate::access::{check_resume, check_token, origin_allowed, unix_now};
+use crate::connection::{self, Claim, Refusal};
 use crate::limits::IpSlot;
 use crate::{AppState, Config};
 
@@ -29,6 +30,14 @@ pub struct ClientAddr(pub SocketAddr);
 struct JoinQuery {
     /// A room token, when the server needs one.
     token: Option<String>,
+    /// A `resume` token from an earlier `welcome`.
+    resume: Option<String>,
+    /// The client's Ed25519 public key (64 hex digits): its id is then the key's hash.
+    key: Option<String>,
+    /// With `key`: the Unix time (seconds) the proof was made.
+    ts: Option<String>,
+    /// With `key`: the signature of `swarm-join\n{room}\n{ts}` (128 hex digits).
+    proof: Option<String>,
 }
 
 /// Size of each WebSocket's read buffer, allocated at the upgrade and kept for the life of the
@@ -92,11 +101,11 @@ async fn websocket(
         Ok(upgrade) => upgrade,
         Err(rejection) => return rejection.into_response(),
     };
-    let token = query.ok().and_then(|Query(query)| query.token);
+    let query = query.map(|Query(query)| query).ok();
     let client_ip = client_ip(state.config(), client.map(|Extension(c)| c.0), &headers);
     // Refusals are told over the WebSocket (an error frame, then a close code), since a
     // browser cannot read the HTTP status of a failed upgrade.
-    let admission = admit(&state, &room, token.as_deref(), client_ip, &headers);
+    let admission = admit(&state, &room, query.as_ref(), client_ip, &headers);
     let hard_limit = state.config().hard_frame_limit();
     upgrade
         .read_buffer_size(READ_BUFFER)
@@ -107,21 +116,23 @@ async fn websocket(
             let tracker = state.connections().clone();
             tracker.track_future(async move {
                 match admission {
-                    Ok(slot) => connection::serve(socket, state, room, slot).await,
+                    Ok((slot, claim)) => connection::serve(socket, state, room, slot, claim).await,
                     Err(refusal) => connection::refuse(socket, &state, refusal).await,
                 }
             })
         })
 }
 
-/// The checks before a client may join: page origin, room token, connections per address.
+/// The checks before a client may join: page origin, room token, key proof, connections per
+/// address. Returns the client's place in the per-address count and the id it claims.
 fn admit(
     state: &AppState,
     room: &RoomName,
-    token: Option<&str>,
+    query: Option<&JoinQuery>,
     client_ip: Option<IpAddr>,
     headers: &HeaderMap,
-) -> Result<Option<IpSlot>, Refusal> {
+) -> Result<(Option<IpSlot>, Claim), Refusal> {
+    let param = |get: fn(&JoinQuery) -> &Option<String>| query.and_then(|q| get(q).as_deref());
     let config = state.config();
     let origin = headers
         .get(header::ORIGIN)
@@ -136,14 +147,26 @@ fn admit(
         ));
     }
     if let Some(secret) = &config.token_secret {
-        check_token(secret, room, token, unix_now())
+        check_token(secret, room, param(|q| &q.token), unix_now())
             .map_err(|err| Refusal::new(ErrorCode::Unauthorized, err.to_string()))?;
     }
+    let keyed = match param(|q| &q.key) {
+        Some(key) => {
+            let ts = param(|q| &q.ts).and_then(|ts| ts.parse().ok());
+            let id = verify_join(room, key, ts, param(|q| &q.proof), unix_now())
+                .map_err(|err| Refusal::new(ErrorCode::InvalidKey, err.to_string()))?;
+            Some(id)
+        }
+        None => None,
+    };
+    let resume =
+        param(|q| &q.resume).and_then(|token| check_resume(state.resume_key(), room, token));
+    let claim = Claim { keyed, resume };
     let Some(ip) = client_ip else {
-        return Ok(None);
+        return Ok((None, claim));
     };
     match state.ip_slots().acquire(ip) {
-        Some(slot) => Ok(Some(slot)),
+        Some(slot) => Ok((Some(slot), claim)),
         None => Err(Refusal::new(
             ErrorCode::TooManyConnections,
             format!(

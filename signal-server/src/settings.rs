@@ -172,6 +172,22 @@ pub struct Settings {
     /// counts as dead and its peers as gone (at least 3). [default: 10]
     #[arg(long, env = "SIGNAL_REDIS_PRESENCE_TTL", value_name = "SECS")]
     pub redis_presence_ttl: Option<u64>,
+
+    /// Seconds a peer whose connection was lost (without a close frame) stays in its room,
+    /// so that it can come back with its `resume` token before the others hear `left`; 0
+    /// announces `left` at once. [default: 20]
+    #[arg(long, env = "SIGNAL_RESUME_GRACE", value_name = "SECS")]
+    pub resume_grace: Option<u64>,
+
+    /// Secret that `resume` tokens are signed with; give every instance sharing Redis the
+    /// same one, and keep it across restarts. [default: random per process]
+    #[arg(
+        long,
+        env = "SIGNAL_RESUME_SECRET",
+        value_name = "SECRET",
+        hide_env_values = true
+    )]
+    pub resume_secret: Option<String>,
 }
 
 /// Settings that cannot be used.
@@ -259,6 +275,8 @@ impl Settings {
             log_format: self.log_format.or(lower.log_format),
             redis: self.redis.or(lower.redis),
             redis_presence_ttl: self.redis_presence_ttl.or(lower.redis_presence_ttl),
+            resume_grace: self.resume_grace.or(lower.resume_grace),
+            resume_secret: self.resume_secret.or(lower.resume_secret),
         }
     }
 
@@ -314,6 +332,9 @@ impl Settings {
         if self.token_secret.as_deref() == Some("") {
             return invalid("--token-secret must not be empty");
         }
+        if self.resume_secret.as_deref() == Some("") {
+            return invalid("--resume-secret must not be empty");
+        }
         let ice_servers = self
             .stun
             .unwrap_or_default()
@@ -342,6 +363,8 @@ impl Settings {
                 tls,
                 redis: self.redis,
                 redis_presence_ttl: Duration::from_secs(redis_presence_ttl),
+                resume_grace: secs(self.resume_grace, defaults.resume_grace),
+                resume_secret: self.resume_secret,
             },
         })
     }

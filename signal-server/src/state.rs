@@ -42,6 +42,8 @@ struct OutboxInner {
     /// Woken when a frame is queued; a wake-up with nobody waiting is kept for the next wait.
     queued: Notify,
     overflowed: CancellationToken,
+    /// Cancelled when a resumed connection takes over this peer's place in its room.
+    replaced: CancellationToken,
 }
 
 impl Outbox {
@@ -53,6 +55,7 @@ impl Outbox {
                 capacity: capacity.max(1),
                 queued: Notify::new(),
                 overflowed: CancellationToken::new(),
+                replaced: CancellationToken::new(),
             }),
         }
     }
@@ -60,6 +63,16 @@ impl Outbox {
     /// Cancelled once the queue overflowed.
     pub(crate) fn overflowed(&self) -> &CancellationToken {
         &self.inner.overflowed
+    }
+
+    /// Cancelled once a resumed connection took over this peer.
+    pub(crate) fn replaced(&self) -> &CancellationToken {
+        &self.inner.replaced
+    }
+
+    /// Whether `self` and `other` are the same queue (the same connection).
+    pub(crate) fn same(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
     }
 
     /// Waits until something may have been queued.
@@ -127,6 +140,8 @@ struct Shared {
     ip_slots: IpSlots,
     /// Set once at start when rooms are shared through Redis.
     cluster: OnceLock<Arc<Cluster>>,
+    /// The key `resume` tokens are signed with.
+    resume_key: [u8; 32],
 }
 
 impl AppState {
@@ -137,6 +152,7 @@ impl AppState {
             peers_per_room: config.limits.peers_per_room,
         };
         let ip_slots = IpSlots::new(config.limits.connections_per_ip);
+        let resume_key = crate::access::resume_key(config.resume_secret.as_deref());
         Self {
             shared: Arc::new(Shared {
                 config,
@@ -146,6 +162,7 @@ impl AppState {
                 metrics: Metrics::default(),
                 ip_slots,
                 cluster: OnceLock::new(),
+                resume_key,
             }),
         }
     }
@@ -158,6 +175,11 @@ impl AppState {
     /// The link to other instances, with `--redis`.
     pub(crate) fn cluster(&self) -> Option<&Arc<Cluster>> {
         self.shared.cluster.get()
+    }
+
+    /// The key `resume` tokens are signed with.
+    pub(crate) fn resume_key(&self) -> &[u8; 32] {
+        &self.shared.resume_key
     }
 
     /// The counters behind `/metrics`.

@@ -173,6 +173,7 @@ async fn the_peers_of_an_instance_that_dies_are_gone_within_the_presence_ttl() {
         ws,
         id: String::new(),
         peers: Vec::new(),
+        resume: None,
     };
     let welcome = b.recv().await;
     assert_eq!(welcome["peers"], json!([a.id]));

@@ -42,7 +42,18 @@ impl Server {
         .await
     }
 
-    pub async fn start_with(mut config: Config) -> Self {
+    /// A server with `config`, but without the resume grace: a client that drops its
+    /// connection is announced as `left` at once, as most tests expect.
+    pub async fn start_with(config: Config) -> Self {
+        Self::start_resumable(Config {
+            resume_grace: Duration::ZERO,
+            ..config
+        })
+        .await
+    }
+
+    /// A server with `config` exactly, resume grace included.
+    pub async fn start_resumable(mut config: Config) -> Self {
         let www = tempfile::tempdir().expect("temp dir");
         std::fs::write(www.path().join("index.html"), "<h1>swarm</h1>").expect("write page");
         config.www = www.path().to_path_buf();
@@ -80,19 +91,9 @@ impl Server {
             ws,
             id: String::new(),
             peers: Vec::new(),
+            resume: None,
         };
-        let welcome = client.recv().await;
-        assert_eq!(
-            welcome["type"], "welcome",
-            "first frame is welcome: {welcome}"
-        );
-        client.id = welcome["id"].as_str().expect("id is a string").to_owned();
-        client.peers = welcome["peers"]
-            .as_array()
-            .expect("peers is an array")
-            .iter()
-            .map(|p| p.as_str().expect("peer id").to_owned())
-            .collect();
+        let welcome = client.read_welcome().await;
         assert_eq!(welcome["iceServers"], json!([]));
         client
     }
@@ -116,6 +117,7 @@ impl Server {
             ws,
             id: String::new(),
             peers: Vec::new(),
+            resume: None,
         }
     }
 
@@ -146,9 +148,30 @@ pub struct Client {
     pub ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
     pub id: String,
     pub peers: Vec<String>,
+    /// The `resume` token of its `welcome`.
+    pub resume: Option<String>,
 }
 
 impl Client {
+    /// Reads the `welcome` (which must be the next frame) and fills `id`, `peers` and
+    /// `resume` from it.
+    pub async fn read_welcome(&mut self) -> Value {
+        let welcome = self.recv().await;
+        assert_eq!(
+            welcome["type"], "welcome",
+            "first frame is welcome: {welcome}"
+        );
+        self.id = welcome["id"].as_str().expect("id is a string").to_owned();
+        self.peers = welcome["peers"]
+            .as_array()
+            .expect("peers is an array")
+            .iter()
+            .map(|p| p.as_str().expect("peer id").to_owned())
+            .collect();
+        self.resume = welcome["resume"].as_str().map(str::to_owned);
+        welcome
+    }
+
     pub async fn send(&mut self, frame: Value) {
         self.send_raw(frame.to_string()).await;
     }
