@@ -15,6 +15,8 @@
 //! - [`media`]: which remote media streams exist, and when each started or ended.
 //! - [`identity`]: self-certifying peer ids (an Ed25519 key that hashes to the id), join
 //!   proofs, and signed signals relayed through the mesh.
+//! - [`relay`]: signalling through the mesh: signed signals forwarded by neighbours, with a
+//!   hop limit and duplicate suppression, while the server is away.
 //! - [`mesh`]: a client's view of its room: which peers to connect to, in which role, and
 //!   when the application hears `peer-joined` and `peer-left`.
 
@@ -27,6 +29,7 @@ pub mod media;
 pub mod merkle;
 pub mod mesh;
 pub mod negotiation;
+pub mod relay;
 pub mod room;
 pub mod selector;
 pub mod share;

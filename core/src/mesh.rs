@@ -9,8 +9,18 @@
 //!   [`Event::PeerJoined`] at that moment and [`Event::PeerLeft`] once when it ends, whatever
 //!   ends it first: a `left` from the server, the channel closing, or the connection failing.
 //! - A peer that closed is forgotten; if it shows up again (a new `joined`), it starts afresh.
+//!
+//! # Full and partial mesh
+//! By default every peer connects to every other (a full mesh). With a cap
+//! ([`Mesh::with_max_peers`]), a large room becomes a partial mesh: a newcomer offers to at
+//! most `max_peers` of the peers in `welcome` (those closest to its id by XOR distance, so the
+//! choices are spread evenly), the others only note that it exists, and each peer answers
+//! offers while it has fewer than twice the cap, so a newcomer always finds room. Whenever a
+//! peer has fewer connections than the cap (a neighbour left), [`Mesh::on_tick`] dials
+//! another member it knows of: through the server, or through the mesh when the server is
+//! away ([`crate::relay`]). [`Mesh::dial`] opens a connection on request.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use swarm_protocol::PeerId;
 
@@ -55,12 +65,40 @@ enum Phase {
 pub struct Mesh {
     me: Option<PeerId>,
     peers: BTreeMap<PeerId, Phase>,
+    /// Every other member of the room we know of, connected or not.
+    members: BTreeSet<PeerId>,
+    /// The cap on connections we open ourselves; `None` for a full mesh.
+    max_peers: Option<usize>,
 }
 
 impl Mesh {
-    /// A mesh that has not yet been welcomed.
+    /// A full mesh that has not yet been welcomed.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A partial mesh: at most `max_peers` connections opened by us, and at most twice that
+    /// in all (`None`: a full mesh).
+    pub fn with_max_peers(max_peers: Option<usize>) -> Self {
+        Self {
+            max_peers: max_peers.map(|cap| cap.max(1)),
+            ..Self::default()
+        }
+    }
+
+    /// The members of the room we know of, other than us, connected or not.
+    pub fn members(&self) -> impl Iterator<Item = PeerId> + '_ {
+        self.members.iter().copied()
+    }
+
+    /// Whether `peer` is a member of the room as far as we know.
+    pub fn is_member(&self, peer: PeerId) -> bool {
+        self.members.contains(&peer)
+    }
+
+    /// Connections, open or being made.
+    pub fn connection_count(&self) -> usize {
+        self.peers.len()
     }
 
     /// Our own id, once welcomed.
@@ -86,33 +124,108 @@ impl Mesh {
         self.peers.contains_key(&peer)
     }
 
-    /// The server welcomed us as `me`; `peers` were already in the room.
+    /// The server welcomed us as `me`; `peers` were already in the room. Also after a
+    /// reconnection with the same id: peers we are connected to are kept, and we offer to
+    /// those we are not (within the cap).
     pub fn on_welcome(&mut self, me: PeerId, peers: &[PeerId]) -> Vec<Action> {
+        if self.me.is_some_and(|old| old != me) {
+            // A new identity: nobody knows us under the old one any more.
+            let mut actions = self.reset();
+            self.me = Some(me);
+            actions.extend(self.on_welcome(me, peers));
+            return actions;
+        }
         self.me = Some(me);
-        peers
+        self.members
+            .extend(peers.iter().copied().filter(|peer| *peer != me));
+        let mut candidates: Vec<PeerId> = peers
             .iter()
-            .filter(|peer| **peer != me)
-            .filter_map(|peer| self.connect(*peer, true))
+            .copied()
+            .filter(|peer| *peer != me && !self.peers.contains_key(peer))
+            .collect();
+        // Closest by XOR distance first: every peer prefers different others.
+        candidates.sort_by_key(|peer| xor(me, *peer));
+        let room = match self.max_peers {
+            Some(cap) => cap.saturating_sub(self.peers.len()),
+            None => candidates.len(),
+        };
+        candidates.truncate(room);
+        candidates
+            .into_iter()
+            .filter_map(|peer| self.connect(peer, true))
             .collect()
     }
 
-    /// The server says `peer` joined: it will offer to us.
+    /// The server says `peer` joined: in a full mesh it will offer to us, in a partial mesh
+    /// it may.
     pub fn on_joined(&mut self, peer: PeerId) -> Vec<Action> {
-        self.connect(peer, false).into_iter().collect()
-    }
-
-    /// A `signal` arrived from `peer`. If we have no connection to it (its `joined` was
-    /// missed), one is created as the answering side so the offer is not lost.
-    pub fn on_signal_from(&mut self, peer: PeerId) -> Vec<Action> {
-        if self.knows(peer) {
+        if self.me.is_none() || self.me == Some(peer) {
+            return Vec::new();
+        }
+        self.members.insert(peer);
+        if self.max_peers.is_some() {
             return Vec::new();
         }
         self.connect(peer, false).into_iter().collect()
     }
 
+    /// A `signal` arrived from `peer`. If we have no connection to it (its `joined` was
+    /// missed, or this is a partial mesh), one is created as the answering side so the offer
+    /// is not lost, unless we have twice the cap of connections already.
+    pub fn on_signal_from(&mut self, peer: PeerId) -> Vec<Action> {
+        if self.knows(peer) || self.me.is_none() || self.me == Some(peer) {
+            return Vec::new();
+        }
+        if self
+            .max_peers
+            .is_some_and(|cap| self.peers.len() >= cap.saturating_mul(2))
+        {
+            return Vec::new();
+        }
+        self.members.insert(peer);
+        self.connect(peer, false).into_iter().collect()
+    }
+
     /// The server says `peer` left.
     pub fn on_left(&mut self, peer: PeerId) -> Vec<Action> {
+        self.members.remove(&peer);
         self.close(peer)
+    }
+
+    /// Opens a connection to member `peer` as the offering side (an application asked, or
+    /// a transfer needs it), within twice the cap. `None` if `peer` is not a member we know;
+    /// no actions if it is connected already or there is no room.
+    pub fn dial(&mut self, peer: PeerId) -> Option<Vec<Action>> {
+        if !self.members.contains(&peer) {
+            return None;
+        }
+        if self
+            .max_peers
+            .is_some_and(|cap| self.peers.len() >= cap.saturating_mul(2))
+        {
+            return Some(Vec::new());
+        }
+        Some(self.connect(peer, true).into_iter().collect())
+    }
+
+    /// Periodic upkeep of a partial mesh: below the cap, dial one more member we know of and
+    /// are not connected to (the closest by XOR distance). A full mesh needs none.
+    pub fn on_tick(&mut self) -> Vec<Action> {
+        let (Some(me), Some(cap)) = (self.me, self.max_peers) else {
+            return Vec::new();
+        };
+        if self.peers.len() >= cap {
+            return Vec::new();
+        }
+        let next = self
+            .members
+            .iter()
+            .copied()
+            .filter(|peer| !self.peers.contains_key(peer))
+            .min_by_key(|peer| xor(me, *peer));
+        next.and_then(|peer| self.connect(peer, true))
+            .into_iter()
+            .collect()
     }
 
     /// The data channel to `peer` opened.
@@ -126,17 +239,31 @@ impl Mesh {
         }
     }
 
-    /// The data channel to `peer` closed, or its connection failed.
+    /// The data channel to `peer` closed, or its connection failed. It is no longer counted
+    /// as a member either (it most likely left; the server tells us if it comes back).
     pub fn on_channel_closed(&mut self, peer: PeerId) -> Vec<Action> {
+        self.members.remove(&peer);
         self.close(peer)
     }
 
     /// We are leaving the room: close every connection (the application is not told about
     /// each peer; it asked to leave).
     pub fn leave(&mut self) -> Vec<Action> {
+        self.members.clear();
         std::mem::take(&mut self.peers)
             .into_keys()
             .map(Action::Disconnect)
+            .collect()
+    }
+
+    /// Closes every connection and tells the application each open peer left: our identity
+    /// changed, so they no longer know us.
+    fn reset(&mut self) -> Vec<Action> {
+        self.members.clear();
+        let peers: Vec<PeerId> = self.peers.keys().copied().collect();
+        peers
+            .into_iter()
+            .flat_map(|peer| self.close(peer))
             .collect()
     }
 
@@ -163,6 +290,15 @@ impl Mesh {
             ],
         }
     }
+}
+
+/// XOR distance between two ids, as a sortable value.
+fn xor(a: PeerId, b: PeerId) -> [u8; 16] {
+    let mut out = *a.as_bytes();
+    for (byte, other) in out.iter_mut().zip(b.as_bytes()) {
+        *byte ^= other;
+    }
+    out
 }
 
 #[cfg(test)]
@@ -281,6 +417,66 @@ mod tests {
         assert!(mesh.open_peers().next().is_none());
     }
 
+    fn connected(actions: &[Action]) -> Vec<PeerId> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Connect { peer, .. } => Some(*peer),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_capped_newcomer_offers_to_the_closest_few_and_notes_the_rest() {
+        let mut mesh = Mesh::with_max_peers(Some(2));
+        let peers: Vec<PeerId> = [1, 2, 3, 4, 6].map(id).to_vec();
+        // XOR distances from 0x07..: 6 -> 1, 4 -> 3, 3 -> 4, 2 -> 5, 1 -> 6.
+        let actions = mesh.on_welcome(id(7), &peers);
+        assert_eq!(connected(&actions), vec![id(6), id(4)]);
+        assert_eq!(mesh.members().count(), 5);
+        assert!(
+            mesh.on_joined(id(9)).is_empty(),
+            "no eager answer when capped"
+        );
+        assert!(mesh.is_member(id(9)));
+        assert!(mesh.on_tick().is_empty(), "at the cap");
+        // A neighbour leaves: the tick dials the next closest member.
+        mesh.on_left(id(6));
+        assert_eq!(connected(&mesh.on_tick()), vec![id(3)]);
+    }
+
+    #[test]
+    fn a_capped_peer_answers_offers_up_to_twice_its_cap() {
+        let mut mesh = Mesh::with_max_peers(Some(1));
+        mesh.on_welcome(id(1), &[id(2)]);
+        assert_eq!(connected(&mesh.on_signal_from(id(3))), vec![id(3)]);
+        assert!(
+            mesh.on_signal_from(id(4)).is_empty(),
+            "2 connections = 2 × cap"
+        );
+        assert_eq!(mesh.dial(id(4)), None, "not a member it knows");
+        mesh.on_joined(id(4));
+        assert_eq!(mesh.dial(id(4)), Some(Vec::new()), "no room");
+        mesh.on_channel_closed(id(3));
+        assert_eq!(connected(&mesh.dial(id(4)).expect("member")), vec![id(4)]);
+    }
+
+    #[test]
+    fn a_welcome_after_reconnecting_keeps_connections_and_meets_newcomers() {
+        let (mut mesh, _) = welcomed(5, &[1, 2]);
+        mesh.on_channel_open(id(1));
+        let actions = mesh.on_welcome(id(5), &[id(1), id(2), id(3)]);
+        assert_eq!(connected(&actions), vec![id(3)], "only the newcomer");
+        assert!(mesh.is_open(id(1)));
+        // A different id: everything starts over, and the application hears who is gone.
+        let actions = mesh.on_welcome(id(6), &[id(1)]);
+        assert!(actions.contains(&Action::Emit(Event::PeerLeft(id(1)))));
+        assert!(actions.contains(&Action::Disconnect(id(3))));
+        assert_eq!(connected(&actions), vec![id(1)]);
+        assert_eq!(mesh.me(), Some(id(6)));
+    }
+
     #[derive(Debug, Clone)]
     enum Input {
         Joined(u8),
@@ -302,6 +498,31 @@ mod tests {
     }
 
     proptest! {
+        /// A capped mesh never holds more than twice its cap of connections, whatever the
+        /// order of events.
+        #[test]
+        fn a_capped_mesh_stays_within_twice_its_cap(
+            cap in 1usize..4,
+            inputs in proptest::collection::vec((input(), any::<bool>()), 0..120),
+        ) {
+            let mut mesh = Mesh::with_max_peers(Some(cap));
+            mesh.on_welcome(id(0), &[1, 2, 3, 4, 5].map(id));
+            for (input, tick) in inputs {
+                match input {
+                    Input::Joined(p) => mesh.on_joined(id(p)),
+                    Input::Left(p) => mesh.on_left(id(p)),
+                    Input::Signal(p) => mesh.on_signal_from(id(p)),
+                    Input::Open(p) => mesh.on_channel_open(id(p)),
+                    Input::Closed(p) => mesh.on_channel_closed(id(p)),
+                };
+                if tick {
+                    mesh.on_tick();
+                }
+                prop_assert!(mesh.connection_count() <= 2 * cap);
+                prop_assert!(!mesh.knows(id(0)));
+            }
+        }
+
         /// Whatever order events arrive in, the application sees an alternating
         /// joined/left sequence per peer, `open_peers` is exactly the peers it was told
         /// joined and not yet left, and we never connect to ourselves.

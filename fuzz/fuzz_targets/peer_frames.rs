@@ -6,7 +6,11 @@ use libfuzzer_sys::fuzz_target;
 use swarm_protocol::wire::{BinaryFrame, decode_binary};
 
 fuzz_target!(|frame: &[u8]| {
-    if let Ok(BinaryFrame::Peer(msg)) = decode_binary(frame) {
-        assert_eq!(msg.encode(), frame, "decoding is exact");
+    match decode_binary(frame) {
+        Ok(BinaryFrame::Peer(msg)) => assert_eq!(msg.encode(), frame, "decoding is exact"),
+        Ok(BinaryFrame::Relay(relay)) => {
+            assert_eq!(relay.encode().ok().as_deref(), Some(frame), "decoding is exact")
+        }
+        _ => {}
     }
 });

@@ -82,6 +82,11 @@ impl<'a> Reader<'a> {
         Ok(out)
     }
 
+    /// The next `N` bytes, borrowed.
+    pub(crate) fn fixed<const N: usize>(&mut self) -> Result<&'a [u8; N], WireError> {
+        self.bytes(N)?.try_into().map_err(|_| WireError::Truncated)
+    }
+
     pub(crate) fn u8(&mut self) -> Result<u8, WireError> {
         Ok(self.array::<1>()?[0])
     }

@@ -10,6 +10,7 @@
 //! integers are big-endian. The layout of each message is in `PROTOCOL.md`.
 
 use crate::codec::{Reader, Writer};
+use crate::PeerId;
 use crate::content::{ContentId, HASH_LEN};
 
 /// Longest data-channel frame either peer sends, in bytes.
@@ -45,6 +46,13 @@ const TAG_REJECT: u8 = 0x08;
 const TAG_MANIFEST_REQUEST: u8 = 0x09;
 const TAG_MANIFEST_PART: u8 = 0x0a;
 const TAG_NOT_FOUND: u8 = 0x0b;
+const TAG_RELAY: u8 = 0x0c;
+
+/// Bytes of a [`Relay`] frame before its `data`.
+pub const RELAY_HEADER_LEN: usize = 1 + 16 + 16 + 8 + 1 + 32 + 64;
+
+/// Longest `data` a [`Relay`] frame carries.
+pub const MAX_RELAY_DATA_LEN: usize = MAX_FRAME_LEN - RELAY_HEADER_LEN;
 
 /// An application message as it travels between peers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -151,6 +159,51 @@ pub enum BinaryFrame<'a> {
     App(&'a [u8]),
     /// A peer-protocol message.
     Peer(PeerMsg<'a>),
+    /// A signal forwarded through the mesh.
+    Relay(Relay<'a>),
+}
+
+/// A `signal` on its way through the mesh to a peer the sender has no connection to: the
+/// same `data` as in a server `signal` frame, signed by its origin (see
+/// `swarm_core::identity`), with a hop limit that each forwarder lowers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Relay<'a> {
+    /// The peer that wrote the signal (its key hashes to this id).
+    pub origin: PeerId,
+    /// The peer it is for.
+    pub target: PeerId,
+    /// The origin's sequence number for relayed signals (duplicates are dropped).
+    pub seq: u64,
+    /// Hops it may still make after this one.
+    pub ttl: u8,
+    /// The origin's Ed25519 public key.
+    pub public_key: &'a [u8; 32],
+    /// The origin's signature (over room, origin, target, seq and data; not `ttl`).
+    pub signature: &'a [u8; 64],
+    /// The signal's JSON, at most [`MAX_RELAY_DATA_LEN`] bytes.
+    pub data: &'a [u8],
+}
+
+impl Relay<'_> {
+    /// The binary frame; [`WireError::TooLarge`] if `data` does not fit.
+    pub fn encode(&self) -> Result<Vec<u8>, WireError> {
+        if self.data.len() > MAX_RELAY_DATA_LEN {
+            return Err(WireError::TooLarge {
+                len: self.data.len(),
+                max: MAX_RELAY_DATA_LEN,
+            });
+        }
+        let mut w = Writer::with_capacity(RELAY_HEADER_LEN + self.data.len());
+        w.u8(TAG_RELAY)
+            .bytes(self.origin.as_bytes())
+            .bytes(self.target.as_bytes())
+            .u64(self.seq)
+            .u8(self.ttl)
+            .bytes(self.public_key)
+            .bytes(self.signature)
+            .bytes(self.data);
+        Ok(w.finish())
+    }
 }
 
 /// Why a message cannot be framed, or a frame cannot be read.
@@ -304,6 +357,22 @@ pub fn decode_binary(frame: &[u8]) -> Result<BinaryFrame<'_>, WireError> {
         return Ok(BinaryFrame::App(body));
     }
     let mut r = Reader::new(body);
+    if tag == TAG_RELAY {
+        let origin = PeerId::from_bytes(r.array()?);
+        let target = PeerId::from_bytes(r.array()?);
+        let (seq, ttl) = (r.u64()?, r.u8()?);
+        let public_key = r.fixed::<32>()?;
+        let signature = r.fixed::<64>()?;
+        return Ok(BinaryFrame::Relay(Relay {
+            origin,
+            target,
+            seq,
+            ttl,
+            public_key,
+            signature,
+            data: r.rest(),
+        }));
+    }
     let msg = match tag {
         TAG_HELLO => PeerMsg::Hello { version: r.u8()? },
         TAG_ANNOUNCE => PeerMsg::Announce {
@@ -480,6 +549,35 @@ mod tests {
         .encode();
         bad_name[1 + 32 + 8 + 2] = 0xff;
         assert_eq!(decode_binary(&bad_name), Err(WireError::BadUtf8));
+    }
+
+    #[test]
+    fn a_relay_frame_round_trips_and_its_size_is_bounded() {
+        let (key, signature) = ([3u8; 32], [4u8; 64]);
+        let relay = Relay {
+            origin: PeerId::from_bytes([1; 16]),
+            target: PeerId::from_bytes([2; 16]),
+            seq: 0x0102_0304_0506_0708,
+            ttl: 3,
+            public_key: &key,
+            signature: &signature,
+            data: br#"{"candidate":null}"#,
+        };
+        let frame = relay.encode().expect("fits");
+        assert_eq!(frame.len(), RELAY_HEADER_LEN + relay.data.len());
+        assert_eq!(frame[0], 0x0c);
+        assert_eq!(decode_binary(&frame), Ok(BinaryFrame::Relay(relay)));
+        for cut in 1..RELAY_HEADER_LEN {
+            assert_eq!(decode_binary(&frame[..cut]), Err(WireError::Truncated), "{cut}");
+        }
+        let big = vec![b' '; MAX_RELAY_DATA_LEN + 1];
+        assert!(matches!(
+            Relay { data: &big, ..relay }.encode(),
+            Err(WireError::TooLarge { .. })
+        ));
+        let most = vec![b' '; MAX_RELAY_DATA_LEN];
+        let frame = Relay { data: &most, ..relay }.encode().expect("fits");
+        assert_eq!(frame.len(), MAX_FRAME_LEN);
     }
 
     fn message(

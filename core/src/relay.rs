@@ -1,0 +1,328 @@
+//! Signalling through the mesh: how a `signal` reaches a peer we have no connection to, by way
+//! of peers we do have one to, while the signalling server is away.
+//!
+//! The origin signs each signal with its key ([`crate::identity`]); every peer on the way
+//! checks the signature before forwarding it, and the target before using it, so no
+//! forwarder can alter a signal or claim another origin. Each signal has a sequence number,
+//! and a bounded memory of those seen ([`crate::gossip::Seen`]) drops duplicates and replays.
+//! A hop limit (`ttl`, lowered at each hop and not covered by the signature) bounds the
+//! flood: a forwarder that is connected to the target sends it there only; otherwise it sends
+//! it on to every neighbour but the one it came from.
+
+use swarm_protocol::wire::{Relay, WireError};
+use swarm_protocol::{PeerId, RoomName};
+
+use crate::gossip::{Seen, forward_targets};
+use crate::identity::{Identity, IdentityError, RelayedSignal};
+
+/// Hops a relayed signal may make after the first: origin → neighbour → … → target crosses at
+/// most `HOP_LIMIT + 1` links.
+pub const HOP_LIMIT: u8 = 3;
+
+/// Relayed signals remembered for duplicate suppression.
+const SEEN_CAPACITY: usize = 4096;
+
+/// What to do with a relay frame that arrived.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Incoming {
+    /// It is for us: handle `data` as a `signal` from `from`.
+    Deliver {
+        /// The verified origin.
+        from: PeerId,
+        /// The signal's JSON.
+        data: Vec<u8>,
+    },
+    /// Send these frames on (possibly none: the hop limit is reached).
+    Forward(Vec<(PeerId, Vec<u8>)>),
+    /// Dropped: a duplicate, a replay, or a frame that does not verify.
+    Drop(DropReason),
+}
+
+/// Why a relay frame was dropped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DropReason {
+    /// Seen before (it arrived over another path, or was replayed).
+    Duplicate,
+    /// The signature or the origin's key does not check out.
+    Forged(IdentityError),
+    /// It claims to come from us.
+    Ours,
+}
+
+/// One peer's side of signalling through the mesh.
+#[derive(Debug)]
+pub struct SignalRelay {
+    room: RoomName,
+    identity: Identity,
+    public_key: [u8; 32],
+    next_seq: u64,
+    seen: Seen,
+}
+
+impl SignalRelay {
+    /// Relaying for `identity` in `room`. `first_seq` should differ between sessions of the
+    /// same key (a clock reading in milliseconds will do), so that a restarted peer's new
+    /// signals are not taken for replays of its old ones.
+    pub fn new(room: RoomName, identity: Identity, first_seq: u64) -> Self {
+        let public_key = identity.public_key();
+        Self {
+            room,
+            identity,
+            public_key,
+            next_seq: first_seq,
+            seen: Seen::new(SEEN_CAPACITY),
+        }
+    }
+
+    /// Our id.
+    pub fn me(&self) -> PeerId {
+        self.identity.id()
+    }
+
+    /// Frames that carry `data` (a signal's JSON) to `target`: to the target alone if it is
+    /// one of our `neighbours`, otherwise to all of them.
+    pub fn send(
+        &mut self,
+        target: PeerId,
+        data: &[u8],
+        neighbours: &[PeerId],
+    ) -> Result<Vec<(PeerId, Vec<u8>)>, WireError> {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let me = self.me();
+        self.seen.insert(me, seq);
+        let signature = self.identity.sign_relay(&self.room, target, seq, data);
+        let relay = Relay {
+            origin: me,
+            target,
+            seq,
+            ttl: HOP_LIMIT,
+            public_key: &self.public_key,
+            signature: &signature,
+            data,
+        };
+        let frame = relay.encode()?;
+        let to: Vec<PeerId> = if neighbours.contains(&target) {
+            vec![target]
+        } else {
+            neighbours.to_vec()
+        };
+        Ok(to.into_iter().map(|peer| (peer, frame.clone())).collect())
+    }
+
+    /// A relay frame arrived from neighbour `from`; `neighbours` are our open connections.
+    pub fn on_frame(&mut self, from: PeerId, relay: Relay<'_>, neighbours: &[PeerId]) -> Incoming {
+        let me = self.me();
+        if relay.origin == me {
+            return Incoming::Drop(DropReason::Ours);
+        }
+        if self.seen.contains(relay.origin, relay.seq) {
+            return Incoming::Drop(DropReason::Duplicate);
+        }
+        let signed = RelayedSignal {
+            origin: relay.origin,
+            target: relay.target,
+            seq: relay.seq,
+            public_key: relay.public_key,
+            signature: relay.signature,
+            data: relay.data,
+        };
+        // Verified before it is remembered, so a forgery cannot shadow the genuine signal.
+        if let Err(err) = signed.verify(&self.room) {
+            return Incoming::Drop(DropReason::Forged(err));
+        }
+        self.seen.insert(relay.origin, relay.seq);
+        if relay.target == me {
+            return Incoming::Deliver {
+                from: relay.origin,
+                data: relay.data.to_vec(),
+            };
+        }
+        let Some(ttl) = relay.ttl.checked_sub(1) else {
+            return Incoming::Forward(Vec::new());
+        };
+        let targets = if neighbours.contains(&relay.target) {
+            vec![relay.target]
+        } else {
+            forward_targets(Some(from), neighbours.iter().copied(), relay.ttl)
+                .into_iter()
+                .filter(|peer| *peer != relay.origin)
+                .collect()
+        };
+        let Ok(frame) = Relay { ttl, ..relay }.encode() else {
+            // It decoded from a frame of at most the maximum size, so it re-encodes.
+            return Incoming::Forward(Vec::new());
+        };
+        Incoming::Forward(
+            targets
+                .into_iter()
+                .map(|peer| (peer, frame.clone()))
+                .collect(),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{BTreeMap, VecDeque};
+
+    use swarm_protocol::wire::{BinaryFrame, decode_binary};
+
+    use super::*;
+
+    fn room() -> RoomName {
+        RoomName::new("r").expect("room")
+    }
+
+    fn relay_for(seed: u8) -> SignalRelay {
+        SignalRelay::new(room(), Identity::from_seed([seed; 32]), 1)
+    }
+
+    fn decode(frame: &[u8]) -> Relay<'_> {
+        match decode_binary(frame) {
+            Ok(BinaryFrame::Relay(relay)) => relay,
+            other => panic!("not a relay frame: {other:?}"),
+        }
+    }
+
+    /// A line of peers 0 - 1 - 2 - … - (n-1); returns what each delivered.
+    fn run_line(n: u8, data: &[u8]) -> (BTreeMap<PeerId, Vec<(PeerId, Vec<u8>)>>, usize) {
+        let mut peers: Vec<SignalRelay> = (0..n).map(|i| relay_for(i + 1)).collect();
+        let ids: Vec<PeerId> = peers.iter().map(SignalRelay::me).collect();
+        let neighbours = |i: usize| -> Vec<PeerId> {
+            let mut out = Vec::new();
+            if i > 0 {
+                out.push(ids[i - 1]);
+            }
+            if i + 1 < ids.len() {
+                out.push(ids[i + 1]);
+            }
+            out
+        };
+        let target = ids[ids.len() - 1];
+        let mut queue: VecDeque<(PeerId, PeerId, Vec<u8>)> = peers[0]
+            .send(target, data, &neighbours(0))
+            .expect("send")
+            .into_iter()
+            .map(|(to, frame)| (ids[0], to, frame))
+            .collect();
+        let mut delivered: BTreeMap<PeerId, Vec<(PeerId, Vec<u8>)>> = BTreeMap::new();
+        let mut frames = 0;
+        while let Some((from, to, frame)) = queue.pop_front() {
+            frames += 1;
+            let i = ids.iter().position(|id| *id == to).expect("known");
+            match peers[i].on_frame(from, decode(&frame), &neighbours(i)) {
+                Incoming::Deliver { from, data } => {
+                    delivered.entry(to).or_default().push((from, data))
+                }
+                Incoming::Forward(out) => {
+                    queue.extend(out.into_iter().map(|(next, frame)| (to, next, frame)))
+                }
+                Incoming::Drop(reason) => panic!("dropped: {reason:?}"),
+            }
+        }
+        (delivered, frames)
+    }
+
+    #[test]
+    fn a_signal_crosses_up_to_the_hop_limit_and_no_further() {
+        let data = br#"{"sdp":{"type":"offer","sdp":"v=0"}}"#;
+        // HOP_LIMIT forwards: origin plus HOP_LIMIT + 1 links reach a line of HOP_LIMIT + 2.
+        let (delivered, _) = run_line(HOP_LIMIT + 2, data);
+        let origin = relay_for(1).me();
+        let target = relay_for(HOP_LIMIT + 2).me();
+        assert_eq!(delivered.get(&target), Some(&vec![(origin, data.to_vec())]));
+        let (delivered, _) = run_line(HOP_LIMIT + 3, data);
+        assert!(delivered.is_empty(), "one hop too far");
+    }
+
+    #[test]
+    fn a_neighbour_of_the_target_sends_it_there_only() {
+        let (mut a, mut b) = (relay_for(1), relay_for(2));
+        let (c, d) = (relay_for(3).me(), relay_for(4).me());
+        let out = a.send(c, b"{}", &[b.me(), d]).expect("send");
+        assert_eq!(out.len(), 2, "a is not connected to c: flood");
+        let frame = &out[0].1;
+        match b.on_frame(a.me(), decode(frame), &[a.me(), c, d]) {
+            Incoming::Forward(next) => {
+                assert_eq!(next.iter().map(|(p, _)| *p).collect::<Vec<_>>(), vec![c]);
+                assert_eq!(decode(&next[0].1).ttl, HOP_LIMIT - 1);
+            }
+            other => panic!("{other:?}"),
+        }
+        let direct = a.send(d, b"{}", &[b.me(), d]).expect("send");
+        assert_eq!(direct.iter().map(|(p, _)| *p).collect::<Vec<_>>(), vec![d]);
+    }
+
+    #[test]
+    fn duplicates_replays_and_forgeries_are_dropped() {
+        let (mut a, mut b, mut m) = (relay_for(1), relay_for(2), relay_for(3));
+        let out = a.send(b.me(), b"{\"x\":1}", &[m.me()]).expect("send");
+        let frame = out[0].1.clone();
+        // m forwards it genuinely...
+        let Incoming::Forward(fwd) = m.on_frame(a.me(), decode(&frame), &[a.me(), b.me()]) else {
+            panic!("forwarded");
+        };
+        assert!(matches!(
+            b.on_frame(m.me(), decode(&fwd[0].1), &[m.me()]),
+            Incoming::Deliver { .. }
+        ));
+        // ...and replays it.
+        assert_eq!(
+            b.on_frame(m.me(), decode(&fwd[0].1), &[m.me()]),
+            Incoming::Drop(DropReason::Duplicate)
+        );
+        // m alters the data.
+        let genuine = decode(&frame);
+        let altered = Relay {
+            data: b"{\"x\":2}",
+            seq: genuine.seq + 5,
+            ..genuine
+        }
+        .encode()
+        .expect("fits");
+        assert_eq!(
+            b.on_frame(m.me(), decode(&altered), &[m.me()]),
+            Incoming::Drop(DropReason::Forged(IdentityError::BadSignature))
+        );
+        // m signs with its own key but claims a's origin.
+        let mine = m.send(b.me(), b"{}", &[b.me()]).expect("send");
+        let forged = Relay {
+            origin: a.me(),
+            seq: 100,
+            ..decode(&mine[0].1)
+        }
+        .encode()
+        .expect("fits");
+        assert_eq!(
+            b.on_frame(m.me(), decode(&forged), &[m.me()]),
+            Incoming::Drop(DropReason::Forged(IdentityError::WrongPeer(a.me())))
+        );
+        // Our own signal coming back.
+        assert_eq!(
+            a.on_frame(m.me(), decode(&frame), &[m.me()]),
+            Incoming::Drop(DropReason::Ours)
+        );
+    }
+
+    #[test]
+    fn a_forgery_does_not_shadow_the_genuine_signal() {
+        let (mut a, mut b, m) = (relay_for(1), relay_for(2), relay_for(3));
+        let frame = a.send(b.me(), b"{}", &[b.me()]).expect("send").remove(0).1;
+        let genuine = decode(&frame);
+        let forged = Relay {
+            data: b"{\"evil\":1}",
+            ..genuine
+        }
+        .encode()
+        .expect("fits");
+        assert!(matches!(
+            b.on_frame(m.me(), decode(&forged), &[]),
+            Incoming::Drop(_)
+        ));
+        assert!(matches!(
+            b.on_frame(a.me(), decode(&frame), &[]),
+            Incoming::Deliver { .. }
+        ));
+    }
+}
