@@ -186,7 +186,10 @@ mod tests {
     }
 
     /// A line of peers 0 - 1 - 2 - … - (n-1); returns what each delivered.
-    fn run_line(n: u8, data: &[u8]) -> (BTreeMap<PeerId, Vec<(PeerId, Vec<u8>)>>, usize) {
+    /// What each peer delivered: (origin, data) pairs.
+    type Delivered = BTreeMap<PeerId, Vec<(PeerId, Vec<u8>)>>;
+
+    fn run_line(n: u8, data: &[u8]) -> (Delivered, usize) {
         let mut peers: Vec<SignalRelay> = (0..n).map(|i| relay_for(i + 1)).collect();
         let ids: Vec<PeerId> = peers.iter().map(SignalRelay::me).collect();
         let neighbours = |i: usize| -> Vec<PeerId> {
@@ -206,7 +209,7 @@ mod tests {
             .into_iter()
             .map(|(to, frame)| (ids[0], to, frame))
             .collect();
-        let mut delivered: BTreeMap<PeerId, Vec<(PeerId, Vec<u8>)>> = BTreeMap::new();
+        let mut delivered = Delivered::new();
         let mut frames = 0;
         while let Some((from, to, frame)) = queue.pop_front() {
             frames += 1;
