@@ -86,6 +86,15 @@ async function join(room) {
   $('my-id').textContent = swarm.id;
   $('my-id').title = swarm.id;
   setStatus('connected', `in room ${room}`);
+  swarm.on('server', (state) => {
+    if (state === 'reconnecting') {
+      setStatus('joining', `in room ${room} · server lost, peers still connected, reconnecting…`);
+      log('system', null, 'lost the signalling server: peer connections carry on');
+    } else {
+      setStatus('connected', `in room ${room}`);
+      log('system', null, 'back in touch with the signalling server');
+    }
+  });
   swarm.on('peer-joined', (id) => { renderPeers(); log('system', null, `${short(id)} joined`); });
   swarm.on('peer-left', (id) => { renderPeers(); log('system', null, `${short(id)} left`); });
   swarm.on('message', (from, data) => {

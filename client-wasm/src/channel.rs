@@ -258,6 +258,7 @@ fn on_frame(session: &Rc<Session>, peer: PeerId, data: JsValue) {
             session.on_app_message(peer, Uint8Array::from(payload).into());
         }
         Ok(BinaryFrame::Peer(msg)) => session.files_message(peer, msg),
+        Ok(BinaryFrame::Relay(relay)) => session.on_relay(peer, relay),
         Err(err) => debug!(%peer, error = %err, "dropping a frame"),
     }
 }

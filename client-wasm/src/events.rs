@@ -8,6 +8,7 @@ use crate::error::ClientError;
 
 /// The events a `Swarm` emits.
 pub(crate) const SWARM_EVENTS: &[&str] = &[
+    "server",
     "peer-joined",
     "peer-left",
     "message",

@@ -14,10 +14,15 @@ pub(crate) struct JoinOptions {
     /// `"relay"` makes every peer connection go through the TURN servers the signalling
     /// server hands out; `"all"` (the default) lets WebRTC choose.
     pub(crate) ice_transport_policy: Option<RtcIceTransportPolicy>,
+    /// Caps the connections this peer opens (a partial mesh); `None` connects to everyone.
+    pub(crate) max_peers: Option<usize>,
 }
 
+/// Largest `maxPeers` accepted.
+const MAX_PEERS_LIMIT: f64 = 1000.0;
+
 impl JoinOptions {
-    /// Reads `{ token?: string, iceTransportPolicy?: "all" | "relay" }`; `undefined` or `null`
+    /// Reads `{ token?: string, iceTransportPolicy?: "all" | "relay", maxPeers?: number }`; `undefined` or `null`
     /// means no options.
     pub(crate) fn from_js(value: &JsValue) -> Result<Self, ClientError> {
         if value.is_undefined() || value.is_null() {
@@ -53,9 +58,24 @@ impl JoinOptions {
                 }
             }),
         };
+        let max_peers = match field(value, "maxPeers") {
+            None => None,
+            Some(n) => match n.as_f64() {
+                Some(n) if n.fract() == 0.0 && (1.0..=MAX_PEERS_LIMIT).contains(&n) => {
+                    Some(n as usize)
+                }
+                _ => {
+                    return Err(ClientError::InvalidOption {
+                        name: "maxPeers",
+                        reason: format!("must be a whole number from 1 to {MAX_PEERS_LIMIT}"),
+                    });
+                }
+            },
+        };
         Ok(Self {
             token,
             ice_transport_policy,
+            max_peers,
         })
     }
 }

@@ -11,7 +11,11 @@ use std::collections::HashMap;
 use std::rc::Rc;
 
 use js_sys::{Array, Function};
+use swarm_core::backoff::Backoff;
+use swarm_core::identity::Identity;
 use swarm_core::mesh::{Action, Event, Mesh};
+use swarm_core::relay::{Incoming, SignalRelay};
+use swarm_protocol::wire::Relay;
 use swarm_protocol::{ClientMsg, IceServer, PeerId, RoomName, ServerMsg, SignalData};
 use tracing::{debug, info, warn};
 use wasm_bindgen::JsValue;
@@ -24,7 +28,7 @@ use crate::events::{Listeners, SWARM_EVENTS, call_all};
 use crate::files::Files;
 use crate::peer::PeerLink;
 use crate::signalling::SignalSocket;
-use crate::ticker::Ticker;
+use crate::ticker::{Ticker, Timeout};
 
 /// Period of the sharing engine's tick, in milliseconds.
 const TICK_MS: i32 = 250;
@@ -35,10 +39,41 @@ struct JoinWaiter {
     reject: Function,
 }
 
+/// The link to the signalling server, as `swarm.on('server', …)` reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ServerState {
+    /// Welcomed, and the WebSocket is open.
+    Connected,
+    /// The WebSocket closed; trying again with backoff. Peer connections carry on.
+    Reconnecting,
+}
+
+impl ServerState {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Self::Connected => "connected",
+            Self::Reconnecting => "reconnecting",
+        }
+    }
+}
+
+/// Close code with which the server tells a connection that a newer one resumed its peer.
+const CLOSE_REPLACED: u16 = 4000;
+
 /// The state of one joined room.
 pub(crate) struct Session {
+    /// `ws[s]://host/ws/{room}`, with `?token=` if there is one.
     url: String,
     room: RoomName,
+    /// Our key: the server derives our id from it, and signals relayed through the mesh are
+    /// signed with it.
+    identity: Identity,
+    relay: RefCell<SignalRelay>,
+    /// The `resume` token of the last `welcome`.
+    resume: RefCell<Option<String>>,
+    server_state: Cell<ServerState>,
+    backoff: RefCell<Backoff>,
+    retry: RefCell<Option<Timeout>>,
     mesh: RefCell<Mesh>,
     links: RefCell<HashMap<PeerId, Rc<PeerLink>>>,
     socket: RefCell<Option<SignalSocket>>,
@@ -65,15 +100,24 @@ impl Session {
         url: String,
         room: RoomName,
         policy: Option<web_sys::RtcIceTransportPolicy>,
-    ) -> Rc<Self> {
+        max_peers: Option<usize>,
+    ) -> Result<Rc<Self>, JsValue> {
         let rtc_config = RtcConfiguration::new();
         if let Some(policy) = policy {
             rtc_config.set_ice_transport_policy(policy);
         }
-        Rc::new(Self {
+        let identity = Identity::from_seed(crate::ticker::random_seed()?);
+        let relay = SignalRelay::new(room.clone(), identity.clone(), js_sys::Date::now() as u64);
+        Ok(Rc::new(Self {
             url,
             room,
-            mesh: RefCell::new(Mesh::new()),
+            identity,
+            relay: RefCell::new(relay),
+            resume: RefCell::new(None),
+            server_state: Cell::new(ServerState::Connected),
+            backoff: RefCell::new(Backoff::default()),
+            retry: RefCell::new(None),
+            mesh: RefCell::new(Mesh::with_max_peers(max_peers)),
             links: RefCell::new(HashMap::new()),
             socket: RefCell::new(None),
             listeners: RefCell::new(Listeners::new(SWARM_EVENTS)),
@@ -86,20 +130,71 @@ impl Session {
             remote_media: RefCell::default(),
             range_waiters: RefCell::new(Vec::new()),
             range_reader: RefCell::new(None),
-        })
+        }))
     }
 
     /// Connects to the server; resolves once `welcome` arrives, rejects if the connection
     /// ends first.
     pub(crate) async fn connect(self: &Rc<Self>) -> Result<(), JsValue> {
-        let socket = SignalSocket::connect(&self.url, Rc::downgrade(self))?;
-        *self.socket.borrow_mut() = Some(socket);
+        self.open_socket()?;
         let welcomed = js_sys::Promise::new(&mut |resolve, reject| {
             *self.join_waiter.borrow_mut() = Some(JoinWaiter { resolve, reject });
         });
         wasm_bindgen_futures::JsFuture::from(welcomed)
             .await
             .map(drop)
+    }
+
+    /// Opens a WebSocket to the server, with our key's proof and, after the first
+    /// `welcome`, our resume token.
+    fn open_socket(self: &Rc<Self>) -> Result<(), ClientError> {
+        let now = (js_sys::Date::now() / 1000.0) as u64;
+        let proof = self.identity.join_proof(&self.room, now);
+        let separator = if self.url.contains('?') { '&' } else { '?' };
+        let mut url = format!("{}{separator}{}", self.url, proof.query());
+        if let Some(token) = self.resume.borrow().as_deref() {
+            url.push_str("&resume=");
+            url.push_str(&String::from(js_sys::encode_uri_component(token)));
+        }
+        // Dropping the old socket (if any) unregisters its callbacks first.
+        let socket = SignalSocket::connect(&url, Rc::downgrade(self))?;
+        *self.socket.borrow_mut() = Some(socket);
+        Ok(())
+    }
+
+    /// The state of the link to the signalling server.
+    pub(crate) fn server_state(&self) -> ServerState {
+        self.server_state.get()
+    }
+
+    fn set_server_state(&self, state: ServerState) {
+        if self.server_state.replace(state) != state {
+            info!(state = state.as_str(), "signalling server");
+            self.emit("server", &[state.as_str().into()]);
+        }
+    }
+
+    /// Tries the server again after the next backoff delay.
+    fn schedule_reconnect(self: &Rc<Self>) {
+        let delay = self.backoff.borrow_mut().next_delay(js_sys::Math::random());
+        debug!(delay, "reconnecting to the signalling server");
+        let session = Rc::downgrade(self);
+        let timeout = Timeout::start(delay.min(i32::MAX as u64) as i32, move || {
+            let Some(session) = session.upgrade() else {
+                return;
+            };
+            if session.left.get() {
+                return;
+            }
+            if let Err(err) = session.open_socket() {
+                warn!(error = %err, "cannot reopen the signalling connection");
+                session.schedule_reconnect();
+            }
+        });
+        match timeout {
+            Ok(timeout) => *self.retry.borrow_mut() = Some(timeout),
+            Err(err) => warn!(error = %describe(&err), "cannot start the reconnection timer"),
+        }
     }
 
     pub(crate) fn room(&self) -> &RoomName {
@@ -141,15 +236,24 @@ impl Session {
                 id,
                 peers,
                 ice_servers,
+                resume,
             } => {
                 info!(room = %self.room, me = %id, peers = peers.len(), "welcomed");
+                if id != self.identity.id() {
+                    warn!(me = %id, "the server gave another id than our key's: signals relayed through the mesh will not verify");
+                }
                 self.set_ice_servers(&ice_servers);
+                *self.resume.borrow_mut() = resume;
+                self.backoff.borrow_mut().reset();
                 let actions = self.mesh.borrow_mut().on_welcome(id, &peers);
                 if let Some(waiter) = self.join_waiter.borrow_mut().take() {
                     let _ = waiter.resolve.call0(&JsValue::NULL);
                 }
-                self.start_ticker();
+                if self.ticker.borrow().is_none() {
+                    self.start_ticker();
+                }
                 self.apply(actions);
+                self.set_server_state(ServerState::Connected);
             }
             ServerMsg::Joined { id } => {
                 let actions = self.mesh.borrow_mut().on_joined(id);
@@ -159,19 +263,10 @@ impl Session {
                 let actions = self.mesh.borrow_mut().on_left(id);
                 self.apply(actions);
             }
-            ServerMsg::Signal { from, data } => {
-                let actions = self.mesh.borrow_mut().on_signal_from(from);
-                self.apply(actions);
-                match SignalData::parse(&data) {
-                    Ok(data) => match self.link(from) {
-                        Some(link) => link.on_signal(self, data),
-                        None => debug!(peer = %from, "signal for a connection that is gone"),
-                    },
-                    Err(err) => {
-                        warn!(peer = %from, error = %err, "ignoring unreadable signal data")
-                    }
-                }
-            }
+            ServerMsg::Signal { from, data } => match SignalData::parse(&data) {
+                Ok(data) => self.on_signal(from, data),
+                Err(err) => warn!(peer = %from, error = %err, "ignoring unreadable signal data"),
+            },
             ServerMsg::Error { code, message } => {
                 // Before `welcome`, an error is the server refusing the join; it closes next.
                 if let Some(waiter) = self.join_waiter.borrow_mut().take() {
@@ -187,9 +282,10 @@ impl Session {
         }
     }
 
-    /// The signalling connection ended. Before `welcome` that fails the join; afterwards the
-    /// peer connections carry on without the server (they no longer need it).
-    pub(crate) fn on_server_closed(&self, code: u16, reason: &str) {
+    /// The signalling connection ended. Before the first `welcome` that fails the join;
+    /// afterwards the peer connections carry on without the server, signals go through the
+    /// mesh, and the server is tried again with backoff.
+    pub(crate) fn on_server_closed(self: &Rc<Self>, code: u16, reason: &str) {
         if let Some(waiter) = self.join_waiter.borrow_mut().take() {
             let reason = if reason.is_empty() {
                 format!("connection closed (code {code})")
@@ -203,12 +299,23 @@ impl Session {
             let _ = waiter.reject.call1(&JsValue::NULL, &err.into());
             return;
         }
-        if !self.left.get() {
+        if self.left.get() {
+            return;
+        }
+        if code == CLOSE_REPLACED {
+            // Another connection of ours resumed this peer: it is the one in use.
+            debug!("an older signalling connection was replaced");
+            return;
+        }
+        if self.server_state.get() == ServerState::Connected {
             warn!(
                 code,
                 reason, "lost the signalling server; open peer connections keep working"
             );
         }
+        self.socket.borrow_mut().take();
+        self.set_server_state(ServerState::Reconnecting);
+        self.schedule_reconnect();
     }
 
     // ---- inputs from peer connections ----
@@ -229,15 +336,91 @@ impl Session {
 
     // ---- outputs ----
 
+    /// Sends a signal to `to`: through the server while it is there, otherwise through the
+    /// mesh.
     pub(crate) fn send_signal(&self, to: PeerId, data: &SignalData) {
-        let sent = self
-            .socket
-            .borrow()
-            .as_ref()
-            .is_some_and(|socket| socket.send(&ClientMsg::signal(to, data)));
+        let sent = self.server_state.get() == ServerState::Connected
+            && self
+                .socket
+                .borrow()
+                .as_ref()
+                .is_some_and(|socket| socket.send(&ClientMsg::signal(to, data)));
         if !sent {
-            debug!(peer = %to, "no signalling connection: signal dropped");
+            self.relay_signal(to, data);
         }
+    }
+
+    /// Sends a signal to `to` through the mesh, signed with our key.
+    fn relay_signal(&self, to: PeerId, data: &SignalData) {
+        let Ok(json) = serde_json::to_vec(data) else {
+            return;
+        };
+        let neighbours = self.open_peers();
+        let frames = self.relay.borrow_mut().send(to, &json, &neighbours);
+        match frames {
+            Ok(frames) if frames.is_empty() => {
+                debug!(peer = %to, "no server and no neighbour: signal dropped")
+            }
+            Ok(frames) => {
+                for (peer, frame) in frames {
+                    if let Some(link) = self.link(peer) {
+                        link.send_frame(frame);
+                    }
+                }
+            }
+            Err(err) => warn!(peer = %to, error = %err, "cannot relay a signal"),
+        }
+    }
+
+    /// A signal relayed through the mesh arrived from neighbour `from`.
+    pub(crate) fn on_relay(self: &Rc<Self>, from: PeerId, relay: Relay<'_>) {
+        let neighbours = self.open_peers();
+        let incoming = self.relay.borrow_mut().on_frame(from, relay, &neighbours);
+        match incoming {
+            Incoming::Deliver { from: origin, data } => {
+                let parsed = serde_json::from_slice::<Box<serde_json::value::RawValue>>(&data)
+                    .ok()
+                    .and_then(|raw| SignalData::parse(&raw).ok());
+                match parsed {
+                    Some(data) => self.on_signal(origin, data),
+                    None => warn!(peer = %origin, "ignoring unreadable relayed signal data"),
+                }
+            }
+            Incoming::Forward(frames) => {
+                for (peer, frame) in frames {
+                    if let Some(link) = self.link(peer) {
+                        link.send_frame(frame);
+                    }
+                }
+            }
+            Incoming::Drop(reason) => debug!(%from, ?reason, "dropped a relayed signal"),
+        }
+    }
+
+    /// A signal from `from`, through the server or the mesh.
+    fn on_signal(self: &Rc<Self>, from: PeerId, data: SignalData) {
+        let actions = self.mesh.borrow_mut().on_signal_from(from);
+        self.apply(actions);
+        match self.link(from) {
+            Some(link) => link.on_signal(self, data),
+            None => debug!(peer = %from, "signal for a connection that is gone"),
+        }
+    }
+
+    /// Opens a direct connection to room member `peer` (through the mesh if the server is
+    /// away). Throws `unknown-peer` for an id that is not a member we know of.
+    pub(crate) fn dial(self: &Rc<Self>, peer: &str) -> Result<(), ClientError> {
+        self.check_joined()?;
+        let unknown = || ClientError::UnknownPeer(peer.to_owned());
+        let id: PeerId = peer.parse().map_err(|_| unknown())?;
+        let actions = self.mesh.borrow_mut().dial(id).ok_or_else(unknown)?;
+        self.apply(actions);
+        Ok(())
+    }
+
+    /// The room's members we know of (connected or not), sorted.
+    pub(crate) fn members(&self) -> Vec<PeerId> {
+        self.mesh.borrow().members().collect()
     }
 
     /// Sends `message` to one open peer.
@@ -277,6 +460,7 @@ impl Session {
         self.apply(actions);
         let socket = self.socket.borrow_mut().take();
         defer_drop(socket);
+        defer_drop(self.retry.borrow_mut().take());
         defer_drop(self.ticker.borrow_mut().take());
         defer_drop(self.range_reader.borrow_mut().take());
         self.fail_all_ranges();
@@ -362,6 +546,8 @@ impl Session {
         let ticker = Ticker::start(TICK_MS, move || {
             if let Some(session) = session.upgrade() {
                 session.files_tick();
+                let actions = session.mesh.borrow_mut().on_tick();
+                session.apply(actions);
             }
         });
         match ticker {

@@ -55,6 +55,10 @@ export interface SwarmEvents {
   "stream": (peerId: string, stream: MediaStream) => void;
   /** A remote stream ended: unpublished, or its peer left. */
   "stream-ended": (peerId: string, streamId: string) => void;
+  /** The link to the signalling server changed: "reconnecting" when it dropped (peer
+   * connections carry on, and signals go through the mesh), "connected" once welcomed again
+   * under the same id. */
+  "server": (state: "connected" | "reconnecting") => void;
 }
 
 /** The options of `Swarm.join`. */
@@ -64,6 +68,9 @@ export interface JoinOptions {
   /** "relay" sends every connection through the TURN servers the signalling server hands
    * out (to test TURN, or to hide addresses); "all" (the default) lets WebRTC choose. */
   iceTransportPolicy?: "all" | "relay";
+  /** Caps the connections this peer opens itself (1 to 1000): a partial mesh for large
+   * rooms. It answers others up to twice that. Default: connect to every peer. */
+  maxPeers?: number;
 }
 
 /** What can be sent: text, or bytes (at most 65535 bytes; text at most 65536 UTF-8 bytes). */
@@ -78,7 +85,7 @@ export type SwarmErrorCode =
   | "range-not-satisfiable" | "streaming-unavailable" | "invalid-option"
   // Refusals by the signalling server when joining:
   | "unauthorized" | "origin-not-allowed" | "room-full" | "server-full"
-  | "too-many-connections" | "refused";
+  | "too-many-connections" | "invalid-key" | "id-in-use" | "refused";
 "#;
 
 /// A member of one room: connected to the others directly over WebRTC data channels.
@@ -106,7 +113,7 @@ impl Swarm {
         if let Some(token) = &options.token {
             url = format!("{url}?token={}", js_sys::encode_uri_component(token));
         }
-        let session = Session::new(url, room, options.ice_transport_policy);
+        let session = Session::new(url, room, options.ice_transport_policy, options.max_peers)?;
         if let Err(err) = session.connect().await {
             session.leave();
             return Err(err);
@@ -129,6 +136,30 @@ impl Swarm {
         self.session.room().to_string()
     }
 
+    /// The state of the link to the signalling server: `"connected"` or `"reconnecting"`.
+    #[wasm_bindgen(getter, js_name = serverState, unchecked_return_type = "\"connected\" | \"reconnecting\"")]
+    pub fn server_state(&self) -> String {
+        self.session.server_state().as_str().to_owned()
+    }
+
+    /// The ids of every member of the room this peer knows of, connected or not (in a
+    /// partial mesh, more than `peers()`), sorted.
+    #[wasm_bindgen(unchecked_return_type = "string[]")]
+    pub fn members(&self) -> Array {
+        self.session
+            .members()
+            .into_iter()
+            .map(|id| JsValue::from(id.to_string()))
+            .collect()
+    }
+
+    /// Opens a direct connection to room member `id` (through the signalling server, or
+    /// through the mesh while the server is away); `peer-joined` tells when it is open.
+    /// Throws `unknown-peer` for an id that is not a member this peer knows of.
+    pub fn connect(&self, id: &str) -> Result<(), JsValue> {
+        Ok(self.session.dial(id)?)
+    }
+
     /// The ids of the peers with an open data channel, sorted.
     #[wasm_bindgen(unchecked_return_type = "string[]")]
     pub fn peers(&self) -> Array {
@@ -140,7 +171,7 @@ impl Swarm {
     }
 
     /// Registers `listener` for `event`: `'peer-joined'`, `'peer-left'`, `'message'`,
-    /// `'file'` or `'files'`.
+    /// `'file'`, `'files'`, `'stream'`, `'stream-ended'` or `'server'`.
     pub fn on(
         &self,
         #[wasm_bindgen(unchecked_param_type = "keyof SwarmEvents")] event: &str,

@@ -1,4 +1,5 @@
-//! A repeating timer (`setInterval`) that stops when dropped.
+//! Timers: a repeating one (`setInterval`) and a one-shot one (`setTimeout`), each
+//! cancelled when dropped.
 
 use js_sys::{Function, Reflect};
 use wasm_bindgen::prelude::Closure;
@@ -35,4 +36,50 @@ impl Drop for Ticker {
             let _ = clear.call1(&JsValue::NULL, &self.id);
         }
     }
+}
+
+/// Calls a closure once after `delay` milliseconds, unless dropped first.
+pub(crate) struct Timeout {
+    id: JsValue,
+    _callback: Closure<dyn FnMut()>,
+}
+
+impl Timeout {
+    pub(crate) fn start(delay: i32, fire: impl FnOnce() + 'static) -> Result<Self, JsValue> {
+        let mut fire = Some(fire);
+        let callback = Closure::<dyn FnMut()>::new(move || {
+            if let Some(fire) = fire.take() {
+                fire();
+            }
+        });
+        let id = global_function("setTimeout")?.call2(
+            &JsValue::NULL,
+            callback.as_ref(),
+            &delay.into(),
+        )?;
+        Ok(Self {
+            id,
+            _callback: callback,
+        })
+    }
+}
+
+impl Drop for Timeout {
+    fn drop(&mut self) {
+        if let Ok(clear) = global_function("clearTimeout") {
+            let _ = clear.call1(&JsValue::NULL, &self.id);
+        }
+    }
+}
+
+/// 32 bytes from the platform's cryptographically secure generator
+/// (`crypto.getRandomValues`).
+pub(crate) fn random_seed() -> Result<[u8; 32], JsValue> {
+    let crypto = Reflect::get(&js_sys::global(), &"crypto".into())?;
+    let fill = Reflect::get(&crypto, &"getRandomValues".into())?.dyn_into::<Function>()?;
+    let bytes = js_sys::Uint8Array::new_with_length(32);
+    fill.call1(&crypto, &bytes)?;
+    let mut seed = [0u8; 32];
+    bytes.copy_to(&mut seed);
+    Ok(seed)
 }

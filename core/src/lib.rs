@@ -3,6 +3,7 @@
 //! happened and carry out the actions that come back, so every rule is unit-tested natively.
 //!
 //! # Layout
+//! - [`backoff`]: reconnection delays, exponential with jitter.
 //! - [`room`]: the server's room registry: who is in which room, whom to tell when someone
 //!   joins or leaves, and where a `signal` may be relayed.
 //! - [`negotiation`]: who offers, who is polite, and the perfect-negotiation decisions that
@@ -20,6 +21,7 @@
 //! - [`mesh`]: a client's view of its room: which peers to connect to, in which role, and
 //!   when the application hears `peer-joined` and `peer-left`.
 
+pub mod backoff;
 pub mod bitfield;
 pub mod cluster;
 pub mod gossip;

@@ -19,12 +19,21 @@
 //! peer has fewer connections than the cap (a neighbour left), [`Mesh::on_tick`] dials
 //! another member it knows of: through the server, or through the mesh when the server is
 //! away ([`crate::relay`]). [`Mesh::dial`] opens a connection on request.
+//!
+//! Two peers must never offer to each other at the same moment: both would create the `swarm`
+//! data channel, and one of the two channels would be closed, taking the connection with it.
+//! So the upkeep only dials members with a larger id than ours (XOR closeness is symmetric, so
+//! both would otherwise pick each other), and only once they have been known for
+//! [`SETTLE_TICKS`] ticks (a newcomer offers to the peers in its `welcome` itself).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use swarm_protocol::PeerId;
 
 use crate::negotiation::is_polite;
+
+/// Ticks a member must have been known before the upkeep of a partial mesh may dial it.
+pub const SETTLE_TICKS: u64 = 8;
 
 /// Something the application is told.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,8 +74,11 @@ enum Phase {
 pub struct Mesh {
     me: Option<PeerId>,
     peers: BTreeMap<PeerId, Phase>,
-    /// Every other member of the room we know of, connected or not.
-    members: BTreeSet<PeerId>,
+    /// Every other member of the room we know of, connected or not, with the tick at which
+    /// we learned of it.
+    members: BTreeMap<PeerId, u64>,
+    /// Ticks so far.
+    ticks: u64,
     /// The cap on connections we open ourselves; `None` for a full mesh.
     max_peers: Option<usize>,
 }
@@ -88,12 +100,12 @@ impl Mesh {
 
     /// The members of the room we know of, other than us, connected or not.
     pub fn members(&self) -> impl Iterator<Item = PeerId> + '_ {
-        self.members.iter().copied()
+        self.members.keys().copied()
     }
 
     /// Whether `peer` is a member of the room as far as we know.
     pub fn is_member(&self, peer: PeerId) -> bool {
-        self.members.contains(&peer)
+        self.members.contains_key(&peer)
     }
 
     /// Connections, open or being made.
@@ -136,8 +148,9 @@ impl Mesh {
             return actions;
         }
         self.me = Some(me);
-        self.members
-            .extend(peers.iter().copied().filter(|peer| *peer != me));
+        for peer in peers.iter().copied().filter(|peer| *peer != me) {
+            self.learn(peer);
+        }
         let mut candidates: Vec<PeerId> = peers
             .iter()
             .copied()
@@ -162,7 +175,7 @@ impl Mesh {
         if self.me.is_none() || self.me == Some(peer) {
             return Vec::new();
         }
-        self.members.insert(peer);
+        self.learn(peer);
         if self.max_peers.is_some() {
             return Vec::new();
         }
@@ -182,7 +195,7 @@ impl Mesh {
         {
             return Vec::new();
         }
-        self.members.insert(peer);
+        self.learn(peer);
         self.connect(peer, false).into_iter().collect()
     }
 
@@ -196,7 +209,7 @@ impl Mesh {
     /// a transfer needs it), within twice the cap. `None` if `peer` is not a member we know;
     /// no actions if it is connected already or there is no room.
     pub fn dial(&mut self, peer: PeerId) -> Option<Vec<Action>> {
-        if !self.members.contains(&peer) {
+        if !self.members.contains_key(&peer) {
             return None;
         }
         if self
@@ -211,17 +224,21 @@ impl Mesh {
     /// Periodic upkeep of a partial mesh: below the cap, dial one more member we know of and
     /// are not connected to (the closest by XOR distance). A full mesh needs none.
     pub fn on_tick(&mut self) -> Vec<Action> {
+        self.ticks += 1;
         let (Some(me), Some(cap)) = (self.me, self.max_peers) else {
             return Vec::new();
         };
         if self.peers.len() >= cap {
             return Vec::new();
         }
+        let now = self.ticks;
         let next = self
             .members
             .iter()
-            .copied()
-            .filter(|peer| !self.peers.contains_key(peer))
+            .filter(|(peer, learned)| {
+                **peer > me && !self.peers.contains_key(peer) && now >= *learned + SETTLE_TICKS
+            })
+            .map(|(peer, _)| *peer)
             .min_by_key(|peer| xor(me, *peer));
         next.and_then(|peer| self.connect(peer, true))
             .into_iter()
@@ -254,6 +271,11 @@ impl Mesh {
             .into_keys()
             .map(Action::Disconnect)
             .collect()
+    }
+
+    fn learn(&mut self, peer: PeerId) {
+        let now = self.ticks;
+        self.members.entry(peer).or_insert(now);
     }
 
     /// Closes every connection and tells the application each open peer left: our identity
@@ -441,9 +463,16 @@ mod tests {
         );
         assert!(mesh.is_member(id(9)));
         assert!(mesh.on_tick().is_empty(), "at the cap");
-        // A neighbour leaves: the tick dials the next closest member.
+        // A neighbour leaves: once settled, the tick dials the closest member with a larger
+        // id than ours (only 9: the others would dial us).
         mesh.on_left(id(6));
-        assert_eq!(connected(&mesh.on_tick()), vec![id(3)]);
+        let (mut dialed, mut ticks) = (Vec::new(), 1);
+        while dialed.is_empty() && ticks < 20 {
+            dialed = connected(&mesh.on_tick());
+            ticks += 1;
+        }
+        assert_eq!(dialed, vec![id(9)]);
+        assert!(ticks >= SETTLE_TICKS, "{ticks} ticks");
     }
 
     #[test]

@@ -9,11 +9,14 @@ import path from 'node:path';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 
-/** Starts target/release/signal-server on a free loopback port, with extra flags `args`. */
-export async function startServer(args = []) {
+/**
+ * Starts target/release/signal-server on a free loopback port (or `listen`), with extra flags
+ * `args`. `restart()` starts it again on the same address after `stop()` or `kill()`.
+ */
+export async function startServer(args = [], listen = '127.0.0.1:0') {
   const child = spawn(
     path.join(root, 'target/release/signal-server'),
-    ['--listen', '127.0.0.1:0', '--www', path.join(root, 'www'), ...args],
+    ['--listen', listen, '--www', path.join(root, 'www'), ...args],
     { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, RUST_LOG: process.env.RUST_LOG || 'warn' } },
   );
   child.stderr.on('data', (chunk) => process.stderr.write(`[server] ${chunk}`));
@@ -30,15 +33,30 @@ export async function startServer(args = []) {
     });
     child.on('exit', (code) => reject(new Error(`signal-server exited with ${code}`)));
   });
-  return {
+  const server = {
     url,
+    child,
+    /** Graceful shutdown (SIGTERM): clients are closed with 1001. */
     async stop() {
-      if (child.exitCode !== null) return;
-      const exited = once(child, 'exit');
-      child.kill('SIGTERM');
+      if (server.child.exitCode !== null || server.child.signalCode !== null) return;
+      const exited = once(server.child, 'exit');
+      server.child.kill('SIGTERM');
       await exited;
     },
+    /** Killed outright (SIGKILL), as by a crash: no close frames. */
+    async kill() {
+      if (server.child.exitCode !== null || server.child.signalCode !== null) return;
+      const exited = once(server.child, 'exit');
+      server.child.kill('SIGKILL');
+      await exited;
+    },
+    /** Starts the server again on the same address. */
+    async restart() {
+      const again = await startServer(args, new URL(url).host);
+      server.child = again.child;
+    },
   };
+  return server;
 }
 
 export const test = base.extend({
@@ -62,7 +80,8 @@ export { expect };
 function watch(page, label) {
   page.on('pageerror', (err) => console.log(`[${label}] page error: ${err.message}`));
   page.on('console', (msg) => {
-    if (msg.type() === 'error') console.log(`[${label}] ${msg.text()}`);
+    // A refused reconnection attempt while a test has the server down is expected.
+    if (msg.type() === 'error' && !/WebSocket connection to .* failed/.test(msg.text())) console.log(`[${label}] ${msg.text()}`);
   });
 }
 
@@ -97,6 +116,7 @@ export async function joinRoom(browser, server, room, label = room, options = un
       window.events.push({ type: 'stream', peer, id: stream.id, kinds: stream.getTracks().map((t) => t.kind).sort() });
     });
     swarm.on('stream-ended', (peer, id) => window.events.push({ type: 'stream-ended', peer, id }));
+    swarm.on('server', (state) => window.events.push({ type: 'server', state, at: performance.now() }));
     swarm.on('message', (from, data) => window.events.push({
       type: 'message',
       from,

@@ -9,8 +9,8 @@
 //! No frame is longer than [`MAX_FRAME_LEN`] bytes, which every WebRTC stack accepts. All
 //! integers are big-endian. The layout of each message is in `PROTOCOL.md`.
 
-use crate::codec::{Reader, Writer};
 use crate::PeerId;
+use crate::codec::{Reader, Writer};
 use crate::content::{ContentId, HASH_LEN};
 
 /// Longest data-channel frame either peer sends, in bytes.
@@ -568,15 +568,28 @@ mod tests {
         assert_eq!(frame[0], 0x0c);
         assert_eq!(decode_binary(&frame), Ok(BinaryFrame::Relay(relay)));
         for cut in 1..RELAY_HEADER_LEN {
-            assert_eq!(decode_binary(&frame[..cut]), Err(WireError::Truncated), "{cut}");
+            assert_eq!(
+                decode_binary(&frame[..cut]),
+                Err(WireError::Truncated),
+                "{cut}"
+            );
         }
         let big = vec![b' '; MAX_RELAY_DATA_LEN + 1];
         assert!(matches!(
-            Relay { data: &big, ..relay }.encode(),
+            Relay {
+                data: &big,
+                ..relay
+            }
+            .encode(),
             Err(WireError::TooLarge { .. })
         ));
         let most = vec![b' '; MAX_RELAY_DATA_LEN];
-        let frame = Relay { data: &most, ..relay }.encode().expect("fits");
+        let frame = Relay {
+            data: &most,
+            ..relay
+        }
+        .encode()
+        .expect("fits");
         assert_eq!(frame.len(), MAX_FRAME_LEN);
     }
 

@@ -1,0 +1,171 @@
+// A swarm that outlives its server: the mesh keeps working while the server is gone, signals
+// go through neighbours, pages resume their ids when it returns, and transfers survive churn.
+import { test, expect, joinRoom, waitForPeers, events } from './harness.js';
+
+const MiB = 1024 * 1024;
+
+/** Joins `count` pages to `room` (with join `options`); waits for the full mesh. */
+async function mesh(browser, server, room, count, options) {
+  const members = [];
+  for (let i = 0; i < count; i++) members.push(await joinRoom(browser, server, room, `${room}-${i}`, options));
+  for (const m of members) await waitForPeers(m, members.filter((o) => o !== m).map((o) => o.id));
+  return members;
+}
+
+/** Installs page helpers: deterministic pseudo-random blobs and SHA-256 of blobs. */
+async function helpers(member) {
+  await member.page.evaluate(() => {
+    window.makeBlob = (size, seed) => {
+      const bytes = new Uint8Array(size);
+      const words = new Uint32Array(bytes.buffer, 0, Math.floor(size / 4));
+      let x = seed >>> 0 || 1;
+      for (let i = 0; i < words.length; i++) {
+        x ^= x << 13; x ^= x >>> 17; x ^= x << 5;
+        words[i] = x >>> 0;
+      }
+      return new Blob([bytes], { type: 'application/octet-stream' });
+    };
+    window.sha256 = async (blob) => {
+      const digest = await crypto.subtle.digest('SHA-256', await blob.arrayBuffer());
+      return Array.from(new Uint8Array(digest), (b) => b.toString(16).padStart(2, '0')).join('');
+    };
+  });
+}
+
+async function share(member, size, seed) {
+  await helpers(member);
+  return member.page.evaluate(async ([size, seed]) => {
+    const blob = window.makeBlob(size, seed);
+    const id = await window.swarm.shareFile(new File([blob], 'file.bin', { type: blob.type }));
+    return { id, hash: await window.sha256(blob) };
+  }, [size, seed]);
+}
+
+/** Downloads `id` on `member` once offered; resolves with {size, hash} of the result. */
+async function download(member, id, timeout = 60_000) {
+  await helpers(member);
+  await member.page.waitForFunction((id) => window.swarm.files().some((f) => f.id === id && f.sources > 0), id, { timeout: 20_000 });
+  return member.page.evaluate(async ([id, timeout]) => {
+    const blob = await Promise.race([
+      window.swarm.download(id).blob(),
+      new Promise((_, reject) => setTimeout(() => reject(new Error('download timed out')), timeout)),
+    ]);
+    return { size: blob.size, hash: await window.sha256(blob) };
+  }, [id, timeout]);
+}
+
+async function serverStates(members) {
+  return Promise.all(members.map((m) => m.page.evaluate(() => window.swarm.serverState)));
+}
+
+async function peerLefts(members) {
+  const all = await Promise.all(members.map((m) => events(m)));
+  return all.flat().filter((e) => e.type === 'peer-left');
+}
+
+test('six pages keep chatting and sharing files after the server is killed', async ({ browser, server }) => {
+  test.setTimeout(120_000);
+  const members = await mesh(browser, server, 'outlive', 6);
+  await server.kill();
+  await expect.poll(() => serverStates(members), { timeout: 15_000 }).toEqual(Array(6).fill('reconnecting'));
+
+  // A chat message reaches everyone.
+  const sent = await members[0].page.evaluate(() => window.swarm.broadcast('still here without a server'));
+  expect(sent).toBe(5);
+  for (const m of members.slice(1)) {
+    await expect.poll(async () => (await events(m)).some((e) => e.data === 'still here without a server')).toBe(true);
+  }
+  // A file shared now is announced and downloaded over the mesh alone.
+  const file = await share(members[1], 6 * MiB, 11);
+  const got = await download(members[4], file.id);
+  expect(got).toEqual({ size: 6 * MiB, hash: file.hash });
+  expect(await peerLefts(members)).toEqual([]);
+  expect(await serverStates(members)).toEqual(Array(6).fill('reconnecting'));
+});
+
+test('with a low cap, two pages that are not connected connect through a neighbour while the server is down', async ({ browser, server }) => {
+  test.setTimeout(90_000);
+  const options = { maxPeers: 2 };
+  const members = [];
+  for (let i = 0; i < 4; i++) members.push(await joinRoom(browser, server, 'capped', `capped-${i}`, options));
+  // The first three form a triangle; the fourth offers to the two closest to its id only.
+  const [a, b, c, d] = members;
+  for (const m of [a, b, c]) {
+    await expect.poll(() => m.page.evaluate(() => window.swarm.peers().length), { timeout: 20_000 }).toBeGreaterThanOrEqual(2);
+  }
+  await expect.poll(() => d.page.evaluate(() => window.swarm.peers().length), { timeout: 20_000 }).toBe(2);
+  // Let any extra connection settle, then find the one page d is not connected to.
+  await d.page.waitForTimeout(1_000);
+  const dPeers = await d.page.evaluate(() => window.swarm.peers());
+  expect(dPeers).toHaveLength(2);
+  const stranger = [a, b, c].find((m) => !dPeers.includes(m.id));
+  expect(await d.page.evaluate(() => window.swarm.members())).toContain(stranger.id);
+  // They share a neighbour: each of d's peers is connected to the stranger.
+  for (const id of dPeers) {
+    const neighbour = members.find((m) => m.id === id);
+    expect(await neighbour.page.evaluate(() => window.swarm.peers())).toContain(stranger.id);
+  }
+
+  await server.kill();
+  await expect.poll(() => serverStates(members), { timeout: 15_000 }).toEqual(Array(4).fill('reconnecting'));
+  await d.page.evaluate((id) => window.swarm.connect(id), stranger.id);
+  await expect.poll(() => d.page.evaluate(() => window.swarm.peers()), { timeout: 30_000 }).toContain(stranger.id);
+  await expect.poll(() => stranger.page.evaluate(() => window.swarm.peers()), { timeout: 10_000 }).toContain(d.id);
+  // The new connection carries data.
+  await d.page.evaluate((id) => window.swarm.send(id, 'met through a neighbour'), stranger.id);
+  await expect.poll(async () => (await events(stranger)).some((e) => e.data === 'met through a neighbour')).toBe(true);
+  expect(await peerLefts(members)).toEqual([]);
+});
+
+test('when the server restarts, every page re-registers under its id and nobody sees anyone leave', async ({ browser, server }) => {
+  test.setTimeout(90_000);
+  const members = await mesh(browser, server, 'restart', 3);
+  const ids = members.map((m) => m.id);
+  await server.kill();
+  await expect.poll(() => serverStates(members), { timeout: 15_000 }).toEqual(Array(3).fill('reconnecting'));
+  await members[0].page.waitForTimeout(1_500);
+  await server.restart();
+  await expect.poll(() => serverStates(members), { timeout: 30_000 }).toEqual(Array(3).fill('connected'));
+  expect(await Promise.all(members.map((m) => m.page.evaluate(() => window.swarm.id)))).toEqual(ids);
+  for (const m of members) await waitForPeers(m, ids.filter((id) => id !== m.id));
+  expect(await peerLefts(members)).toEqual([]);
+  for (const m of members) {
+    expect((await events(m)).filter((e) => e.type === 'server').map((e) => e.state)).toEqual(['reconnecting', 'connected']);
+  }
+  // The restarted server knows them all again: a newcomer meets every one of them.
+  const late = await joinRoom(browser, server, 'restart', 'late');
+  await waitForPeers(late, ids);
+  expect(await peerLefts(members)).toEqual([]);
+});
+
+test('a 50 MiB download completes byte-identical while pages join and leave every few seconds', async ({ browser, server }) => {
+  test.setTimeout(180_000);
+  const [seeder, downloader] = await mesh(browser, server, 'churn', 2);
+  // Cap the seeder so the transfer lasts long enough for churn to matter (~15 s).
+  await seeder.page.evaluate(() => window.swarm._capUpload(3.5 * 1024 * 1024));
+  const file = await share(seeder, 50 * MiB, 5);
+  const result = download(downloader, file.id, 150_000);
+  // Churn: every 2.5 s a page joins (and downloads, becoming a source), and the oldest
+  // churning page leaves, until the download is done.
+  const churners = [];
+  let done = false;
+  result.finally(() => { done = true; }).catch(() => {});
+  let joined = 0;
+  while (!done && joined < 12) {
+    const page = await joinRoom(browser, server, 'churn', `churn-${joined}`);
+    joined += 1;
+    churners.push(page);
+    await helpers(page);
+    await page.page.evaluate((id) => {
+      const start = () => {
+        if (window.swarm.files().some((f) => f.id === id && f.sources > 0)) window.swarm.download(id).blob().catch(() => {});
+        else setTimeout(start, 200);
+      };
+      start();
+    }, file.id);
+    await page.page.waitForTimeout(2_500);
+    if (churners.length > 2) await churners.shift().context.close();
+  }
+  expect(await result).toEqual({ size: 50 * MiB, hash: file.hash });
+  expect(joined).toBeGreaterThanOrEqual(3);
+});
