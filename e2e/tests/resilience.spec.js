@@ -169,3 +169,44 @@ test('a 50 MiB download completes byte-identical while pages join and leave ever
   expect(await result).toEqual({ size: 50 * MiB, hash: file.hash });
   expect(joined).toBeGreaterThanOrEqual(3);
 });
+
+test('a room of 30 pages with a connection cap forms one connected overlay and carries messages', async ({ browser, server }) => {
+  test.setTimeout(240_000);
+  const count = 30;
+  const members = [];
+  for (let i = 0; i < count; i++) members.push(await joinRoom(browser, server, 'crowd', `crowd-${i}`, { maxPeers: 4 }));
+  // Let the newcomers' offers and the upkeep settle.
+  const ids = members.map((m) => m.id);
+  await expect.poll(async () => {
+    const counts = await Promise.all(members.map((m) => m.page.evaluate(() => window.swarm.peers().length)));
+    return Math.min(...counts);
+  }, { timeout: 90_000 }).toBeGreaterThanOrEqual(1);
+  await members[0].page.waitForTimeout(3_000);
+  const graph = new Map();
+  for (const m of members) graph.set(m.id, await m.page.evaluate(() => window.swarm.peers()));
+  // Partial: nobody holds more than twice the cap; everyone knows the whole room.
+  for (const [id, peers] of graph) {
+    expect(peers.length, id).toBeLessThanOrEqual(8);
+    expect(peers.length, id).toBeGreaterThanOrEqual(1);
+  }
+  const total = [...graph.values()].reduce((n, peers) => n + peers.length, 0) / 2;
+  expect(total).toBeLessThan((count * (count - 1)) / 2 / 3);
+  expect((await members[count - 1].page.evaluate(() => window.swarm.members())).length).toBe(count - 1);
+  // Connected: a walk from the first page reaches all 30.
+  const seen = new Set([ids[0]]);
+  const queue = [ids[0]];
+  while (queue.length) {
+    for (const next of graph.get(queue.shift())) {
+      if (!seen.has(next)) { seen.add(next); queue.push(next); }
+    }
+  }
+  expect(seen.size).toBe(count);
+  // Messages go over the overlay's links.
+  const last = members[count - 1];
+  const sent = await last.page.evaluate(() => window.swarm.broadcast('hello, neighbours'));
+  expect(sent).toBe(graph.get(last.id).length);
+  for (const id of graph.get(last.id)) {
+    const neighbour = members.find((m) => m.id === id);
+    await expect.poll(async () => (await events(neighbour)).some((e) => e.data === 'hello, neighbours')).toBe(true);
+  }
+});
