@@ -270,16 +270,46 @@ impl RoutingTable {
 
     /// The `n` peers of the table closest to `key`, closest first.
     pub fn closest(&self, key: &Key, n: usize) -> Vec<PeerId> {
-        let mut all: Vec<(Distance, PeerId)> = self
-            .peers()
-            .map(|p| (key.distance(&Key::from(p)), p))
-            .collect();
-        if all.len() > n && n > 0 {
-            all.select_nth_unstable(n - 1);
+        // Buckets in order of distance to `key`: with `j` the prefix `key` shares with us, the
+        // peers of bucket `j` share more than `j` bits with `key`; those of every deeper
+        // bucket share exactly `j` (as we do); those of bucket `i < j` share exactly `i`. So
+        // only the groups that reach `n` peers need sorting.
+        let shared = self.local_key.distance(key).leading_zeros() as usize;
+        let mut out: Vec<PeerId> = Vec::with_capacity(n);
+        let mut group: Vec<(Distance, PeerId)> = Vec::new();
+        let take = |group: &mut Vec<(Distance, PeerId)>, out: &mut Vec<PeerId>| {
+            let room = n - out.len();
+            if group.len() > room && room > 0 {
+                group.select_nth_unstable(room - 1);
+            }
+            group.truncate(room);
+            group.sort_unstable();
+            out.extend(group.drain(..).map(|(_, p)| p));
+        };
+        let with_distance = |p: &PeerId| (key.distance(&Key::from(*p)), *p);
+        if let Some(bucket) = self.buckets.get(shared) {
+            group.extend(bucket.iter().map(with_distance));
+            take(&mut group, &mut out);
         }
-        all.truncate(n);
-        all.sort_unstable();
-        all.into_iter().map(|(_, p)| p).collect()
+        if out.len() < n {
+            for bucket in self.buckets.iter().skip(shared + 1) {
+                group.extend(bucket.iter().map(with_distance));
+            }
+            take(&mut group, &mut out);
+        }
+        for bucket in self
+            .buckets
+            .iter()
+            .take(shared.min(self.buckets.len()))
+            .rev()
+        {
+            if out.len() >= n {
+                break;
+            }
+            group.extend(bucket.iter().map(with_distance));
+            take(&mut group, &mut out);
+        }
+        out
     }
 }
 
@@ -963,6 +993,21 @@ mod tests {
             all.sort_by_key(|p| key(target).distance(&Key::from(*p)));
             all.truncate(n);
             prop_assert_eq!(table.closest(&key(target), n), all);
+        }
+
+        /// The same with peers and keys that share long prefixes with us, so every bucket
+        /// order case of `closest` is exercised.
+        #[test]
+        fn closest_matches_brute_force_near_us(me in any::<u128>(), others in proptest::collection::vec((any::<u128>(), 0u32..128), 0..60), target in (any::<u128>(), 0u32..128), n in 0usize..30, k in 1usize..6) {
+            let mut table = RoutingTable::new(peer(me), k);
+            for (bits, shift) in others {
+                table.insert(peer(me ^ (bits >> shift)));
+            }
+            let target = key(me ^ (target.0 >> target.1));
+            let mut all: Vec<PeerId> = table.peers().collect();
+            all.sort_by_key(|p| target.distance(&Key::from(*p)));
+            all.truncate(n);
+            prop_assert_eq!(table.closest(&target, n), all);
         }
 
         /// On a static network, a lookup finds exactly the true `k` closest peers.
