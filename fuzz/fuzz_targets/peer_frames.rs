@@ -9,7 +9,11 @@ fuzz_target!(|frame: &[u8]| {
     match decode_binary(frame) {
         Ok(BinaryFrame::Peer(msg)) => assert_eq!(msg.encode(), frame, "decoding is exact"),
         Ok(BinaryFrame::Relay(relay)) => {
-            assert_eq!(relay.encode().ok().as_deref(), Some(frame), "decoding is exact")
+            assert_eq!(
+                relay.encode().ok().as_deref(),
+                Some(frame),
+                "decoding is exact"
+            )
         }
         _ => {}
     }
