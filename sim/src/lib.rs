@@ -3,17 +3,20 @@
 //! hops and messages does a Kademlia provider lookup take?
 //!
 //! One run ([`run`]) goes:
-//! 1. **Build**: `peers` peers join (each with the server's sample of earlier members), then
-//!    `warmup_rounds` rounds of overlay repair; then every peer joins the structured layer
-//!    (neighbours into its table, a lookup of its own id), and `contents` contents are
-//!    published, each by one random peer (rare files: a single provider).
+//! 1. **Build**: `peers` peers join one after the other (each with the server's welcome:
+//!    the members so far, or a sample of them), then `warmup_rounds` rounds of overlay repair
+//!    (see [`overlay`] for the two neighbour policies); then every peer joins the structured
+//!    layer (neighbours into its table, a lookup of its own id, a refresh of its far buckets;
+//!    see [`dht`]), and `contents` contents are published, each by one random peer (rare
+//!    files: a single provider).
 //! 2. **Churn**, for `churn_rounds` rounds. Each round: a `churn` share of the live peers
 //!    leave at once (links drop; tables and records go with them) and as many newcomers join;
-//!    the overlay repairs (with `server_gone`, nobody joins and peers left alone stay alone); newcomers bootstrap their tables; a content whose provider left is
-//!    replaced by a new one from a random live peer; providers republish every
-//!    `republish_ms`; expired records are dropped. Every `flood_every` rounds an announcement
-//!    is flooded from a random live peer, and each round `lookups_per_round` random live
-//!    peers look up the providers of random contents.
+//!    the overlay repairs (with `server_gone`, nobody joins); newcomers bootstrap their
+//!    tables; a content whose provider left is replaced by a new one from a random live peer
+//!    (nobody can find a file whose only provider is gone, whatever the method); providers
+//!    republish every `republish_ms`; expired records are dropped. Every `flood_every` rounds
+//!    an announcement is flooded from a random live peer (see [`flood`]), and each round
+//!    `lookups_per_round` random live peers look up the providers of random contents.
 //!
 //! Connectivity is measured every round twice: right after the departures (among the
 //! survivors, before any repair) and after the repair (everyone).
@@ -124,6 +127,9 @@ pub struct Report {
     pub server_fallbacks_per_round: f64,
     /// Dials per live peer per churn round.
     pub dials_per_peer_round: f64,
+    /// Dials over the churn rounds that failed: refused by a full peer, to a peer that had
+    /// left, and (server gone) to a peer beyond the mesh relay's reach.
+    pub failed_dials: (u64, u64, u64),
     /// Every flood.
     pub floods: Vec<FloodOutcome>,
     /// Provider lookups run.
@@ -206,7 +212,7 @@ pub fn run(config: &Config) -> Report {
     }
     let publish_before_churn = dht.stats.publish_messages;
 
-    let dials_before = overlay.stats.dials;
+    let dials_before = overlay.stats;
     let fallbacks_before = overlay.stats.server_fallbacks;
     let mut report = Report {
         config: *config,
@@ -221,6 +227,7 @@ pub fn run(config: &Config) -> Report {
         last: overlay.connectivity(),
         server_fallbacks_per_round: 0.0,
         dials_per_peer_round: 0.0,
+        failed_dials: (0, 0, 0),
         floods: Vec::new(),
         lookups: 0,
         successes: 0,
@@ -334,7 +341,13 @@ pub fn run(config: &Config) -> Report {
     report.degrees = overlay.degrees();
     report.server_fallbacks_per_round =
         (overlay.stats.server_fallbacks - fallbacks_before) as f64 / rounds;
-    report.dials_per_peer_round = (overlay.stats.dials - dials_before) as f64 / peer_rounds;
+    let stats = overlay.stats;
+    report.dials_per_peer_round = (stats.dials - dials_before.dials) as f64 / peer_rounds;
+    report.failed_dials = (
+        stats.refused - dials_before.refused,
+        stats.dead_dials - dials_before.dead_dials,
+        stats.out_of_relay_reach - dials_before.out_of_relay_reach,
+    );
     report.publish_accuracy = accuracy_sum / publications.max(1) as f64;
     report.publications = publications;
     report.mean_table_size = dht.mean_table_size(&overlay);

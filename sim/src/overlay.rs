@@ -20,8 +20,9 @@
 //!   every 250 ms: 40 ticks in a 10 s round), the peers taking turns in a random order. A dial
 //!   resolves at once (in a browser it takes a second or two, a few ticks).
 //! - `Disconnect` closes the link and tells the other side. With the server gone, nobody
-//!   joins, no `joined`/`left` is sent, and dials are assumed to reach their peer through the
-//!   mesh relay.
+//!   joins, no `joined`/`left` is sent, and an offer reaches its peer only through the mesh
+//!   relay ([`swarm_core::relay`]): if that peer is within `HOP_LIMIT + 1` links; otherwise
+//!   the dial fails.
 //!
 //! **[`Policy::Random`]** is the simulation's own, for comparison:
 //! - A newcomer gets a random sample of `welcome` members from the signalling server and
@@ -42,6 +43,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 use rand::Rng;
 use rand::seq::{IndexedRandom, SliceRandom};
 use swarm_core::mesh::{Action, Mesh};
+use swarm_core::relay::HOP_LIMIT;
 use swarm_protocol::PeerId;
 
 /// Hashes a peer id by its first eight bytes: ids are random, so that is as good as SipHash
@@ -121,6 +123,9 @@ pub struct OverlayStats {
     pub peer_exchanges: u64,
     /// Peers with no neighbour left that asked the server for a new sample.
     pub server_fallbacks: u64,
+    /// With the server gone, offers that could not be relayed: the peer was more than
+    /// `HOP_LIMIT + 1` links away ([`Policy::Mesh`]).
+    pub out_of_relay_reach: u64,
 }
 
 /// Connected components of the live peers.
@@ -346,6 +351,27 @@ impl Overlay {
         }
     }
 
+    /// Whether `q` is at most `links` links away from `p`.
+    fn within(&self, p: Slot, q: Slot, links: usize) -> bool {
+        let mut frontier = vec![p];
+        let mut seen = std::collections::HashSet::from([p]);
+        for _ in 0..links {
+            let mut next = Vec::new();
+            for s in frontier {
+                for &n in &self.peers[s].neighbours {
+                    if n == q {
+                        return true;
+                    }
+                    if seen.insert(n) {
+                        next.push(n);
+                    }
+                }
+            }
+            frontier = next;
+        }
+        false
+    }
+
     /// The links opened since the last call (dialler first).
     pub fn take_new_links(&mut self) -> Vec<(Slot, Slot)> {
         std::mem::take(&mut self.new_links)
@@ -425,6 +451,16 @@ impl Overlay {
             return; // both offered; the link is already open
         }
         self.stats.dials += 1;
+        if !self.server && !self.within(p, q, usize::from(HOP_LIMIT) + 1) {
+            // The relayed offer dies out before it reaches `q`.
+            self.stats.out_of_relay_reach += 1;
+            let actions = self
+                .mesh(p)
+                .map(|m| m.on_channel_closed(peer))
+                .unwrap_or_default();
+            self.carry_out(p, actions);
+            return;
+        }
         let crossing = self.mesh(q).is_some_and(|m| m.knows(me));
         let answered = crossing
             || self

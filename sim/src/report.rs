@@ -67,14 +67,14 @@ fn write_tables(out: &mut String, reports: &[Report]) -> std::fmt::Result {
     writeln!(out, "Overlay (per-round churn; worst round of the run):\n")?;
     writeln!(
         out,
-        "| peers | welcome | churn/round | left / joined | live at end | degree min/mean/max (end) | largest component after departures, before repair | components then | largest component after repair | components then | server fallbacks/round | dials/peer/round |"
+        "| peers | welcome | churn/round | left / joined | live at end | degree min/mean/max (end) | largest component after departures, before repair | components then | largest component after repair | components then | server fallbacks/round | dials/peer/round | failed dials: refused / peer gone / beyond relay reach |"
     )?;
-    writeln!(out, "|---|---|---|---|---|---|---|---|---|---|---|---|")?;
+    writeln!(out, "|---|---|---|---|---|---|---|---|---|---|---|---|---|")?;
     for r in reports {
         let (min, mean_degree, max) = r.degrees;
         writeln!(
             out,
-            "| {} | {} | {} | {} / {} | {} | {} / {:.1} / {} | {} | {} | {} | {} | {:.2} | {:.3} |",
+            "| {} | {} | {} | {} / {} | {} | {} / {:.1} / {} | {} | {} | {} | {} | {:.2} | {:.3} | {} / {} / {} |",
             peers(r.config.peers),
             if r.config.overlay.welcome == 0 {
                 "whole room".to_owned()
@@ -94,6 +94,9 @@ fn write_tables(out: &mut String, reports: &[Report]) -> std::fmt::Result {
             r.most_components_after_repair,
             r.server_fallbacks_per_round,
             r.dials_per_peer_round,
+            peers(r.failed_dials.0 as usize),
+            peers(r.failed_dials.1 as usize),
+            peers(r.failed_dials.2 as usize),
         )?;
     }
 
