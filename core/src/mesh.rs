@@ -13,12 +13,14 @@
 //! # Full and partial mesh
 //! By default every peer connects to every other (a full mesh). With a cap
 //! ([`Mesh::with_max_peers`]), a large room becomes a partial mesh: a newcomer offers to at
-//! most `max_peers` of the peers in `welcome` (those closest to its id by XOR distance, so the
-//! choices are spread evenly), the others only note that it exists, and each peer answers
+//! most `max_peers` of the peers in `welcome` (half of them the closest to its id by XOR
+//! distance, half chosen at random, so the overlay has both local structure and the long
+//! random links that keep it in one piece under churn: with closest-only choices a simulated
+//! room of 1,000 fell apart along id prefixes), the others only note that it exists, and each peer answers
 //! offers while it has fewer than twice the cap, so a newcomer always finds room. Whenever a
 //! peer has fewer connections than the cap (a neighbour left), [`Mesh::on_tick`] dials
 //! another member it knows of: through the server, or through the mesh when the server is
-//! away ([`crate::relay`]). [`Mesh::dial`] opens a connection on request.
+//! away ([`crate::relay`]), chosen at random. [`Mesh::dial`] opens a connection on request.
 //!
 //! Two peers must never offer to each other at the same moment: both would create the `swarm`
 //! data channel, and one of the two channels would be closed, taking the connection with it.
@@ -156,13 +158,19 @@ impl Mesh {
             .copied()
             .filter(|peer| *peer != me && !self.peers.contains_key(peer))
             .collect();
-        // Closest by XOR distance first: every peer prefers different others.
-        candidates.sort_by_key(|peer| xor(me, *peer));
         let room = match self.max_peers {
             Some(cap) => cap.saturating_sub(self.peers.len()),
             None => candidates.len(),
         };
-        candidates.truncate(room);
+        if room < candidates.len() {
+            // Half the closest by XOR distance, the other half at random.
+            candidates.sort_by_key(|peer| xor(me, *peer));
+            let close = room.div_ceil(2);
+            let mut rest = candidates.split_off(close);
+            rest.sort_by_key(|peer| shuffle(0, me, *peer));
+            rest.truncate(room - close);
+            candidates.extend(rest);
+        }
         candidates
             .into_iter()
             .filter_map(|peer| self.connect(peer, true))
@@ -222,7 +230,7 @@ impl Mesh {
     }
 
     /// Periodic upkeep of a partial mesh: below the cap, dial one more member we know of and
-    /// are not connected to (the closest by XOR distance). A full mesh needs none.
+    /// are not connected to (at random). A full mesh needs none.
     pub fn on_tick(&mut self) -> Vec<Action> {
         self.ticks += 1;
         let (Some(me), Some(cap)) = (self.me, self.max_peers) else {
@@ -239,7 +247,7 @@ impl Mesh {
                 **peer > me && !self.peers.contains_key(peer) && now >= *learned + SETTLE_TICKS
             })
             .map(|(peer, _)| *peer)
-            .min_by_key(|peer| xor(me, *peer));
+            .min_by_key(|peer| shuffle(now, me, *peer));
         next.and_then(|peer| self.connect(peer, true))
             .into_iter()
             .collect()
@@ -321,6 +329,21 @@ fn xor(a: PeerId, b: PeerId) -> [u8; 16] {
         *byte ^= other;
     }
     out
+}
+
+/// A pseudo-random sort key for `peer` as seen from `me`, different for every `round`: the
+/// first bytes of SHA-256(`round`, `me`, `peer`). Core has no random generator; ids are
+/// random already, and hashing them gives every peer its own order of the others.
+fn shuffle(round: u64, me: PeerId, peer: PeerId) -> [u8; 8] {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::new()
+        .chain_update(round.to_be_bytes())
+        .chain_update(me.as_bytes())
+        .chain_update(peer.as_bytes())
+        .finalize();
+    let mut key = [0u8; 8];
+    key.copy_from_slice(&digest[..8]);
+    key
 }
 
 #[cfg(test)]
@@ -455,7 +478,13 @@ mod tests {
         let peers: Vec<PeerId> = [1, 2, 3, 4, 6].map(id).to_vec();
         // XOR distances from 0x07..: 6 -> 1, 4 -> 3, 3 -> 4, 2 -> 5, 1 -> 6.
         let actions = mesh.on_welcome(id(7), &peers);
-        assert_eq!(connected(&actions), vec![id(6), id(4)]);
+        let dialed = connected(&actions);
+        assert_eq!(dialed.len(), 2);
+        assert_eq!(dialed[0], id(6), "the closest");
+        assert!(
+            peers.contains(&dialed[1]) && dialed[1] != id(6),
+            "and one at random"
+        );
         assert_eq!(mesh.members().count(), 5);
         assert!(
             mesh.on_joined(id(9)).is_empty(),
