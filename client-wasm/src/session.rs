@@ -378,12 +378,11 @@ impl Session {
         let incoming = self.relay.borrow_mut().on_frame(from, relay, &neighbours);
         match incoming {
             Incoming::Deliver { from: origin, data } => {
-                let parsed = serde_json::from_slice::<Box<serde_json::value::RawValue>>(&data)
-                    .ok()
-                    .and_then(|raw| SignalData::parse(&raw).ok());
-                match parsed {
-                    Some(data) => self.on_signal(origin, data),
-                    None => warn!(peer = %origin, "ignoring unreadable relayed signal data"),
+                match serde_json::from_slice::<SignalData>(&data) {
+                    Ok(data) => self.on_signal(origin, data),
+                    Err(err) => {
+                        warn!(peer = %origin, error = %err, "ignoring unreadable relayed signal data")
+                    }
                 }
             }
             Incoming::Forward(frames) => {

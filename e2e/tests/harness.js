@@ -185,3 +185,42 @@ export function makeClip(name, { size = '640x360', pattern = 'testsrc', seconds 
 export function testClip() {
   return makeClip('clip-streamable.webm', { cuesToFront: true });
 }
+
+/** Joins `count` pages to `room` (with join `options`) and waits for the full mesh. */
+export async function mesh(browser, server, room, count, options = undefined) {
+  const members = [];
+  for (let i = 0; i < count; i++) members.push(await joinRoom(browser, server, room, `${room}-${i}`, options));
+  for (const m of members) await waitForPeers(m, members.filter((o) => o !== m).map((o) => o.id));
+  return members;
+}
+
+/** Installs page helpers: deterministic pseudo-random blobs and SHA-256 of blobs. */
+export async function helpers(member) {
+  await member.page.evaluate(() => {
+    window.makeBlob = (size, seed) => {
+      const bytes = new Uint8Array(size);
+      const words = new Uint32Array(bytes.buffer, 0, Math.floor(size / 4));
+      let x = seed >>> 0 || 1;
+      for (let i = 0; i < words.length; i++) {
+        x ^= x << 13; x ^= x >>> 17; x ^= x << 5;
+        words[i] = x >>> 0;
+      }
+      for (let i = words.length * 4; i < size; i++) bytes[i] = i & 0xff;
+      return new Blob([bytes], { type: 'application/octet-stream' });
+    };
+    window.sha256 = async (blob) => {
+      const digest = await crypto.subtle.digest('SHA-256', await blob.arrayBuffer());
+      return Array.from(new Uint8Array(digest), (b) => b.toString(16).padStart(2, '0')).join('');
+    };
+  });
+}
+
+/** Shares a generated file from `member`; returns {id, hash}. */
+export async function share(member, size, seed) {
+  await helpers(member);
+  return member.page.evaluate(async ([size, seed]) => {
+    const blob = window.makeBlob(size, seed);
+    const id = await window.swarm.shareFile(new File([blob], 'random.bin', { type: blob.type }));
+    return { id, hash: await window.sha256(blob) };
+  }, [size, seed]);
+}

@@ -1,45 +1,8 @@
 // A swarm that outlives its server: the mesh keeps working while the server is gone, signals
 // go through neighbours, pages resume their ids when it returns, and transfers survive churn.
-import { test, expect, joinRoom, waitForPeers, events } from './harness.js';
+import { test, expect, joinRoom, waitForPeers, events, mesh, helpers, share } from './harness.js';
 
 const MiB = 1024 * 1024;
-
-/** Joins `count` pages to `room` (with join `options`); waits for the full mesh. */
-async function mesh(browser, server, room, count, options) {
-  const members = [];
-  for (let i = 0; i < count; i++) members.push(await joinRoom(browser, server, room, `${room}-${i}`, options));
-  for (const m of members) await waitForPeers(m, members.filter((o) => o !== m).map((o) => o.id));
-  return members;
-}
-
-/** Installs page helpers: deterministic pseudo-random blobs and SHA-256 of blobs. */
-async function helpers(member) {
-  await member.page.evaluate(() => {
-    window.makeBlob = (size, seed) => {
-      const bytes = new Uint8Array(size);
-      const words = new Uint32Array(bytes.buffer, 0, Math.floor(size / 4));
-      let x = seed >>> 0 || 1;
-      for (let i = 0; i < words.length; i++) {
-        x ^= x << 13; x ^= x >>> 17; x ^= x << 5;
-        words[i] = x >>> 0;
-      }
-      return new Blob([bytes], { type: 'application/octet-stream' });
-    };
-    window.sha256 = async (blob) => {
-      const digest = await crypto.subtle.digest('SHA-256', await blob.arrayBuffer());
-      return Array.from(new Uint8Array(digest), (b) => b.toString(16).padStart(2, '0')).join('');
-    };
-  });
-}
-
-async function share(member, size, seed) {
-  await helpers(member);
-  return member.page.evaluate(async ([size, seed]) => {
-    const blob = window.makeBlob(size, seed);
-    const id = await window.swarm.shareFile(new File([blob], 'file.bin', { type: blob.type }));
-    return { id, hash: await window.sha256(blob) };
-  }, [size, seed]);
-}
 
 /** Downloads `id` on `member` once offered; resolves with {size, hash} of the result. */
 async function download(member, id, timeout = 60_000) {

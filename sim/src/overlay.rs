@@ -433,6 +433,15 @@ impl Overlay {
         }
     }
 
+    /// `p`'s dial of `peer` came to nothing: its mesh sees the connection close.
+    fn dial_failed(&mut self, p: Slot, peer: PeerId) {
+        let actions = self
+            .mesh(p)
+            .map(|m| m.on_channel_closed(peer))
+            .unwrap_or_default();
+        self.carry_out(p, actions);
+    }
+
     /// `p`'s offer to `peer` goes through: the other side answers or refuses.
     fn offer(&mut self, p: Slot, peer: PeerId) {
         let me = self.peers[p].id;
@@ -440,11 +449,7 @@ impl Overlay {
         let Some(q) = q else {
             self.stats.dials += 1;
             self.stats.dead_dials += 1;
-            let actions = self
-                .mesh(p)
-                .map(|m| m.on_channel_closed(peer))
-                .unwrap_or_default();
-            self.carry_out(p, actions);
+            self.dial_failed(p, peer);
             return;
         };
         if self.peers[p].neighbours.contains(&q) {
@@ -454,11 +459,7 @@ impl Overlay {
         if !self.server && !self.within(p, q, usize::from(HOP_LIMIT) + 1) {
             // The relayed offer dies out before it reaches `q`.
             self.stats.out_of_relay_reach += 1;
-            let actions = self
-                .mesh(p)
-                .map(|m| m.on_channel_closed(peer))
-                .unwrap_or_default();
-            self.carry_out(p, actions);
+            self.dial_failed(p, peer);
             return;
         }
         let crossing = self.mesh(q).is_some_and(|m| m.knows(me));
@@ -482,11 +483,7 @@ impl Overlay {
             }
         } else {
             self.stats.refused += 1;
-            let actions = self
-                .mesh(p)
-                .map(|m| m.on_channel_closed(peer))
-                .unwrap_or_default();
-            self.carry_out(p, actions);
+            self.dial_failed(p, peer);
         }
     }
 
