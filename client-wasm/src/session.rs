@@ -1,8 +1,9 @@
 //! Everything one joined room holds, and the dispatch between the signalling socket, the peer
 //! connections and the application.
 //!
-//! Every input (a server frame, a channel opening or closing) goes to
-//! [`Mesh`](swarm_core::mesh::Mesh), and the [`Action`]s it returns are carried out here.
+//! Every input (a server frame, a channel opening or closing, a relayed signal) goes to
+//! [`Client`], shared with the native peer, and the [`Effect`]s it returns are carried out
+//! here.
 //! No `RefCell` borrow is held while an application listener runs, because a listener may
 //! call straight back into the swarm.
 
@@ -11,12 +12,12 @@ use std::collections::HashMap;
 use std::rc::Rc;
 
 use js_sys::{Array, Function};
-use swarm_core::backoff::Backoff;
+pub(crate) use swarm_core::client::ServerState;
+use swarm_core::client::{Client, Effect};
 use swarm_core::identity::Identity;
-use swarm_core::mesh::{Action, Event, Mesh};
-use swarm_core::relay::{Incoming, SignalRelay};
+use swarm_core::mesh::Event;
 use swarm_protocol::wire::Relay;
-use swarm_protocol::{ClientMsg, IceServer, PeerId, RoomName, ServerMsg, SignalData};
+use swarm_protocol::{ClientMsg, IceServer, PeerId, RoomName, SignalData};
 use tracing::{debug, info, warn};
 use wasm_bindgen::JsValue;
 use wasm_bindgen_futures::spawn_local;
@@ -39,42 +40,14 @@ struct JoinWaiter {
     reject: Function,
 }
 
-/// The link to the signalling server, as `swarm.on('server', …)` reports it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum ServerState {
-    /// Welcomed, and the WebSocket is open.
-    Connected,
-    /// The WebSocket closed; trying again with backoff. Peer connections carry on.
-    Reconnecting,
-}
-
-impl ServerState {
-    pub(crate) fn as_str(self) -> &'static str {
-        match self {
-            Self::Connected => "connected",
-            Self::Reconnecting => "reconnecting",
-        }
-    }
-}
-
-/// Close code with which the server tells a connection that a newer one resumed its peer.
-const CLOSE_REPLACED: u16 = 4000;
-
 /// The state of one joined room.
 pub(crate) struct Session {
     /// `ws[s]://host/ws/{room}`, with `?token=` if there is one.
     url: String,
     room: RoomName,
-    /// Our key: the server derives our id from it, and signals relayed through the mesh are
-    /// signed with it.
-    identity: Identity,
-    relay: RefCell<SignalRelay>,
-    /// The `resume` token of the last `welcome`.
-    resume: RefCell<Option<String>>,
-    server_state: Cell<ServerState>,
-    backoff: RefCell<Backoff>,
+    /// The mesh, the relay and the server link.
+    client: RefCell<Client>,
     retry: RefCell<Option<Timeout>>,
-    mesh: RefCell<Mesh>,
     links: RefCell<HashMap<PeerId, Rc<PeerLink>>>,
     socket: RefCell<Option<SignalSocket>>,
     listeners: RefCell<Listeners>,
@@ -107,17 +80,17 @@ impl Session {
             rtc_config.set_ice_transport_policy(policy);
         }
         let identity = Identity::from_seed(crate::ticker::random_seed()?);
-        let relay = SignalRelay::new(room.clone(), identity.clone(), js_sys::Date::now() as u64);
+        let client = Client::new(
+            room.clone(),
+            identity,
+            max_peers,
+            js_sys::Date::now() as u64,
+        );
         Ok(Rc::new(Self {
             url,
             room,
-            identity,
-            relay: RefCell::new(relay),
-            resume: RefCell::new(None),
-            server_state: Cell::new(ServerState::Connected),
-            backoff: RefCell::new(Backoff::default()),
+            client: RefCell::new(client),
             retry: RefCell::new(None),
-            mesh: RefCell::new(Mesh::with_max_peers(max_peers)),
             links: RefCell::new(HashMap::new()),
             socket: RefCell::new(None),
             listeners: RefCell::new(Listeners::new(SWARM_EVENTS)),
@@ -149,13 +122,12 @@ impl Session {
     /// `welcome`, our resume token.
     fn open_socket(self: &Rc<Self>) -> Result<(), ClientError> {
         let now = (js_sys::Date::now() / 1000.0) as u64;
-        let proof = self.identity.join_proof(&self.room, now);
         let separator = if self.url.contains('?') { '&' } else { '?' };
-        let mut url = format!("{}{separator}{}", self.url, proof.query());
-        if let Some(token) = self.resume.borrow().as_deref() {
-            url.push_str("&resume=");
-            url.push_str(&String::from(js_sys::encode_uri_component(token)));
-        }
+        let url = format!(
+            "{}{separator}{}",
+            self.url,
+            self.client.borrow().server_query(now)
+        );
         // Dropping the old socket (if any) unregisters its callbacks first.
         let socket = SignalSocket::connect(&url, Rc::downgrade(self))?;
         *self.socket.borrow_mut() = Some(socket);
@@ -164,19 +136,11 @@ impl Session {
 
     /// The state of the link to the signalling server.
     pub(crate) fn server_state(&self) -> ServerState {
-        self.server_state.get()
+        self.client.borrow().server_state()
     }
 
-    fn set_server_state(&self, state: ServerState) {
-        if self.server_state.replace(state) != state {
-            info!(state = state.as_str(), "signalling server");
-            self.emit("server", &[state.as_str().into()]);
-        }
-    }
-
-    /// Tries the server again after the next backoff delay.
-    fn schedule_reconnect(self: &Rc<Self>) {
-        let delay = self.backoff.borrow_mut().next_delay(js_sys::Math::random());
+    /// Tries the server again after `delay` milliseconds.
+    fn schedule_reconnect(self: &Rc<Self>, delay: u64) {
         debug!(delay, "reconnecting to the signalling server");
         let session = Rc::downgrade(self);
         let timeout = Timeout::start(delay.min(i32::MAX as u64) as i32, move || {
@@ -188,7 +152,11 @@ impl Session {
             }
             if let Err(err) = session.open_socket() {
                 warn!(error = %err, "cannot reopen the signalling connection");
-                session.schedule_reconnect();
+                let effects = session
+                    .client
+                    .borrow_mut()
+                    .on_server_unreachable(js_sys::Math::random());
+                session.apply(effects);
             }
         });
         match timeout {
@@ -202,11 +170,11 @@ impl Session {
     }
 
     pub(crate) fn me(&self) -> Option<PeerId> {
-        self.mesh.borrow().me()
+        self.client.borrow().me()
     }
 
     pub(crate) fn open_peers(&self) -> Vec<PeerId> {
-        self.mesh.borrow().open_peers().collect()
+        self.client.borrow().open_peers()
     }
 
     pub(crate) fn link(&self, peer: PeerId) -> Option<Rc<PeerLink>> {
@@ -224,110 +192,34 @@ impl Session {
     // ---- inputs from the signalling socket ----
 
     pub(crate) fn on_server_frame(self: &Rc<Self>, text: &str) {
-        let msg = match ServerMsg::parse(text) {
-            Ok(msg) => msg,
-            Err(err) => {
-                warn!(error = %err, "ignoring a malformed frame from the server");
-                return;
-            }
-        };
-        match msg {
-            ServerMsg::Welcome {
-                id,
-                peers,
-                ice_servers,
-                resume,
-            } => {
-                info!(room = %self.room, me = %id, peers = peers.len(), "welcomed");
-                if id != self.identity.id() {
-                    warn!(me = %id, "the server gave another id than our key's: signals relayed through the mesh will not verify");
-                }
-                self.set_ice_servers(&ice_servers);
-                *self.resume.borrow_mut() = resume;
-                self.backoff.borrow_mut().reset();
-                let actions = self.mesh.borrow_mut().on_welcome(id, &peers);
-                if let Some(waiter) = self.join_waiter.borrow_mut().take() {
-                    let _ = waiter.resolve.call0(&JsValue::NULL);
-                }
-                if self.ticker.borrow().is_none() {
-                    self.start_ticker();
-                }
-                self.apply(actions);
-                self.set_server_state(ServerState::Connected);
-            }
-            ServerMsg::Joined { id } => {
-                let actions = self.mesh.borrow_mut().on_joined(id);
-                self.apply(actions);
-            }
-            ServerMsg::Left { id } => {
-                let actions = self.mesh.borrow_mut().on_left(id);
-                self.apply(actions);
-            }
-            ServerMsg::Signal { from, data } => match SignalData::parse(&data) {
-                Ok(data) => self.on_signal(from, data),
-                Err(err) => warn!(peer = %from, error = %err, "ignoring unreadable signal data"),
-            },
-            ServerMsg::Error { code, message } => {
-                // Before `welcome`, an error is the server refusing the join; it closes next.
-                if let Some(waiter) = self.join_waiter.borrow_mut().take() {
-                    let err = ClientError::Refused { code, message };
-                    let _ = waiter.reject.call1(&JsValue::NULL, &err.into());
-                    return;
-                }
-                warn!(
-                    code = code.as_str(),
-                    message, "the signalling server refused a frame"
-                );
-            }
-        }
+        let effects = self.client.borrow_mut().on_server_frame(text);
+        self.apply(effects);
     }
 
     /// The signalling connection ended. Before the first `welcome` that fails the join;
     /// afterwards the peer connections carry on without the server, signals go through the
     /// mesh, and the server is tried again with backoff.
     pub(crate) fn on_server_closed(self: &Rc<Self>, code: u16, reason: &str) {
-        if let Some(waiter) = self.join_waiter.borrow_mut().take() {
-            let reason = if reason.is_empty() {
-                format!("connection closed (code {code})")
-            } else {
-                format!("connection closed (code {code}: {reason})")
-            };
-            let err = ClientError::ServerUnreachable {
-                url: self.url.clone(),
-                reason,
-            };
-            let _ = waiter.reject.call1(&JsValue::NULL, &err.into());
-            return;
+        if code != swarm_core::client::CLOSE_REPLACED && !self.left.get() {
+            self.socket.borrow_mut().take();
         }
-        if self.left.get() {
-            return;
-        }
-        if code == CLOSE_REPLACED {
-            // Another connection of ours resumed this peer: it is the one in use.
-            debug!("an older signalling connection was replaced");
-            return;
-        }
-        if self.server_state.get() == ServerState::Connected {
-            warn!(
-                code,
-                reason, "lost the signalling server; open peer connections keep working"
-            );
-        }
-        self.socket.borrow_mut().take();
-        self.set_server_state(ServerState::Reconnecting);
-        self.schedule_reconnect();
+        let effects =
+            self.client
+                .borrow_mut()
+                .on_server_closed(code, reason, js_sys::Math::random());
+        self.apply(effects);
     }
 
     // ---- inputs from peer connections ----
 
     pub(crate) fn on_channel_open(self: &Rc<Self>, peer: PeerId) {
-        let actions = self.mesh.borrow_mut().on_channel_open(peer);
-        self.apply(actions);
+        let effects = self.client.borrow_mut().on_channel_open(peer);
+        self.apply(effects);
     }
 
     pub(crate) fn on_channel_closed(self: &Rc<Self>, peer: PeerId) {
-        let actions = self.mesh.borrow_mut().on_channel_closed(peer);
-        self.apply(actions);
+        let effects = self.client.borrow_mut().on_channel_closed(peer);
+        self.apply(effects);
     }
 
     pub(crate) fn on_app_message(&self, from: PeerId, data: JsValue) {
@@ -338,72 +230,15 @@ impl Session {
 
     /// Sends a signal to `to`: through the server while it is there, otherwise through the
     /// mesh.
-    pub(crate) fn send_signal(&self, to: PeerId, data: &SignalData) {
-        let sent = self.server_state.get() == ServerState::Connected
-            && self
-                .socket
-                .borrow()
-                .as_ref()
-                .is_some_and(|socket| socket.send(&ClientMsg::signal(to, data)));
-        if !sent {
-            self.relay_signal(to, data);
-        }
-    }
-
-    /// Sends a signal to `to` through the mesh, signed with our key.
-    fn relay_signal(&self, to: PeerId, data: &SignalData) {
-        let Ok(json) = serde_json::to_vec(data) else {
-            return;
-        };
-        let neighbours = self.open_peers();
-        let frames = self.relay.borrow_mut().send(to, &json, &neighbours);
-        match frames {
-            Ok(frames) if frames.is_empty() => {
-                debug!(peer = %to, "no server and no neighbour: signal dropped")
-            }
-            Ok(frames) => {
-                for (peer, frame) in frames {
-                    if let Some(link) = self.link(peer) {
-                        link.send_frame(frame);
-                    }
-                }
-            }
-            Err(err) => warn!(peer = %to, error = %err, "cannot relay a signal"),
-        }
+    pub(crate) fn send_signal(self: &Rc<Self>, to: PeerId, data: &SignalData) {
+        let effects = self.client.borrow_mut().send_signal(to, data);
+        self.apply(effects);
     }
 
     /// A signal relayed through the mesh arrived from neighbour `from`.
     pub(crate) fn on_relay(self: &Rc<Self>, from: PeerId, relay: Relay<'_>) {
-        let neighbours = self.open_peers();
-        let incoming = self.relay.borrow_mut().on_frame(from, relay, &neighbours);
-        match incoming {
-            Incoming::Deliver { from: origin, data } => {
-                match serde_json::from_slice::<SignalData>(&data) {
-                    Ok(data) => self.on_signal(origin, data),
-                    Err(err) => {
-                        warn!(peer = %origin, error = %err, "ignoring unreadable relayed signal data")
-                    }
-                }
-            }
-            Incoming::Forward(frames) => {
-                for (peer, frame) in frames {
-                    if let Some(link) = self.link(peer) {
-                        link.send_frame(frame);
-                    }
-                }
-            }
-            Incoming::Drop(reason) => debug!(%from, ?reason, "dropped a relayed signal"),
-        }
-    }
-
-    /// A signal from `from`, through the server or the mesh.
-    fn on_signal(self: &Rc<Self>, from: PeerId, data: SignalData) {
-        let actions = self.mesh.borrow_mut().on_signal_from(from);
-        self.apply(actions);
-        match self.link(from) {
-            Some(link) => link.on_signal(self, data),
-            None => debug!(peer = %from, "signal for a connection that is gone"),
-        }
+        let effects = self.client.borrow_mut().on_relay(from, relay);
+        self.apply(effects);
     }
 
     /// Opens a direct connection to room member `peer` (through the mesh if the server is
@@ -412,14 +247,14 @@ impl Session {
         self.check_joined()?;
         let unknown = || ClientError::UnknownPeer(peer.to_owned());
         let id: PeerId = peer.parse().map_err(|_| unknown())?;
-        let actions = self.mesh.borrow_mut().dial(id).ok_or_else(unknown)?;
-        self.apply(actions);
+        let effects = self.client.borrow_mut().dial(id).ok_or_else(unknown)?;
+        self.apply(effects);
         Ok(())
     }
 
     /// The room's members we know of (connected or not), sorted.
     pub(crate) fn members(&self) -> Vec<PeerId> {
-        self.mesh.borrow().members().collect()
+        self.client.borrow().members()
     }
 
     /// Sends `message` to one open peer.
@@ -427,7 +262,7 @@ impl Session {
         self.check_joined()?;
         let unknown = || ClientError::UnknownPeer(peer.to_owned());
         let id: PeerId = peer.parse().map_err(|_| unknown())?;
-        if !self.mesh.borrow().is_open(id) {
+        if !self.client.borrow().is_open(id) {
             return Err(unknown());
         }
         self.link(id).ok_or_else(unknown)?.send(message)
@@ -455,8 +290,8 @@ impl Session {
         if self.left.replace(true) {
             return;
         }
-        let actions = self.mesh.borrow_mut().leave();
-        self.apply(actions);
+        let effects = self.client.borrow_mut().leave();
+        self.apply(effects);
         let socket = self.socket.borrow_mut().take();
         defer_drop(socket);
         defer_drop(self.retry.borrow_mut().take());
@@ -474,15 +309,15 @@ impl Session {
         }
     }
 
-    fn apply(self: &Rc<Self>, actions: Vec<Action>) {
-        for action in actions {
-            match action {
-                Action::Connect {
+    fn apply(self: &Rc<Self>, effects: Vec<Effect>) {
+        for effect in effects {
+            match effect {
+                Effect::Connect {
                     peer,
                     offerer,
                     polite,
                 } => self.connect_to(peer, offerer, polite),
-                Action::Disconnect(peer) => {
+                Effect::Disconnect(peer) => {
                     let link = self.links.borrow_mut().remove(&peer);
                     if link.is_some() {
                         self.files_peer_closed(peer);
@@ -495,13 +330,64 @@ impl Session {
                         defer_drop(link);
                     }
                 }
-                Action::Emit(Event::PeerJoined(peer)) => {
+                Effect::ToServer { to, data } => {
+                    let sent = self
+                        .socket
+                        .borrow()
+                        .as_ref()
+                        .is_some_and(|socket| socket.send(&ClientMsg::signal(to, &data)));
+                    if !sent {
+                        let effects = self.client.borrow_mut().relay_signal(to, &data);
+                        self.apply(effects);
+                    }
+                }
+                Effect::ToPeer { peer, frame } => {
+                    if let Some(link) = self.link(peer) {
+                        link.send_frame(frame);
+                    }
+                }
+                Effect::Signal { from, data } => match self.link(from) {
+                    Some(link) => link.on_signal(self, data),
+                    None => debug!(peer = %from, "signal for a connection that is gone"),
+                },
+                Effect::Welcomed {
+                    ice_servers, first, ..
+                } => {
+                    self.set_ice_servers(&ice_servers);
+                    if let Some(waiter) = self.join_waiter.borrow_mut().take() {
+                        let _ = waiter.resolve.call0(&JsValue::NULL);
+                    }
+                    if first && self.ticker.borrow().is_none() {
+                        self.start_ticker();
+                    }
+                }
+                Effect::JoinFailed { code, message } => {
+                    if let Some(waiter) = self.join_waiter.borrow_mut().take() {
+                        let err = match code {
+                            Some(code) => ClientError::Refused { code, message },
+                            None => ClientError::ServerUnreachable {
+                                url: self.url.clone(),
+                                reason: message,
+                            },
+                        };
+                        let _ = waiter.reject.call1(&JsValue::NULL, &err.into());
+                    }
+                }
+                Effect::Server(state) => {
+                    info!(state = state.as_str(), "signalling server");
+                    self.emit("server", &[state.as_str().into()]);
+                }
+                Effect::ReconnectIn(delay) => {
+                    self.socket.borrow_mut().take();
+                    self.schedule_reconnect(delay);
+                }
+                Effect::Emit(Event::PeerJoined(peer)) => {
                     info!(%peer, "peer joined");
                     self.files_peer_open(peer);
                     self.media_peer_open(peer);
                     self.emit("peer-joined", &[peer.to_string().into()]);
                 }
-                Action::Emit(Event::PeerLeft(peer)) => {
+                Effect::Emit(Event::PeerLeft(peer)) => {
                     info!(%peer, "peer left");
                     self.emit("peer-left", &[peer.to_string().into()]);
                 }
@@ -518,8 +404,8 @@ impl Session {
             }
             Err(err) => {
                 warn!(%peer, error = %describe(&err), "cannot create a peer connection");
-                let actions = self.mesh.borrow_mut().on_channel_closed(peer);
-                self.apply(actions);
+                let effects = self.client.borrow_mut().on_channel_closed(peer);
+                self.apply(effects);
             }
         }
     }
@@ -545,8 +431,8 @@ impl Session {
         let ticker = Ticker::start(TICK_MS, move || {
             if let Some(session) = session.upgrade() {
                 session.files_tick();
-                let actions = session.mesh.borrow_mut().on_tick();
-                session.apply(actions);
+                let effects = session.client.borrow_mut().on_tick();
+                session.apply(effects);
             }
         });
         match ticker {

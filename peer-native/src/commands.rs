@@ -1,0 +1,356 @@
+//! The command line: `seed`, `get`, `peers` and `chat`.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use swarm_core::share::{ShareError, ShareEvent};
+use swarm_protocol::ContentId;
+use tokio::io::AsyncBufReadExt;
+
+use crate::node::NodeEvent;
+use crate::room::{JoinOptions, PeerError, Room, RoomAddress};
+
+/// Seed and fetch files in a swarm room from the command line, alongside browser peers.
+#[derive(Debug, Parser)]
+#[command(name = "swarm-peer", version)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: CommandLine,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum CommandLine {
+    /// Share files into the room and serve them until stopped (Ctrl-C). Prints each file's
+    /// content id and a link that opens the page straight into its download.
+    Seed {
+        /// The files to share.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Where the room is.
+        #[command(flatten)]
+        room: RoomArgs,
+    },
+    /// Download one file from the room, verify every piece, and write it to `-o PATH`
+    /// (through a temporary file, renamed at the end).
+    Get {
+        /// The content id (64 hex digits).
+        id: String,
+        /// Where to save the file.
+        #[arg(short, long)]
+        output: PathBuf,
+        /// Seconds to wait for a peer that offers the file.
+        #[arg(long, default_value_t = 30)]
+        wait: u64,
+        /// Give up after this many seconds without a verified piece.
+        #[arg(long, default_value_t = 60)]
+        stall: u64,
+        /// Replace `PATH` if it exists.
+        #[arg(long)]
+        force: bool,
+        /// Where the room is.
+        #[command(flatten)]
+        room: RoomArgs,
+    },
+    /// Print who is in the room and which files they offer, then leave.
+    Peers {
+        /// Seconds to wait for connections before printing.
+        #[arg(long, default_value_t = 3)]
+        wait: u64,
+        /// Where the room is.
+        #[command(flatten)]
+        room: RoomArgs,
+    },
+    /// Send each line of standard input to every peer, and print what they send.
+    Chat {
+        /// Where the room is.
+        #[command(flatten)]
+        room: RoomArgs,
+    },
+}
+
+/// Where the room is, and how to connect.
+#[derive(Debug, Args)]
+pub struct RoomArgs {
+    /// The signalling server, e.g. ws://127.0.0.1:8080.
+    #[arg(long, env = "SWARM_SERVER")]
+    pub server: String,
+    /// The room name.
+    #[arg(long, env = "SWARM_ROOM")]
+    pub room: String,
+    /// The server's access token, if it requires one.
+    #[arg(long, env = "SWARM_TOKEN")]
+    pub token: Option<String>,
+    /// Cap on direct connections (a partial mesh, as the browsers' `maxPeers`).
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=1000))]
+    pub max_peers: Option<u16>,
+    /// Local UDP address for WebRTC (repeatable). The default binds every interface but
+    /// loopback; give 127.0.0.1:0 to reach peers on this machine only.
+    #[arg(long = "bind", default_value = "0.0.0.0:0")]
+    pub bind: Vec<String>,
+}
+
+impl RoomArgs {
+    async fn join(&self) -> Result<Room, PeerError> {
+        let address = RoomAddress::new(&self.server, &self.room, self.token.clone())?;
+        let options = JoinOptions {
+            max_peers: self.max_peers.map(usize::from),
+            udp_addrs: self.bind.clone(),
+        };
+        Room::join(address, options).await
+    }
+}
+
+/// Runs one command to its end.
+pub async fn run(cli: Cli) -> Result<(), PeerError> {
+    match cli.command {
+        CommandLine::Seed { files, room } => seed(files, room).await,
+        CommandLine::Get {
+            id,
+            output,
+            wait,
+            stall,
+            force,
+            room,
+        } => {
+            let id: ContentId = id.parse().map_err(|_| PeerError::BadContentId(id))?;
+            if output.exists() && !force {
+                return Err(PeerError::TargetExists(output));
+            }
+            get(id, output, wait, stall, room).await
+        }
+        CommandLine::Peers { wait, room } => peers(wait, room).await,
+        CommandLine::Chat { room } => chat(room).await,
+    }
+}
+
+async fn seed(files: Vec<PathBuf>, args: RoomArgs) -> Result<(), PeerError> {
+    let mut room = args.join().await?;
+    for path in &files {
+        let (id, size, name) = room.share_file(path).await?;
+        println!("{id}\t{size}\t{name}\t{}", room.address().page_link(id));
+    }
+    eprintln!(
+        "seeding {} file(s) in room {} as {}; Ctrl-C to stop",
+        files.len(),
+        room.address().room.as_str(),
+        room.me()
+    );
+    let stop = shutdown_signal();
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            () = &mut stop => break,
+            event = room.next_event() => match event {
+                Some(event) => report(&event),
+                None => return Err(PeerError::Stopped),
+            },
+        }
+    }
+    room.leave().await;
+    Ok(())
+}
+
+async fn get(
+    id: ContentId,
+    output: PathBuf,
+    wait: u64,
+    stall: u64,
+    args: RoomArgs,
+) -> Result<(), PeerError> {
+    let mut room = args.join().await?;
+    let result = fetch(&mut room, id, output, wait, stall).await;
+    room.leave().await;
+    result
+}
+
+async fn fetch(
+    room: &mut Room,
+    id: ContentId,
+    output: PathBuf,
+    wait: u64,
+    stall: u64,
+) -> Result<(), PeerError> {
+    // A peer's offer arrives shortly after its channel opens: keep asking until one has.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(wait);
+    loop {
+        match room.download(id, output.clone()).await {
+            Ok(()) => break,
+            Err(ShareError::UnknownContent(_)) if tokio::time::Instant::now() < deadline => {
+                idle(room, Duration::from_millis(200)).await?;
+            }
+            Err(_) => {
+                return Err(PeerError::UnknownContent {
+                    room: room.address().room.as_str().to_owned(),
+                    id,
+                    waited_secs: wait,
+                });
+            }
+        }
+    }
+    let bar = progress_bar();
+    let (mut received, mut total) = (0, 0);
+    let stall_after = Duration::from_secs(stall);
+    loop {
+        let event = match tokio::time::timeout(stall_after, room.next_event()).await {
+            Ok(Some(event)) => event,
+            Ok(None) => return Err(PeerError::Stopped),
+            Err(_) => {
+                bar.abandon();
+                return Err(PeerError::Stalled {
+                    id,
+                    secs: stall,
+                    received,
+                    total,
+                });
+            }
+        };
+        match event {
+            NodeEvent::Share(ShareEvent::ManifestReady { id: of, manifest }) if of == id => {
+                total = manifest.size;
+                bar.set_length(total);
+                bar.set_message(manifest.name.clone());
+            }
+            NodeEvent::Share(ShareEvent::Progress { id: of, progress }) if of == id => {
+                received = progress.received;
+                bar.set_length(progress.total);
+                bar.set_position(progress.received);
+                bar.set_prefix(format!("{} peer(s)", progress.peers));
+            }
+            NodeEvent::Saved { id: of, path } if of == id => {
+                bar.finish();
+                println!("saved {} ({total} bytes, {id})", path.display());
+                return Ok(());
+            }
+            NodeEvent::SaveFailed { id: of, error } if of == id => {
+                bar.abandon();
+                return Err(PeerError::SaveFailed { id, error });
+            }
+            other => {
+                if !matches!(other, NodeEvent::Share(ShareEvent::Progress { .. })) {
+                    bar.suspend(|| report(&other));
+                }
+            }
+        }
+    }
+}
+
+/// Lets `duration` pass, discarding the room's events meanwhile.
+async fn idle(room: &mut Room, duration: Duration) -> Result<(), PeerError> {
+    let pause = tokio::time::sleep(duration);
+    tokio::pin!(pause);
+    loop {
+        tokio::select! {
+            () = &mut pause => return Ok(()),
+            event = room.next_event() => if event.is_none() {
+                return Err(PeerError::Stopped);
+            },
+        }
+    }
+}
+
+fn progress_bar() -> ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(0);
+    if let Ok(style) = ProgressStyle::with_template(
+        "{msg} {wide_bar} {bytes}/{total_bytes} {bytes_per_sec} eta {eta} ({prefix})",
+    ) {
+        bar.set_style(style);
+    }
+    bar
+}
+
+async fn peers(wait: u64, args: RoomArgs) -> Result<(), PeerError> {
+    let mut room = args.join().await?;
+    idle(&mut room, Duration::from_secs(wait)).await?;
+    let status = room.status().await?;
+    println!("me\t{}", room.me());
+    for member in &status.members {
+        let state = if status.open.contains(member) {
+            "connected"
+        } else {
+            "member"
+        };
+        println!("peer\t{member}\t{state}");
+    }
+    for file in &status.files {
+        println!(
+            "file\t{}\t{}\t{} source(s)\t{}",
+            file.id, file.size, file.sources, file.name
+        );
+    }
+    room.leave().await;
+    Ok(())
+}
+
+async fn chat(args: RoomArgs) -> Result<(), PeerError> {
+    let mut room = args.join().await?;
+    eprintln!(
+        "in room {} as {}; type a line to send it, Ctrl-D to leave",
+        room.address().room.as_str(),
+        room.me()
+    );
+    let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+    let stop = shutdown_signal();
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            () = &mut stop => break,
+            line = lines.next_line() => match line {
+                Ok(Some(line)) => {
+                    let sent = room.broadcast(line).await?;
+                    if sent == 0 {
+                        eprintln!("(nobody is connected yet)");
+                    }
+                }
+                _ => break,
+            },
+            event = room.next_event() => match event {
+                Some(NodeEvent::Message { from, text }) => println!("{from}: {text}"),
+                Some(event) => report(&event),
+                None => return Err(PeerError::Stopped),
+            },
+        }
+    }
+    room.leave().await;
+    Ok(())
+}
+
+/// Tells the user what happened in the room (on standard error).
+fn report(event: &NodeEvent) {
+    match event {
+        NodeEvent::PeerJoined(peer) => eprintln!("peer joined: {peer}"),
+        NodeEvent::PeerLeft(peer) => eprintln!("peer left: {peer}"),
+        NodeEvent::Server(state) => eprintln!("signalling server: {}", state.as_str()),
+        NodeEvent::Message { from, text } => eprintln!("{from}: {text}"),
+        NodeEvent::Share(ShareEvent::Offered(info)) => {
+            eprintln!("offered: {} {} ({} bytes)", info.id, info.name, info.size)
+        }
+        NodeEvent::Share(ShareEvent::BadPeer { id, peer, reason }) => {
+            eprintln!("peer {peer} sent bad data for {id}: {reason}")
+        }
+        _ => {}
+    }
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = terminate => {}
+    }
+}

@@ -1,0 +1,415 @@
+//! One WebRTC connection to one remote peer (webrtc-rs), with its `swarm` data channel.
+//!
+//! Each link runs one task that performs the negotiation in order (our offer if we are the
+//! offerer, then every signal the remote peer sends), and, once the channel opens, a reader
+//! task and a writer task. Everything they observe goes back to the node as an [`Input`]
+//! tagged with the link's serial number, so that events of a link already replaced are
+//! recognised and ignored. Who offers and who is polite come from `swarm-core`.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+
+use bytes::BytesMut;
+use swarm_core::negotiation::{Negotiation, RemoteDescription};
+use swarm_protocol::wire;
+use swarm_protocol::{
+    ContentId, IceCandidateInit, PeerId, SdpType, SessionDescription, SignalData,
+};
+use tokio::sync::{Notify, mpsc};
+use tracing::{debug, warn};
+use webrtc::data_channel::{
+    DataChannel, DataChannelEvent, RTCDataChannelInit, RTCDataChannelState,
+};
+use webrtc::peer_connection::{
+    PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCConfigurationBuilder,
+    RTCIceCandidateInit, RTCIceServer, RTCPeerConnectionIceEvent, RTCPeerConnectionState,
+    RTCSessionDescription,
+};
+
+use crate::node::Input;
+
+/// The label of the one data channel every pair of peers shares.
+pub(crate) const LABEL: &str = "swarm";
+
+/// Bytes that may wait unacknowledged in a channel before sending blocks (back-pressure).
+const SEND_BUFFER: usize = 1024 * 1024;
+
+/// How the node creates connections.
+#[derive(Debug, Clone)]
+pub(crate) struct LinkConfig {
+    /// Local UDP addresses to bind (`0.0.0.0:0`: every interface but loopback).
+    pub(crate) udp_addrs: Vec<String>,
+    /// STUN/TURN servers from the last `welcome`.
+    pub(crate) ice_servers: Vec<RTCIceServer>,
+}
+
+/// A frame waiting to go out on the channel.
+#[derive(Debug)]
+pub(crate) enum Outgoing {
+    /// A binary frame of the peer protocol (or an application binary message).
+    Binary(Vec<u8>),
+    /// An application text message.
+    Text(String),
+}
+
+/// Frames waiting for the channel, shared between the node and the writer task.
+#[derive(Debug, Default)]
+struct SendQueue {
+    frames: Mutex<VecDeque<Outgoing>>,
+    ready: Notify,
+}
+
+impl SendQueue {
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Outgoing>> {
+        // A panic while holding the lock leaves a queue that is still consistent.
+        self.frames
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// The node's handle on one connection. Dropping it closes the connection.
+pub(crate) struct Link {
+    serial: u64,
+    signals: mpsc::UnboundedSender<SignalData>,
+    queue: Arc<SendQueue>,
+    /// Whether the node was told the channel opened (it may hear it twice).
+    pub(crate) open: bool,
+}
+
+impl Link {
+    /// Starts connecting to `peer`; `offerer` creates the channel and the first offer.
+    pub(crate) fn start(
+        me: PeerId,
+        peer: PeerId,
+        offerer: bool,
+        serial: u64,
+        config: LinkConfig,
+        inputs: mpsc::UnboundedSender<Input>,
+    ) -> Self {
+        let (signals, signals_rx) = mpsc::unbounded_channel();
+        let queue = Arc::new(SendQueue::default());
+        let task = LinkTask {
+            me,
+            peer,
+            serial,
+            inputs,
+            queue: Arc::clone(&queue),
+        };
+        tokio::spawn(task.run(offerer, config, signals_rx));
+        Self {
+            serial,
+            signals,
+            queue,
+            open: false,
+        }
+    }
+
+    /// This link's serial number.
+    pub(crate) fn serial(&self) -> u64 {
+        self.serial
+    }
+
+    /// Hands a signal from the remote peer to the negotiation.
+    pub(crate) fn on_signal(&self, data: SignalData) {
+        let _ = self.signals.send(data);
+    }
+
+    /// Queues a frame; the writer sends it as the channel's buffer allows.
+    pub(crate) fn send(&self, frame: Outgoing) {
+        self.queue.lock().push_back(frame);
+        self.queue.ready.notify_one();
+    }
+
+    /// Drops the queued chunks of `piece` of `id`; returns whether that emptied the queue.
+    pub(crate) fn withdraw(&self, id: ContentId, piece: u32) -> bool {
+        let mut queue = self.queue.lock();
+        let before = queue.len();
+        queue.retain(|frame| match frame {
+            Outgoing::Binary(frame) => !wire::is_piece_chunk(frame, id, piece),
+            Outgoing::Text(_) => true,
+        });
+        queue.len() < before && queue.is_empty()
+    }
+}
+
+/// What runs the connection.
+#[derive(Clone)]
+struct LinkTask {
+    me: PeerId,
+    peer: PeerId,
+    serial: u64,
+    inputs: mpsc::UnboundedSender<Input>,
+    queue: Arc<SendQueue>,
+}
+
+impl LinkTask {
+    fn tell(&self, input: Input) {
+        let _ = self.inputs.send(input);
+    }
+
+    fn closed(&self) {
+        self.tell(Input::LinkClosed {
+            peer: self.peer,
+            serial: self.serial,
+        });
+    }
+
+    fn signal(&self, data: SignalData) {
+        self.tell(Input::SignalOut {
+            peer: self.peer,
+            data,
+        });
+    }
+
+    async fn run(
+        self,
+        offerer: bool,
+        config: LinkConfig,
+        mut signals: mpsc::UnboundedReceiver<SignalData>,
+    ) {
+        let rtc_config = RTCConfigurationBuilder::new()
+            .with_ice_servers(config.ice_servers)
+            .build();
+        let built = PeerConnectionBuilder::new()
+            .with_configuration(rtc_config)
+            .with_handler(Arc::new(Handler { task: self.clone() }))
+            .with_udp_addrs(config.udp_addrs)
+            .with_data_channel_send_buffer_limit(SEND_BUFFER)
+            .build()
+            .await;
+        let pc: Arc<dyn PeerConnection> = match built {
+            Ok(pc) => Arc::new(pc),
+            Err(err) => {
+                warn!(peer = %self.peer, error = %err, "cannot create a peer connection");
+                self.closed();
+                return;
+            }
+        };
+        let mut negotiation = Negotiation::new(self.me, self.peer);
+        let mut have_local_offer = false;
+        if offerer {
+            let init = RTCDataChannelInit {
+                ordered: true,
+                ..Default::default()
+            };
+            match pc.create_data_channel(LABEL, Some(init)).await {
+                Ok(channel) => self.attach(channel),
+                Err(err) => {
+                    warn!(peer = %self.peer, error = %err, "cannot create the data channel");
+                    self.closed();
+                    let _ = pc.close().await;
+                    return;
+                }
+            }
+            negotiation.begin_offer();
+            let offered = self.offer(&*pc).await;
+            negotiation.end_offer();
+            match offered {
+                Ok(()) => have_local_offer = true,
+                Err(err) => {
+                    warn!(peer = %self.peer, error = %err, "cannot create an offer");
+                    self.closed();
+                    let _ = pc.close().await;
+                    return;
+                }
+            }
+        }
+        let mut remote_set = false;
+        let mut early_candidates = Vec::new();
+        // Ends when the node drops the link.
+        while let Some(data) = signals.recv().await {
+            match data {
+                SignalData::Sdp(description) => {
+                    let decision =
+                        negotiation.on_remote_description(description.kind, !have_local_offer);
+                    let RemoteDescription::Apply { answer } = decision else {
+                        debug!(peer = %self.peer, "ignoring a colliding offer");
+                        continue;
+                    };
+                    if let Err(err) = self.apply(&*pc, description, answer).await {
+                        warn!(peer = %self.peer, error = %err, "negotiation failed");
+                        self.closed();
+                        break;
+                    }
+                    negotiation.remote_applied();
+                    have_local_offer = false;
+                    remote_set = true;
+                    for candidate in early_candidates.drain(..) {
+                        add_candidate(&*pc, self.peer, candidate).await;
+                    }
+                }
+                SignalData::Candidate(Some(candidate)) if !candidate.candidate.is_empty() => {
+                    if remote_set {
+                        add_candidate(&*pc, self.peer, candidate).await;
+                    } else {
+                        early_candidates.push(candidate);
+                    }
+                }
+                SignalData::Candidate(_) => {} // the end of the remote candidates
+            }
+        }
+        let _ = pc.close().await;
+    }
+
+    /// Creates and sends our offer.
+    async fn offer(&self, pc: &dyn PeerConnection) -> webrtc::error::Result<()> {
+        let offer = pc.create_offer(None).await?;
+        pc.set_local_description(offer).await?;
+        self.send_local_description(pc, SdpType::Offer).await;
+        Ok(())
+    }
+
+    /// Applies a remote description, and answers it if it is an offer.
+    async fn apply(
+        &self,
+        pc: &dyn PeerConnection,
+        description: SessionDescription,
+        answer: bool,
+    ) -> webrtc::error::Result<()> {
+        let remote = match description.kind {
+            SdpType::Offer => RTCSessionDescription::offer(description.sdp)?,
+            SdpType::Answer => RTCSessionDescription::answer(description.sdp)?,
+        };
+        pc.set_remote_description(remote).await?;
+        if answer {
+            let local = pc.create_answer(None).await?;
+            pc.set_local_description(local).await?;
+            self.send_local_description(pc, SdpType::Answer).await;
+        }
+        Ok(())
+    }
+
+    async fn send_local_description(&self, pc: &dyn PeerConnection, kind: SdpType) {
+        if let Some(local) = pc.local_description().await {
+            self.signal(SignalData::Sdp(SessionDescription {
+                kind,
+                sdp: local.sdp,
+            }));
+        }
+    }
+
+    /// Takes over the `swarm` channel: a reader task reports what arrives, and once the
+    /// channel is open a writer task sends what the node queues.
+    fn attach(&self, channel: Arc<dyn DataChannel>) {
+        let task = self.clone();
+        tokio::spawn(async move {
+            let mut writer = None;
+            // A channel the remote peer created may be open before we listen.
+            let mut opened = matches!(channel.ready_state().await, Ok(RTCDataChannelState::Open));
+            loop {
+                let event = if std::mem::take(&mut opened) {
+                    Some(DataChannelEvent::OnOpen)
+                } else {
+                    channel.poll().await
+                };
+                let Some(event) = event else { break };
+                match event {
+                    DataChannelEvent::OnOpen => {
+                        if writer.is_none() {
+                            writer = Some(tokio::spawn(task.clone().write(Arc::clone(&channel))));
+                        }
+                        task.tell(Input::ChannelOpen {
+                            peer: task.peer,
+                            serial: task.serial,
+                        });
+                    }
+                    DataChannelEvent::OnMessage(message) => task.tell(Input::Frame {
+                        peer: task.peer,
+                        serial: task.serial,
+                        text: message.is_string,
+                        data: message.data.to_vec(),
+                    }),
+                    DataChannelEvent::OnClose => break,
+                    _ => {}
+                }
+            }
+            if let Some(writer) = writer {
+                writer.abort();
+            }
+            task.closed();
+        });
+    }
+
+    /// Sends queued frames in order; sending waits while the channel's buffer is full. Tells
+    /// the node each time the queue empties, so the sharing engine reads the next pieces.
+    async fn write(self, channel: Arc<dyn DataChannel>) {
+        let mut sent = false;
+        loop {
+            let next = self.queue.lock().pop_front();
+            let Some(frame) = next else {
+                if std::mem::take(&mut sent) {
+                    self.tell(Input::Drained { peer: self.peer });
+                }
+                self.queue.ready.notified().await;
+                continue;
+            };
+            let result = match frame {
+                Outgoing::Binary(frame) => channel.send(BytesMut::from(&frame[..])).await,
+                Outgoing::Text(text) => channel.send_text(&text).await,
+            };
+            if let Err(err) = result {
+                warn!(peer = %self.peer, error = %err, "the data channel refused a frame");
+                self.queue.lock().clear();
+                return;
+            }
+            sent = true;
+        }
+    }
+}
+
+async fn add_candidate(pc: &dyn PeerConnection, peer: PeerId, candidate: IceCandidateInit) {
+    let init = RTCIceCandidateInit {
+        candidate: candidate.candidate,
+        sdp_mid: candidate.sdp_mid,
+        sdp_mline_index: candidate.sdp_m_line_index,
+        username_fragment: candidate.username_fragment,
+        url: None,
+    };
+    if let Err(err) = pc.add_ice_candidate(init).await {
+        debug!(%peer, error = %err, "ignoring a remote candidate");
+    }
+}
+
+/// The connection's callbacks.
+struct Handler {
+    task: LinkTask,
+}
+
+#[async_trait::async_trait]
+impl PeerConnectionEventHandler for Handler {
+    async fn on_ice_candidate(&self, event: RTCPeerConnectionIceEvent) {
+        match event.candidate.to_json() {
+            Ok(init) => self
+                .task
+                .signal(SignalData::Candidate(Some(IceCandidateInit {
+                    candidate: init.candidate,
+                    // One bundled section: its index is enough for every browser.
+                    sdp_mid: None,
+                    sdp_m_line_index: Some(0),
+                    username_fragment: None,
+                }))),
+            Err(err) => debug!(peer = %self.task.peer, error = %err, "unreadable local candidate"),
+        }
+    }
+
+    async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
+        debug!(peer = %self.task.peer, ?state, "connection state");
+        if matches!(
+            state,
+            RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed
+        ) {
+            self.task.closed();
+        }
+    }
+
+    async fn on_data_channel(&self, channel: Arc<dyn DataChannel>) {
+        match channel.label().await {
+            Ok(label) if label == LABEL => self.task.attach(channel),
+            Ok(label) => debug!(peer = %self.task.peer, label, "ignoring an unknown data channel"),
+            Err(err) => {
+                debug!(peer = %self.task.peer, error = %err, "a data channel closed at once")
+            }
+        }
+    }
+}
