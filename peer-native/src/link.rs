@@ -7,7 +7,8 @@
 //! recognised and ignored. Who offers and who is polite come from `swarm-core`.
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
 
 use bytes::BytesMut;
 use swarm_core::negotiation::{Negotiation, RemoteDescription};
@@ -16,6 +17,7 @@ use swarm_protocol::{
     ContentId, IceCandidateInit, PeerId, SdpType, SessionDescription, SignalData,
 };
 use tokio::sync::{Notify, mpsc};
+use tokio::task::JoinHandle;
 use tracing::{debug, warn};
 use webrtc::data_channel::{
     DataChannel, DataChannelEvent, RTCDataChannelInit, RTCDataChannelState,
@@ -68,11 +70,16 @@ impl SendQueue {
     }
 }
 
-/// The node's handle on one connection. Dropping it closes the connection.
+/// How long a closing link may take to send what is still queued.
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The node's handle on one connection. Dropping it closes the connection once what is
+/// queued has been sent (or [`FLUSH_TIMEOUT`] has passed).
 pub(crate) struct Link {
     serial: u64,
     signals: mpsc::UnboundedSender<SignalData>,
     queue: Arc<SendQueue>,
+    task: JoinHandle<()>,
     /// Whether the node was told the channel opened (it may hear it twice).
     pub(crate) open: bool,
 }
@@ -95,14 +102,22 @@ impl Link {
             serial,
             inputs,
             queue: Arc::clone(&queue),
+            channel: Arc::default(),
         };
-        tokio::spawn(task.run(offerer, config, signals_rx));
+        let task = tokio::spawn(task.run(offerer, config, signals_rx));
         Self {
             serial,
             signals,
             queue,
+            task,
             open: false,
         }
+    }
+
+    /// Closes the connection once what is queued has gone out; the handle ends then.
+    pub(crate) fn close(self) -> JoinHandle<()> {
+        // Dropping the signal sender ends the negotiation loop, which flushes and closes.
+        self.task
     }
 
     /// This link's serial number.
@@ -141,6 +156,8 @@ struct LinkTask {
     serial: u64,
     inputs: mpsc::UnboundedSender<Input>,
     queue: Arc<SendQueue>,
+    /// The `swarm` channel, once there is one.
+    channel: Arc<OnceLock<Arc<dyn DataChannel>>>,
 }
 
 impl LinkTask {
@@ -249,7 +266,25 @@ impl LinkTask {
                 SignalData::Candidate(_) => {} // the end of the remote candidates
             }
         }
+        self.flush().await;
         let _ = pc.close().await;
+    }
+
+    /// Waits (at most [`FLUSH_TIMEOUT`]) until the queue is empty and the channel has no
+    /// unacknowledged bytes, so that a last message is not lost by closing.
+    async fn flush(&self) {
+        let Some(channel) = self.channel.get() else {
+            return;
+        };
+        let deadline = tokio::time::Instant::now() + FLUSH_TIMEOUT;
+        while tokio::time::Instant::now() < deadline {
+            let queued = !self.queue.lock().is_empty();
+            let outstanding = channel.outstanding_bytes().await.unwrap_or(0);
+            if !queued && outstanding == 0 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// Creates and sends our offer.
@@ -292,6 +327,7 @@ impl LinkTask {
     /// Takes over the `swarm` channel: a reader task reports what arrives, and once the
     /// channel is open a writer task sends what the node queues.
     fn attach(&self, channel: Arc<dyn DataChannel>) {
+        let _ = self.channel.set(Arc::clone(&channel));
         let task = self.clone();
         tokio::spawn(async move {
             let mut writer = None;

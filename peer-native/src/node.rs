@@ -197,6 +197,7 @@ pub(crate) fn start(
         client: Client::new(config.room, config.identity, config.max_peers, first_seq),
         share: Share::new(ShareConfig::default(), first_seq ^ 0x5eed),
         links: HashMap::new(),
+        closing: Vec::new(),
         next_serial: 0,
         server: None,
         generation: 0,
@@ -218,6 +219,8 @@ struct Node {
     client: Client,
     share: Share<PeerId>,
     links: HashMap<PeerId, Link>,
+    /// Links being closed: they flush what is queued first.
+    closing: Vec<tokio::task::JoinHandle<()>>,
     next_serial: u64,
     server: Option<ServerLink>,
     generation: u64,
@@ -257,10 +260,17 @@ impl Node {
             self.handle(input);
         }
         ticker.abort();
-        // Dropping the server link closes it with a close frame; dropping the links closes
-        // the peer connections.
+        // Dropping the server link closes it with a close frame; closing the links sends
+        // what they still hold, then closes the peer connections.
         self.server = None;
-        self.links.clear();
+        let mut closing = std::mem::take(&mut self.closing);
+        closing.extend(self.links.drain().map(|(_, link)| link.close()));
+        let all_closed = async {
+            for task in closing {
+                let _ = task.await;
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(3), all_closed).await;
     }
 
     /// Milliseconds since the node started: the sharing engine's clock.
@@ -475,7 +485,9 @@ impl Node {
                     self.links.insert(peer, link);
                 }
                 Effect::Disconnect(peer) => {
-                    if self.links.remove(&peer).is_some() {
+                    if let Some(link) = self.links.remove(&peer) {
+                        self.closing.retain(|task| !task.is_finished());
+                        self.closing.push(link.close());
                         let out = self.share.remove_peer(peer, self.now());
                         self.apply_share(out);
                     }
