@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/netns.sh
 
-if [ ! -x target/release/signal-server ] || [ ! -f www/pkg/client_wasm.js ]; then
+if [ ! -x target/release/signal-server ] || [ ! -x target/release/swarm-peer ] || [ ! -f www/pkg/client_wasm.js ]; then
   echo "e2e: build first (scripts/build.sh)" >&2
   exit 1
 fi
