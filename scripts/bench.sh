@@ -4,6 +4,7 @@
 #   scripts/bench.sh throughput [MiB] [rounds]   Swarm vs a raw RTCDataChannel, receiver JS heap
 #   scripts/bench.sh scaling [MiB] [cap MiB/s]   1 downloader, N = 1, 2, 4 capped seeders
 #   scripts/bench.sh media [rounds]              publish->frame, play->frame, seek->frame
+#   scripts/bench.sh native [MiB] [seed GiB]     native peer: native/browser throughput, seeder RSS
 #   scripts/bench.sh server [peers] [idle peers] signal-server vs matchbox_server vs PeerJS
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,9 +22,9 @@ fi
 bash scripts/setup.sh --test
 bash scripts/build.sh
 case "$which" in
-  throughput|scaling|media) benches="$which" ;;
-  all) benches="throughput scaling media" ;;
-  *) echo "bench: unknown benchmark '$which' (throughput, scaling, media, server, all)" >&2; exit 2 ;;
+  throughput|scaling|media|native) benches="$which" ;;
+  all) benches="throughput scaling media native" ;;
+  *) echo "bench: unknown benchmark '$which' (throughput, scaling, media, native, server, all)" >&2; exit 2 ;;
 esac
 for bench in $benches; do
   printf '\033[1m==> benchmark: %s\033[0m\n' "$bench"

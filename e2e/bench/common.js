@@ -9,6 +9,8 @@ export async function openBench() {
   const browser = await chromium.launch(config.use.launchOptions);
   const server = await startServer();
   return {
+    /** The server's URL (`http://127.0.0.1:PORT`). */
+    serverUrl: server.url,
     /** A fresh page (its own context) on the server's origin. */
     async page() {
       const context = await browser.newContext();
