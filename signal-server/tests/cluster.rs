@@ -208,3 +208,56 @@ async fn the_peers_of_an_instance_that_dies_are_gone_within_the_presence_ttl() {
     assert_eq!(c.peers, vec![a.id.clone()]);
     one.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_peer_lost_on_one_instance_resumes_on_another_and_nobody_sees_it_leave() {
+    let redis = Redis::start();
+    let grace = Duration::from_millis(2500);
+    let resumable = || Config {
+        resume_grace: grace,
+        resume_secret: Some("shared-resume-secret".into()),
+        ..redis.config()
+    };
+    let one = Server::start_resumable(resumable()).await;
+    let two = Server::start_resumable(resumable()).await;
+
+    let mut a = one.client("moving").await;
+    let mut b = one.connect("/ws/moving", &[]).await;
+    b.read_welcome().await;
+    assert_eq!(a.recv().await, json!({"type": "joined", "id": b.id}));
+    let (b_id, token) = (b.id.clone(), b.resume.clone().expect("a resume token"));
+    drop(b); // lost without a close frame, as when a network drops
+
+    // It comes back through the other instance within the grace.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut b = two
+        .connect(&format!("/ws/moving?resume={token}"), &[])
+        .await;
+    b.read_welcome().await;
+    assert_eq!(b.id, b_id, "the same id on the other instance");
+    assert_eq!(b.peers, vec![a.id.clone()]);
+
+    // Until well after the grace ran out on the first instance, `a` hears no `left`. It may
+    // hear `joined` for the peer it already knows (the second instance announces it); the
+    // client ignores that.
+    let deadline = tokio::time::Instant::now() + grace + Duration::from_secs(2);
+    while tokio::time::Instant::now() < deadline {
+        if let Some(message) = a.next_message(Duration::from_millis(300)).await {
+            let Ok(text) = message.to_text() else {
+                continue;
+            };
+            if text.is_empty() {
+                continue; // a ping
+            }
+            let frame: serde_json::Value = serde_json::from_str(text).expect("json");
+            assert_eq!(
+                frame,
+                json!({"type": "joined", "id": b_id}),
+                "unexpected {frame}"
+            );
+        }
+    }
+    // Signals still cross between the instances, both ways.
+    a.assert_usable(&mut b).await;
+    b.assert_usable(&mut a).await;
+}
