@@ -11,7 +11,7 @@ use swarm_protocol::ContentId;
 use tokio::io::AsyncBufReadExt;
 
 use crate::node::NodeEvent;
-use crate::room::{JoinOptions, PeerError, Room, RoomAddress};
+use crate::room::{JoinOptions, PeerError, Room, RoomAddress, load_or_create_key};
 
 /// Seed and fetch files in a swarm room from the command line, alongside browser peers.
 #[derive(Debug, Parser)]
@@ -92,14 +92,23 @@ pub struct RoomArgs {
     /// loopback; give 127.0.0.1:0 to reach peers on this machine only.
     #[arg(long = "bind", default_value = "0.0.0.0:0")]
     pub bind: Vec<String>,
+    /// A file holding this peer's key, created if missing: the same key gives the same peer
+    /// id in every run and on every server. Without it each run has a fresh id.
+    #[arg(long, env = "SWARM_KEY")]
+    pub key: Option<PathBuf>,
 }
 
 impl RoomArgs {
     async fn join(&self) -> Result<Room, PeerError> {
         let address = RoomAddress::new(&self.server, &self.room, self.token.clone())?;
+        let key_seed = match &self.key {
+            Some(path) => Some(load_or_create_key(path)?),
+            None => None,
+        };
         let options = JoinOptions {
             max_peers: self.max_peers.map(usize::from),
             udp_addrs: self.bind.clone(),
+            key_seed,
         };
         Room::join(address, options).await
     }

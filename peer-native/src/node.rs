@@ -262,8 +262,8 @@ impl Node {
         ticker.abort();
         // Dropping the server link closes it with a close frame; closing the links sends
         // what they still hold, then closes the peer connections.
-        self.server = None;
         let mut closing = std::mem::take(&mut self.closing);
+        closing.extend(self.server.take().map(ServerLink::close));
         closing.extend(self.links.drain().map(|(_, link)| link.close()));
         let all_closed = async {
             for task in closing {

@@ -87,6 +87,14 @@ pub enum PeerError {
     /// The target file exists already.
     #[error("{0} exists already (remove it, or choose another path with -o)")]
     TargetExists(PathBuf),
+    /// The key file cannot be read or created, or does not hold a key.
+    #[error("key file {path}: {reason}")]
+    KeyFile {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
     /// The node stopped unexpectedly.
     #[error("the peer stopped unexpectedly")]
     Stopped,
@@ -155,6 +163,36 @@ pub struct JoinOptions {
     pub max_peers: Option<usize>,
     /// Local UDP addresses for WebRTC.
     pub udp_addrs: Vec<String>,
+    /// The seed of our key (from [`load_or_create_key`]); `None` for a fresh key.
+    pub key_seed: Option<[u8; 32]>,
+}
+
+/// The key seed stored in `path` (64 hex digits), or a new random one written there (readable
+/// by its owner only) if the file does not exist.
+pub fn load_or_create_key(path: &Path) -> Result<[u8; 32], PeerError> {
+    let fail = |reason: String| PeerError::KeyFile {
+        path: path.to_owned(),
+        reason,
+    };
+    match std::fs::read_to_string(path) {
+        Ok(text) => swarm_protocol::hex::decode::<32>(text.trim())
+            .ok_or_else(|| fail("expected 64 hex digits".into())),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+            use std::io::Write;
+            use std::os::unix::fs::OpenOptionsExt;
+            let seed: [u8; 32] = rand::random();
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(path)
+                .map_err(|err| fail(err.to_string()))?;
+            writeln!(file, "{}", swarm_protocol::hex::encode(&seed))
+                .map_err(|err| fail(err.to_string()))?;
+            Ok(seed)
+        }
+        Err(err) => Err(fail(err.to_string())),
+    }
 }
 
 /// A joined room.
@@ -166,9 +204,9 @@ pub struct Room {
 }
 
 impl Room {
-    /// Joins the room with a fresh key; returns once the server has welcomed us.
+    /// Joins the room; returns once the server has welcomed us.
     pub async fn join(address: RoomAddress, options: JoinOptions) -> Result<Self, PeerError> {
-        let identity = Identity::from_seed(rand::random());
+        let identity = Identity::from_seed(options.key_seed.unwrap_or_else(rand::random));
         let (inputs, mut events) = node::start(NodeConfig {
             url: address.socket_url(),
             room: address.room.clone(),

@@ -19,6 +19,7 @@ const ABNORMAL: u16 = 1006;
 /// The node's handle on one server connection; dropping it closes the connection.
 pub(crate) struct ServerLink {
     outgoing: mpsc::UnboundedSender<String>,
+    task: tokio::task::JoinHandle<()>,
 }
 
 impl ServerLink {
@@ -29,8 +30,15 @@ impl ServerLink {
         inputs: mpsc::UnboundedSender<Input>,
     ) -> Self {
         let (outgoing, outgoing_rx) = mpsc::unbounded_channel();
-        tokio::spawn(run(url, generation, inputs, outgoing_rx));
-        Self { outgoing }
+        let task = tokio::spawn(run(url, generation, inputs, outgoing_rx));
+        Self { outgoing, task }
+    }
+
+    /// Closes the connection with a close frame, so the server announces `left` at once
+    /// rather than holding our place for the resume grace; the handle ends once it is sent.
+    pub(crate) fn close(self) -> tokio::task::JoinHandle<()> {
+        // Dropping the sender tells the task to close.
+        self.task
     }
 
     /// Queues a text frame; false if the connection is gone.

@@ -300,3 +300,37 @@ async fn failures_exit_non_zero_with_a_clear_message() {
         stderr(&output)
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_key_file_keeps_the_same_id_across_runs() {
+    let server = server().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let key = dir.path().join("peer.key");
+    let key_arg = key.to_str().expect("utf-8 path");
+    let me = |output: &Output| {
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        stdout
+            .lines()
+            .find_map(|line| line.strip_prefix("me\t").map(str::to_owned))
+            .unwrap_or_else(|| panic!("no id in {stdout}"))
+    };
+    let args = ["peers", "--wait", "0", "--key", key_arg];
+    let first = run(peer(&server, "keys", &args)).await;
+    assert!(first.status.success(), "{}", stderr(&first));
+    assert!(key.exists(), "the key file is created");
+    let second = run(peer(&server, "keys", &args)).await;
+    assert!(second.status.success(), "{}", stderr(&second));
+    assert_eq!(me(&first), me(&second));
+    // Without the key, another id.
+    let fresh = run(peer(&server, "keys", &["peers", "--wait", "0"])).await;
+    assert_ne!(me(&fresh), me(&first));
+
+    std::fs::write(&key, "not a key").expect("write");
+    let output = run(peer(&server, "keys", &args)).await;
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stderr(&output).contains("expected 64 hex digits"),
+        "{}",
+        stderr(&output)
+    );
+}
