@@ -200,9 +200,7 @@ impl Session {
     /// afterwards the peer connections carry on without the server, signals go through the
     /// mesh, and the server is tried again with backoff.
     pub(crate) fn on_server_closed(self: &Rc<Self>, code: u16, reason: &str) {
-        if code != swarm_core::client::CLOSE_REPLACED && !self.left.get() {
-            self.socket.borrow_mut().take();
-        }
+        // The socket is dropped by the `ReconnectIn` that follows a loss.
         let effects =
             self.client
                 .borrow_mut()

@@ -7,10 +7,12 @@
 //! recognised and ignored. Who offers and who is polite come from `swarm-core`.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
+use futures_util::FutureExt;
 use swarm_core::negotiation::{Negotiation, RemoteDescription};
 use swarm_protocol::wire;
 use swarm_protocol::{
@@ -59,6 +61,9 @@ pub(crate) enum Outgoing {
 struct SendQueue {
     frames: Mutex<VecDeque<Outgoing>>,
     ready: Notify,
+    /// The writer took a frame and has not finished handing it to the channel. Set and read
+    /// with the lock held, so the queue and this together tell whether anything is unsent.
+    sending: AtomicBool,
 }
 
 impl SendQueue {
@@ -67,6 +72,12 @@ impl SendQueue {
         self.frames
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Whether every queued frame has been handed to the channel.
+    fn all_sent(&self) -> bool {
+        let frames = self.lock();
+        frames.is_empty() && !self.sending.load(Ordering::Relaxed)
     }
 }
 
@@ -103,6 +114,7 @@ impl Link {
             inputs,
             queue: Arc::clone(&queue),
             channel: Arc::default(),
+            down: Arc::default(),
         };
         let task = tokio::spawn(task.run(offerer, config, signals_rx));
         Self {
@@ -158,6 +170,9 @@ struct LinkTask {
     queue: Arc<SendQueue>,
     /// The `swarm` channel, once there is one.
     channel: Arc<OnceLock<Arc<dyn DataChannel>>>,
+    /// Told when the connection failed or closed, so the channel's reader reports the end
+    /// after the messages that arrived before it.
+    down: Arc<Notify>,
 }
 
 impl LinkTask {
@@ -278,9 +293,9 @@ impl LinkTask {
         };
         let deadline = tokio::time::Instant::now() + FLUSH_TIMEOUT;
         while tokio::time::Instant::now() < deadline {
-            let queued = !self.queue.lock().is_empty();
+            let all_sent = self.queue.all_sent();
             let outstanding = channel.outstanding_bytes().await.unwrap_or(0);
-            if !queued && outstanding == 0 {
+            if all_sent && outstanding == 0 {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -333,11 +348,21 @@ impl LinkTask {
             let mut writer = None;
             // A channel the remote peer created may be open before we listen.
             let mut opened = matches!(channel.ready_state().await, Ok(RTCDataChannelState::Open));
+            let mut down = false;
             loop {
                 let event = if std::mem::take(&mut opened) {
                     Some(DataChannelEvent::OnOpen)
+                } else if down {
+                    // The connection is gone: take what already arrived, then stop.
+                    channel.poll().now_or_never().flatten()
                 } else {
-                    channel.poll().await
+                    tokio::select! {
+                        event = channel.poll() => event,
+                        () = task.down.notified() => {
+                            down = true;
+                            continue;
+                        }
+                    }
                 };
                 let Some(event) = event else { break };
                 match event {
@@ -354,7 +379,7 @@ impl LinkTask {
                         peer: task.peer,
                         serial: task.serial,
                         text: message.is_string,
-                        data: message.data.to_vec(),
+                        data: Vec::from(message.data),
                     }),
                     DataChannelEvent::OnClose => break,
                     _ => {}
@@ -372,7 +397,12 @@ impl LinkTask {
     async fn write(self, channel: Arc<dyn DataChannel>) {
         let mut sent = false;
         loop {
-            let next = self.queue.lock().pop_front();
+            let next = {
+                let mut frames = self.queue.lock();
+                let next = frames.pop_front();
+                self.queue.sending.store(next.is_some(), Ordering::Relaxed);
+                next
+            };
             let Some(frame) = next else {
                 if std::mem::take(&mut sent) {
                     self.tell(Input::Drained { peer: self.peer });
@@ -381,9 +411,11 @@ impl LinkTask {
                 continue;
             };
             let result = match frame {
-                Outgoing::Binary(frame) => channel.send(BytesMut::from(&frame[..])).await,
+                // Handed over without a copy: the Vec becomes the message's buffer.
+                Outgoing::Binary(frame) => channel.send(BytesMut::from(Bytes::from(frame))).await,
                 Outgoing::Text(text) => channel.send_text(&text).await,
             };
+            self.queue.sending.store(false, Ordering::Relaxed);
             if let Err(err) = result {
                 warn!(peer = %self.peer, error = %err, "the data channel refused a frame");
                 self.queue.lock().clear();
@@ -435,7 +467,13 @@ impl PeerConnectionEventHandler for Handler {
             state,
             RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed
         ) {
-            self.task.closed();
+            // With a channel, its reader reports the end once it has passed on every message
+            // that arrived first; reporting it from here could overtake them.
+            if self.task.channel.get().is_some() {
+                self.task.down.notify_one();
+            } else {
+                self.task.closed();
+            }
         }
     }
 

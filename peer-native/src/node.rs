@@ -260,17 +260,20 @@ impl Node {
             self.handle(input);
         }
         ticker.abort();
-        // Dropping the server link closes it with a close frame; closing the links sends
-        // what they still hold, then closes the peer connections.
+        // The links send what they still hold, then close the peer connections. Only then is
+        // the server connection closed (with a close frame): the server's `left` must not
+        // reach a peer before our last messages do, or it drops them with the connection.
         let mut closing = std::mem::take(&mut self.closing);
-        closing.extend(self.server.take().map(ServerLink::close));
         closing.extend(self.links.drain().map(|(_, link)| link.close()));
-        let all_closed = async {
+        let links_closed = async {
             for task in closing {
                 let _ = task.await;
             }
         };
-        let _ = tokio::time::timeout(Duration::from_secs(3), all_closed).await;
+        let _ = tokio::time::timeout(Duration::from_secs(3), links_closed).await;
+        if let Some(server) = self.server.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(2), server.close()).await;
+        }
     }
 
     /// Milliseconds since the node started: the sharing engine's clock.
@@ -527,7 +530,7 @@ impl Node {
                     self.tell(NodeEvent::Server(state));
                 }
                 Effect::ReconnectIn(delay) => {
-                    self.server = None;
+                    // `ServerClosed` already dropped the connection that ended.
                     let inputs = self.inputs.clone();
                     tokio::spawn(async move {
                         tokio::time::sleep(Duration::from_millis(delay)).await;
