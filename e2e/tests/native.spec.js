@@ -126,8 +126,9 @@ test('a native seeder and a browser seeder both serve a third browser', async ({
   const got = await download(c, seeder.id);
   expect(got).toMatchObject({ size: 20 * MiB, hash: sha256(bytes) });
   expect(Object.keys(got.from).sort()).toEqual([a.id, seeder.peer].sort());
-  // Each sent at least a whole piece (how much depends on how busy each is).
-  for (const id of [a.id, seeder.peer]) expect(got.from[id]).toBeGreaterThanOrEqual(256 * 1024);
+  // Each sent piece data (how much depends on how busy each is; in the end game a piece may
+  // come partly from one and be finished by the other, so not always a whole piece each).
+  for (const id of [a.id, seeder.peer]) expect(got.from[id]).toBeGreaterThan(0);
   await seeder.stop();
 });
 

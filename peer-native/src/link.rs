@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use futures_util::FutureExt;
 use swarm_core::negotiation::{Negotiation, RemoteDescription};
 use swarm_protocol::wire;
@@ -379,7 +379,7 @@ impl LinkTask {
                         peer: task.peer,
                         serial: task.serial,
                         text: message.is_string,
-                        data: Vec::from(message.data),
+                        data: message.data.to_vec(),
                     }),
                     DataChannelEvent::OnClose => break,
                     _ => {}
@@ -411,8 +411,7 @@ impl LinkTask {
                 continue;
             };
             let result = match frame {
-                // Handed over without a copy: the Vec becomes the message's buffer.
-                Outgoing::Binary(frame) => channel.send(BytesMut::from(Bytes::from(frame))).await,
+                Outgoing::Binary(frame) => channel.send(BytesMut::from(&frame[..])).await,
                 Outgoing::Text(text) => channel.send_text(&text).await,
             };
             self.queue.sending.store(false, Ordering::Relaxed);
