@@ -27,7 +27,7 @@ const HASH_READ_LEN: u64 = 16 * DEFAULT_PIECE_SIZE as u64;
 
 /// The file-sharing state of one session.
 pub(crate) struct Files {
-    share: RefCell<Share<PeerId>>,
+    pub(crate) share: RefCell<Share<PeerId>>,
     storage: RefCell<Option<Rc<Storage>>>,
     /// Content held as a Blob: files we shared, and finished downloads.
     blobs: RefCell<HashMap<ContentId, Blob>>,
@@ -153,10 +153,6 @@ impl Session {
         Rc::clone(&self.files.upload_cap)
     }
 
-    pub(crate) fn files_list(&self) -> Vec<FileInfo> {
-        self.files.list()
-    }
-
     /// **Testing only**: corrupt every piece this peer serves.
     pub(crate) fn corrupt_uploads(&self, corrupt: bool) {
         self.files.share.borrow_mut().set_corrupt_uploads(corrupt);
@@ -189,6 +185,7 @@ impl Session {
         self.files.blobs.borrow_mut().insert(id, blob);
         let out = self.files.share.borrow_mut().share(id, manifest);
         self.apply_share(out);
+        self.provide_held(id);
         self.emit("files", &[]);
         Ok(id)
     }
@@ -205,7 +202,7 @@ impl Session {
         if let Some(state) = self.files.downloads.borrow().get(&id) {
             return Ok(Rc::clone(state));
         }
-        let info = self.files.share.borrow().file(id);
+        let info = self.files_list().into_iter().find(|f| f.id == id);
         let Some(info) = info.filter(|f| f.sources > 0 || f.complete) else {
             return Err(ClientError::UnknownContent(id.to_string()));
         };
@@ -246,8 +243,7 @@ impl Session {
                 session.fail_download(id, err);
                 return;
             }
-            let started = session.files.share.borrow_mut().download(id, now());
-            match started {
+            match session.start_share_download(id) {
                 Ok(out) => session.apply_share(out),
                 Err(_) => session.fail_download(id, ClientError::UnknownContent(id.to_string())),
             }
@@ -292,6 +288,7 @@ impl Session {
 
     fn fail_download(self: &Rc<Self>, id: ContentId, err: ClientError) {
         warn!(%id, error = %err, "download failed");
+        self.unwant(id);
         self.fail_ranges(id, &err);
         if let Some(state) = self.files.downloads.borrow_mut().remove(&id) {
             state.fail(err);
@@ -433,7 +430,10 @@ impl Session {
                     state.on_progress(&progress);
                 }
             }
-            ShareEvent::Completed { id } => self.finish_download(id),
+            ShareEvent::Completed { id } => {
+                self.provide_held(id);
+                self.finish_download(id);
+            }
             ShareEvent::Failed {
                 id,
                 reason: FailReason::Cancelled,

@@ -16,8 +16,9 @@ pub(crate) use swarm_core::client::ServerState;
 use swarm_core::client::{Client, Effect};
 use swarm_core::identity::Identity;
 use swarm_core::mesh::Event;
+use swarm_core::share::{FileInfo, Output, ShareError};
 use swarm_protocol::wire::Relay;
-use swarm_protocol::{ClientMsg, IceServer, PeerId, RoomName, SignalData};
+use swarm_protocol::{ClientMsg, ContentId, IceServer, PeerId, RoomName, SignalData};
 use tracing::{debug, info, warn};
 use wasm_bindgen::JsValue;
 use wasm_bindgen_futures::spawn_local;
@@ -26,7 +27,7 @@ use web_sys::RtcConfiguration;
 use crate::channel::OutgoingMessage;
 use crate::error::{ClientError, describe};
 use crate::events::{Listeners, SWARM_EVENTS, call_all};
-use crate::files::Files;
+use crate::files::{Files, file_object, now};
 use crate::peer::PeerLink;
 use crate::signalling::SignalSocket;
 use crate::ticker::{Ticker, Timeout};
@@ -299,6 +300,40 @@ impl Session {
         self.listeners.borrow_mut().clear();
     }
 
+    /// Tells the whole room, by gossip, that we hold all of `id` (if we do).
+    pub(crate) fn provide_held(self: &Rc<Self>, id: ContentId) {
+        let effects = self
+            .client
+            .borrow_mut()
+            .provide_held(&self.files.share.borrow(), id);
+        self.apply(effects);
+    }
+
+    /// Starts the sharing engine's download of `id`, connecting to a provider beyond our
+    /// neighbours if none of them has it; returns the engine's outputs.
+    pub(crate) fn start_share_download(
+        self: &Rc<Self>,
+        id: ContentId,
+    ) -> Result<Vec<Output<PeerId>>, ShareError> {
+        let (outputs, effects) = self.client.borrow_mut().start_download(
+            &mut self.files.share.borrow_mut(),
+            id,
+            now(),
+        )?;
+        self.apply(effects);
+        Ok(outputs)
+    }
+
+    /// We no longer download `id`.
+    pub(crate) fn unwant(&self, id: ContentId) {
+        self.client.borrow_mut().unwant(id);
+    }
+
+    /// The room's files: ours, our neighbours', and those heard of by gossip.
+    pub(crate) fn files_list(&self) -> Vec<FileInfo> {
+        self.client.borrow().room_files(self.files.list())
+    }
+
     pub(crate) fn check_joined(&self) -> Result<(), ClientError> {
         if self.left.get() {
             Err(ClientError::Left)
@@ -389,6 +424,16 @@ impl Session {
                     info!(%peer, "peer left");
                     self.emit("peer-left", &[peer.to_string().into()]);
                 }
+                Effect::Provided { file, new } => {
+                    if new && self.files.list().iter().all(|f| f.id != file.id) {
+                        let info = self.files_list().into_iter().find(|f| f.id == file.id);
+                        if let Some(info) = info {
+                            self.emit("file", &[file_object(&info)]);
+                        }
+                    }
+                    self.emit("files", &[]);
+                }
+                Effect::ProvidersGone => self.emit("files", &[]),
             }
         }
     }

@@ -6,14 +6,25 @@
 //! shell feeds it server frames, channel events, relay frames and ticks, and carries out the
 //! [`Effect`]s that come back; it never decides anything about the room itself.
 
+use std::collections::BTreeMap;
+
+use swarm_protocol::gossip::Gossip;
 use swarm_protocol::wire::Relay;
-use swarm_protocol::{ErrorCode, IceServer, PeerId, RoomName, ServerMsg, SignalData};
+use swarm_protocol::{ContentId, ErrorCode, IceServer, PeerId, RoomName, ServerMsg, SignalData};
 use tracing::{debug, info, warn};
 
 use crate::backoff::Backoff;
+use crate::directory::{Directory, RemoteFile};
 use crate::identity::Identity;
 use crate::mesh::{Action, Event, Mesh};
 use crate::relay::{Incoming, SignalRelay};
+use crate::share::{FileInfo, Output, Share, ShareError};
+
+/// Providers dialled at once for a content we want and no neighbour provides.
+const PROVIDERS_DIALLED: usize = 2;
+
+/// Ticks between two attempts to reach a provider of a content we want.
+const PROVIDER_RETRY_TICKS: u64 = 20;
 
 /// Close code with which the server tells a connection that a newer one resumed its peer.
 pub const CLOSE_REPLACED: u16 = 4000;
@@ -100,6 +111,16 @@ pub enum Effect {
     ReconnectIn(u64),
     /// Tell the application that a peer's channel opened or that it left.
     Emit(Event),
+    /// A peer beyond our neighbours provides `file` (heard by gossip); `new` if nobody had
+    /// offered this content before.
+    Provided {
+        /// What is known of the content now.
+        file: RemoteFile,
+        /// Whether the content is new to the directory.
+        new: bool,
+    },
+    /// Providers left: the room's file list changed.
+    ProvidersGone,
 }
 
 /// One member's view of its room and of the server link.
@@ -114,6 +135,13 @@ pub struct Client {
     backoff: Backoff,
     welcomed: bool,
     left: bool,
+    /// Providers heard of by gossip.
+    directory: Directory,
+    /// Our own provide records (signed frames), handed to each new neighbour.
+    provided: BTreeMap<ContentId, Vec<u8>>,
+    /// Contents we are downloading, with the tick of the last attempt to reach a provider.
+    wanted: BTreeMap<ContentId, u64>,
+    ticks: u64,
 }
 
 impl Client {
@@ -137,6 +165,10 @@ impl Client {
             backoff: Backoff::default(),
             welcomed: false,
             left: false,
+            directory: Directory::default(),
+            provided: BTreeMap::new(),
+            wanted: BTreeMap::new(),
+            ticks: 0,
         }
     }
 
@@ -220,7 +252,11 @@ impl Client {
                 effects
             }
             ServerMsg::Joined { id } => mesh_effects(self.mesh.on_joined(id)),
-            ServerMsg::Left { id } => mesh_effects(self.mesh.on_left(id)),
+            ServerMsg::Left { id } => {
+                let mut effects = mesh_effects(self.mesh.on_left(id));
+                self.forget_provider(id, &mut effects);
+                effects
+            }
             ServerMsg::Signal { from, data } => match SignalData::parse(&data) {
                 Ok(data) => self.on_signal(from, data),
                 Err(err) => {
@@ -338,11 +374,190 @@ impl Client {
                 }
             }
             Incoming::Forward(frames) => to_peers(frames),
+            Incoming::Broadcast {
+                from: origin,
+                data,
+                record,
+                forward,
+            } => {
+                let mut effects = to_peers(forward);
+                match Gossip::parse(&data) {
+                    Ok(gossip) => self.on_gossip(origin, gossip, record, &mut effects),
+                    Err(err) => {
+                        debug!(peer = %origin, error = %err, "ignoring gossip we cannot read")
+                    }
+                }
+                effects
+            }
             Incoming::Drop(reason) => {
                 debug!(%from, ?reason, "dropped a relayed signal");
                 Vec::new()
             }
         }
+    }
+
+    fn on_gossip(
+        &mut self,
+        origin: PeerId,
+        gossip: Gossip,
+        record: Vec<u8>,
+        effects: &mut Vec<Effect>,
+    ) {
+        match gossip {
+            Gossip::Provide {
+                id,
+                size,
+                name,
+                mime,
+            } => {
+                // Its signature shows the origin holds its key: it is (or was) in the room.
+                self.mesh.learn(origin);
+                let new = self
+                    .directory
+                    .insert(origin, id, size, &name, &mime, record);
+                if let Some(file) = self.directory.file(id) {
+                    debug!(%id, provider = %origin, "heard of a provider");
+                    effects.push(Effect::Provided { file, new });
+                }
+                if self.wanted.contains_key(&id) {
+                    effects.extend(self.dial_providers(id));
+                }
+            }
+        }
+    }
+
+    fn forget_provider(&mut self, peer: PeerId, effects: &mut Vec<Effect>) {
+        if self.directory.remove_provider(peer) {
+            effects.push(Effect::ProvidersGone);
+        }
+    }
+
+    /// Tells the whole room, by gossip through the mesh, that we hold all of content `id`
+    /// (we shared it, or finished downloading it). Our neighbours also hear it from the
+    /// sharing engine; the others learn of it from this. Once per content.
+    pub fn provide(&mut self, id: ContentId, size: u64, name: &str, mime: &str) -> Vec<Effect> {
+        self.wanted.remove(&id);
+        if self.provided.contains_key(&id) {
+            return Vec::new();
+        }
+        let gossip = Gossip::provide(id, size, name, mime);
+        let neighbours = self.open_peers();
+        match self.relay.broadcast(&gossip.to_json(), &neighbours) {
+            Ok((frames, record)) => {
+                self.provided.insert(id, record);
+                to_peers(frames)
+            }
+            Err(err) => {
+                warn!(%id, error = %err, "cannot announce content to the room");
+                Vec::new()
+            }
+        }
+    }
+
+    /// [`Client::provide`] for content the sharing engine holds whole (shared, or just
+    /// downloaded); nothing if it does not.
+    pub fn provide_held(&mut self, share: &Share<PeerId>, id: ContentId) -> Vec<Effect> {
+        match share.manifest(id) {
+            Some(m) if share.is_complete(id) => self.provide(id, m.size, &m.name, &m.mime),
+            _ => Vec::new(),
+        }
+    }
+
+    /// Starts downloading `id` with the sharing engine: from the neighbours that offer it,
+    /// or, if none does, from a provider heard of by gossip, which is dialled. Returns the
+    /// engine's outputs and our effects; [`ShareError::UnknownContent`] if nobody in the
+    /// room is known to have it.
+    pub fn start_download(
+        &mut self,
+        share: &mut Share<PeerId>,
+        id: ContentId,
+        now: u64,
+    ) -> Result<(Vec<Output<PeerId>>, Vec<Effect>), ShareError> {
+        let outputs = match (share.download(id, now), self.directory.file(id)) {
+            (Ok(outputs), _) => outputs,
+            (Err(ShareError::UnknownContent(_)), Some(remote)) => {
+                share.download_provided(id, remote.size, &remote.name, &remote.mime, now)
+            }
+            (Err(err), _) => return Err(err),
+        };
+        Ok((outputs, self.want(id)))
+    }
+
+    /// The peers beyond our neighbours known to provide `id`.
+    pub fn providers(&self, id: ContentId) -> Vec<PeerId> {
+        self.directory.providers(id)
+    }
+
+    /// What the directory knows of `id`: a content some peer in the room provides.
+    pub fn remote_file(&self, id: ContentId) -> Option<RemoteFile> {
+        self.directory.file(id)
+    }
+
+    /// The room's files: `local` (what the sharing engine knows from our neighbours and
+    /// ourselves) merged with the providers heard of by gossip. A file's `sources` counts its
+    /// connected sources and the providers we are not connected to.
+    pub fn room_files(&self, mut local: Vec<FileInfo>) -> Vec<FileInfo> {
+        for remote in self.directory.files() {
+            let far = remote
+                .providers
+                .iter()
+                .filter(|peer| !self.mesh.is_open(**peer))
+                .count();
+            match local.iter_mut().find(|file| file.id == remote.id) {
+                Some(file) => file.sources += far,
+                None => local.push(FileInfo {
+                    id: remote.id,
+                    name: remote.name,
+                    size: remote.size,
+                    mime: remote.mime,
+                    sources: far,
+                    complete: false,
+                }),
+            }
+        }
+        local.sort_by_key(|file| file.id);
+        local
+    }
+
+    /// We are downloading `id`: if no neighbour provides it, connect to providers heard of by
+    /// gossip (and try again now and then until one connects, or [`Client::provide`] or
+    /// [`Client::unwant`] is called).
+    pub fn want(&mut self, id: ContentId) -> Vec<Effect> {
+        self.wanted.insert(id, self.ticks);
+        self.dial_providers(id)
+    }
+
+    /// We no longer download `id` (cancelled or failed).
+    pub fn unwant(&mut self, id: ContentId) {
+        self.wanted.remove(&id);
+    }
+
+    /// Dials up to [`PROVIDERS_DIALLED`] providers of `id`, unless one is connected or being
+    /// connected to already.
+    fn dial_providers(&mut self, id: ContentId) -> Vec<Effect> {
+        let providers = self.directory.providers(id);
+        if providers.iter().any(|peer| self.mesh.knows(*peer)) {
+            return Vec::new();
+        }
+        let mut effects = Vec::new();
+        // Another pair each attempt, in case the last ones did not answer.
+        let skip = (self.ticks / PROVIDER_RETRY_TICKS) as usize * PROVIDERS_DIALLED;
+        let count = providers.len();
+        let chosen = providers
+            .into_iter()
+            .cycle()
+            .skip(skip % count.max(1))
+            .take(PROVIDERS_DIALLED.min(count));
+        for peer in chosen {
+            debug!(%id, provider = %peer, "connecting to a provider");
+            if let Some(dialled) = self.mesh.dial_provider(peer) {
+                effects.extend(mesh_effects(dialled));
+            }
+        }
+        if let Some(last) = self.wanted.get_mut(&id) {
+            *last = self.ticks;
+        }
+        effects
     }
 
     /// A signal from `from`, through the server or the mesh.
@@ -352,19 +567,43 @@ impl Client {
         effects
     }
 
-    /// The `swarm` channel to `peer` opened.
+    /// The `swarm` channel to `peer` opened: the new neighbour also gets the room's provide
+    /// records (ours and those heard of), so it knows the room's files at once.
     pub fn on_channel_open(&mut self, peer: PeerId) -> Vec<Effect> {
-        mesh_effects(self.mesh.on_channel_open(peer))
+        let mut effects = mesh_effects(self.mesh.on_channel_open(peer));
+        if self.mesh.is_open(peer) {
+            let records = self
+                .provided
+                .values()
+                .cloned()
+                .chain(self.directory.records(peer));
+            effects.extend(records.map(|frame| Effect::ToPeer { peer, frame }));
+        }
+        effects
     }
 
     /// The connection to `peer` closed or failed (or could not be created).
     pub fn on_channel_closed(&mut self, peer: PeerId) -> Vec<Effect> {
-        mesh_effects(self.mesh.on_channel_closed(peer))
+        let mut effects = mesh_effects(self.mesh.on_channel_closed(peer));
+        self.forget_provider(peer, &mut effects);
+        effects
     }
 
-    /// Periodic upkeep of the partial mesh.
+    /// Periodic upkeep of the partial mesh, and of the connections to providers of what we
+    /// download.
     pub fn on_tick(&mut self) -> Vec<Effect> {
-        mesh_effects(self.mesh.on_tick())
+        self.ticks += 1;
+        let mut effects = mesh_effects(self.mesh.on_tick());
+        let due: Vec<ContentId> = self
+            .wanted
+            .iter()
+            .filter(|(_, last)| self.ticks >= *last + PROVIDER_RETRY_TICKS)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in due {
+            effects.extend(self.dial_providers(id));
+        }
+        effects
     }
 
     /// Opens a direct connection to member `peer`; `None` if it is not a member we know of.
@@ -422,6 +661,8 @@ fn percent_encode(text: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use super::*;
 
     fn room() -> RoomName {
@@ -531,6 +772,120 @@ mod tests {
         };
         let effects = b.on_relay(ida, relay);
         assert!(effects.contains(&Effect::Signal { from: ida, data }));
+    }
+
+    /// Carries every `ToPeer` frame of `effects` (sent by `from`) to the clients in `net`,
+    /// following forwarded copies, and returns the other effects each produced.
+    fn deliver(
+        net: &mut [Client],
+        from: PeerId,
+        effects: Vec<Effect>,
+    ) -> BTreeMap<PeerId, Vec<Effect>> {
+        let mut queue: std::collections::VecDeque<(PeerId, Effect)> =
+            effects.into_iter().map(|e| (from, e)).collect();
+        let mut seen: BTreeMap<PeerId, Vec<Effect>> = BTreeMap::new();
+        while let Some((sender, effect)) = queue.pop_front() {
+            let Effect::ToPeer { peer, frame } = effect else {
+                seen.entry(sender).or_default().push(effect);
+                continue;
+            };
+            let Some(target) = net.iter_mut().find(|c| c.identity.id() == peer) else {
+                continue;
+            };
+            if !target.is_open(sender) {
+                continue;
+            }
+            let Ok(swarm_protocol::wire::BinaryFrame::Relay(relay)) =
+                swarm_protocol::wire::decode_binary(&frame)
+            else {
+                panic!("expected a relay frame");
+            };
+            for next in target.on_relay(sender, relay) {
+                queue.push_back((peer, next));
+            }
+        }
+        seen
+    }
+
+    /// Clients 1 - 2 - 3 - 4 in a line (welcomed, channels open between neighbours).
+    fn line() -> Vec<Client> {
+        let mut net: Vec<Client> = (1..=4)
+            .map(|n| Client::new(room(), Identity::from_seed([n; 32]), Some(2), 1))
+            .collect();
+        let ids: Vec<PeerId> = net.iter().map(|c| c.identity.id()).collect();
+        for (i, client) in net.iter_mut().enumerate() {
+            let welcome = ServerMsg::Welcome {
+                id: ids[i],
+                peers: Vec::new(),
+                ice_servers: Vec::new(),
+                resume: None,
+            };
+            client.on_server_frame(&welcome.to_json());
+            for j in [i.wrapping_sub(1), i + 1] {
+                if let Some(other) = ids.get(j) {
+                    client.mesh.on_signal_from(*other);
+                    client.on_channel_open(*other);
+                }
+            }
+        }
+        net
+    }
+
+    #[test]
+    fn a_provide_spreads_along_the_line_and_a_wanting_peer_dials_the_provider() {
+        let mut net = line();
+        let ids: Vec<PeerId> = net.iter().map(|c| c.identity.id()).collect();
+        let content = swarm_protocol::ContentId::from_bytes([9; 32]);
+        let effects = net[0].provide(content, 1000, "film.webm", "video/webm");
+        assert_eq!(effects.len(), 1, "one neighbour");
+        assert!(
+            net[0]
+                .provide(content, 1000, "film.webm", "video/webm")
+                .is_empty(),
+            "once"
+        );
+        let heard = deliver(&mut net, ids[0], effects);
+        for (i, client) in net.iter().enumerate().skip(1) {
+            assert_eq!(client.providers(content), vec![ids[0]], "client {i}");
+            assert!(heard[&ids[i]].iter().any(
+                |e| matches!(e, Effect::Provided { new: true, file } if file.name == "film.webm")
+            ));
+        }
+        // The far end lists it, with the provider as its one source.
+        let files = net[3].room_files(Vec::new());
+        assert_eq!((files.len(), files[0].sources, files[0].size), (1, 1, 1000));
+        // Wanting it dials the provider, once, until it is connected.
+        let dial = net[3].want(content);
+        assert!(
+            matches!(dial[..], [Effect::Connect { peer, offerer: true, .. }] if peer == ids[0]),
+            "{dial:?}"
+        );
+        assert!(net[3].want(content).is_empty(), "already connecting");
+        // A newcomer next to 4 learns of it from the records 4 hands over.
+        let mut newcomer = Client::new(room(), Identity::from_seed([7; 32]), Some(2), 1);
+        let idn = newcomer.identity.id();
+        newcomer.on_server_frame(
+            &ServerMsg::Welcome {
+                id: idn,
+                peers: vec![ids[3]],
+                ice_servers: Vec::new(),
+                resume: None,
+            }
+            .to_json(),
+        );
+        newcomer.on_channel_open(ids[3]);
+        net[3].mesh.on_signal_from(idn);
+        let sync = net[3].on_channel_open(idn);
+        net.push(newcomer);
+        let heard = deliver(&mut net, ids[3], sync);
+        assert_eq!(net[4].providers(content), vec![ids[0]]);
+        assert!(heard.contains_key(&idn));
+        // The provider leaves: everyone forgets it.
+        let left = ServerMsg::Left { id: ids[0] }.to_json();
+        let effects = net[2].on_server_frame(&left);
+        assert!(effects.contains(&Effect::ProvidersGone));
+        assert!(net[2].providers(content).is_empty());
+        assert!(net[2].room_files(Vec::new()).is_empty());
     }
 
     #[test]

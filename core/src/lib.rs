@@ -18,6 +18,8 @@
 //!   proofs, and signed signals relayed through the mesh.
 //! - [`relay`]: signalling through the mesh: signed signals forwarded by neighbours, with a
 //!   hop limit and duplicate suppression, while the server is away.
+//! - [`directory`]: which peers beyond our neighbours provide which content, heard by
+//!   gossip through the mesh.
 //! - [`client`]: a room member's signalling: the mesh, the relay and the server link, as
 //!   effects the browser client and the native peer both carry out.
 //! - [`mesh`]: a client's view of its room: which peers to connect to, in which role, and
@@ -27,6 +29,7 @@ pub mod backoff;
 pub mod bitfield;
 pub mod client;
 pub mod cluster;
+pub mod directory;
 pub mod gossip;
 pub mod identity;
 pub mod kademlia;

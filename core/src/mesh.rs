@@ -37,6 +37,11 @@ use crate::negotiation::is_polite;
 /// Ticks a member must have been known before the upkeep of a partial mesh may dial it.
 pub const SETTLE_TICKS: u64 = 8;
 
+/// Ticks a connection may take to open its channel before it is given up (60 s at the
+/// shells' 250 ms tick): the other side may have ignored our offer (it was full) or left.
+/// The member is not forgotten, so it may be dialled again.
+pub const CONNECT_TIMEOUT_TICKS: u64 = 240;
+
 /// Something the application is told.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Event {
@@ -67,7 +72,8 @@ pub enum Action {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
-    Connecting,
+    /// Being made since this tick.
+    Connecting(u64),
     Open,
 }
 
@@ -213,9 +219,9 @@ impl Mesh {
         self.close(peer)
     }
 
-    /// Opens a connection to member `peer` as the offering side (an application asked, or
-    /// a transfer needs it), within twice the cap. `None` if `peer` is not a member we know;
-    /// no actions if it is connected already or there is no room.
+    /// Opens a connection to member `peer` as the offering side (an application asked),
+    /// within twice the cap. `None` if `peer` is not a member we know; no actions if it is
+    /// connected already or there is no room.
     pub fn dial(&mut self, peer: PeerId) -> Option<Vec<Action>> {
         if !self.members.contains_key(&peer) {
             return None;
@@ -229,15 +235,39 @@ impl Mesh {
         Some(self.connect(peer, true).into_iter().collect())
     }
 
-    /// Periodic upkeep of a partial mesh: below the cap, dial one more member we know of and
-    /// are not connected to (at random). A full mesh needs none.
+    /// Opens a connection to member `peer` whatever the cap: a download needs this provider
+    /// and none of our neighbours has the content. (The provider still answers only while it
+    /// has room.) `None` if `peer` is not a member we know.
+    pub fn dial_provider(&mut self, peer: PeerId) -> Option<Vec<Action>> {
+        if !self.members.contains_key(&peer) {
+            return None;
+        }
+        Some(self.connect(peer, true).into_iter().collect())
+    }
+
+    /// Periodic upkeep: gives up connections that did not open within
+    /// [`CONNECT_TIMEOUT_TICKS`], and in a partial mesh below the cap dials one more member we
+    /// know of and are not connected to (at random). A full mesh needs no dialling.
     pub fn on_tick(&mut self) -> Vec<Action> {
         self.ticks += 1;
+        let now = self.ticks;
+        let stale: Vec<PeerId> = self
+            .peers
+            .iter()
+            .filter(|(_, phase)| {
+                matches!(phase, Phase::Connecting(since) if now >= since + CONNECT_TIMEOUT_TICKS)
+            })
+            .map(|(peer, _)| *peer)
+            .collect();
+        let mut actions: Vec<Action> = stale
+            .into_iter()
+            .flat_map(|peer| self.close(peer))
+            .collect();
         let (Some(me), Some(cap)) = (self.me, self.max_peers) else {
-            return Vec::new();
+            return actions;
         };
         if self.peers.len() >= cap {
-            return Vec::new();
+            return actions;
         }
         let now = self.ticks;
         let next = self
@@ -248,15 +278,14 @@ impl Mesh {
             })
             .map(|(peer, _)| *peer)
             .min_by_key(|peer| shuffle(now, me, *peer));
-        next.and_then(|peer| self.connect(peer, true))
-            .into_iter()
-            .collect()
+        actions.extend(next.and_then(|peer| self.connect(peer, true)));
+        actions
     }
 
     /// The data channel to `peer` opened.
     pub fn on_channel_open(&mut self, peer: PeerId) -> Vec<Action> {
         match self.peers.get_mut(&peer) {
-            Some(phase @ Phase::Connecting) => {
+            Some(phase @ Phase::Connecting(_)) => {
                 *phase = Phase::Open;
                 vec![Action::Emit(Event::PeerJoined(peer))]
             }
@@ -281,7 +310,12 @@ impl Mesh {
             .collect()
     }
 
-    fn learn(&mut self, peer: PeerId) {
+    /// Notes that `peer` is a member of the room (heard of through the mesh), so it may be
+    /// dialled.
+    pub fn learn(&mut self, peer: PeerId) {
+        if self.me == Some(peer) {
+            return;
+        }
         let now = self.ticks;
         self.members.entry(peer).or_insert(now);
     }
@@ -302,7 +336,7 @@ impl Mesh {
         if peer == me || self.peers.contains_key(&peer) {
             return None;
         }
-        self.peers.insert(peer, Phase::Connecting);
+        self.peers.insert(peer, Phase::Connecting(self.ticks));
         Some(Action::Connect {
             peer,
             offerer,
@@ -313,7 +347,7 @@ impl Mesh {
     fn close(&mut self, peer: PeerId) -> Vec<Action> {
         match self.peers.remove(&peer) {
             None => Vec::new(),
-            Some(Phase::Connecting) => vec![Action::Disconnect(peer)],
+            Some(Phase::Connecting(_)) => vec![Action::Disconnect(peer)],
             Some(Phase::Open) => vec![
                 Action::Disconnect(peer),
                 Action::Emit(Event::PeerLeft(peer)),
@@ -518,6 +552,37 @@ mod tests {
         assert_eq!(mesh.dial(id(4)), Some(Vec::new()), "no room");
         mesh.on_channel_closed(id(3));
         assert_eq!(connected(&mesh.dial(id(4)).expect("member")), vec![id(4)]);
+    }
+
+    #[test]
+    fn a_provider_is_dialled_beyond_the_cap() {
+        let mut mesh = Mesh::with_max_peers(Some(1));
+        mesh.on_welcome(id(1), &[id(2), id(3), id(4)]);
+        mesh.on_signal_from(id(2));
+        mesh.on_signal_from(id(3));
+        assert_eq!(mesh.connection_count(), 2);
+        assert_eq!(mesh.dial(id(4)), Some(Vec::new()), "full");
+        assert_eq!(
+            connected(&mesh.dial_provider(id(4)).expect("member")),
+            vec![id(4)]
+        );
+        assert_eq!(mesh.connection_count(), 3);
+        assert_eq!(mesh.dial_provider(id(9)), None, "not a member");
+        assert_eq!(mesh.dial_provider(id(4)), Some(Vec::new()), "already");
+    }
+
+    #[test]
+    fn a_connection_that_never_opens_is_given_up_but_its_member_kept() {
+        let (mut mesh, _) = welcomed(1, &[2, 3]);
+        mesh.on_channel_open(id(2));
+        let mut gave_up = Vec::new();
+        for _ in 0..CONNECT_TIMEOUT_TICKS {
+            gave_up.extend(mesh.on_tick());
+        }
+        assert_eq!(gave_up, vec![Action::Disconnect(id(3))]);
+        assert!(mesh.is_open(id(2)) && !mesh.knows(id(3)));
+        assert!(mesh.is_member(id(3)));
+        assert_eq!(connected(&mesh.dial(id(3)).expect("member")), vec![id(3)]);
     }
 
     #[test]

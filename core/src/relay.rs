@@ -8,12 +8,20 @@
 //! A hop limit (`ttl`, lowered at each hop and not covered by the signature) bounds the
 //! flood: a forwarder that is connected to the target sends it there only; otherwise it sends
 //! it on to every neighbour but the one it came from.
+//!
+//! The same frames carry room-wide [`swarm_protocol::gossip`] messages: their target is
+//! [`BROADCAST`], and every peer both delivers one and passes it on (with a larger hop
+//! limit, [`crate::gossip::DEFAULT_TTL`]), so it floods the overlay once.
 
+use swarm_protocol::gossip::BROADCAST;
 use swarm_protocol::wire::{Relay, WireError};
 use swarm_protocol::{PeerId, RoomName};
 
-use crate::gossip::{Seen, forward_targets};
+use crate::gossip::{DEFAULT_TTL, Seen, forward_targets};
 use crate::identity::{Identity, IdentityError, RelayedSignal};
+
+/// Frames to send: (neighbour, encoded frame).
+pub type Frames = Vec<(PeerId, Vec<u8>)>;
 
 /// Hops a relayed signal may make after the first: origin → neighbour → … → target crosses at
 /// most `HOP_LIMIT + 1` links.
@@ -34,6 +42,19 @@ pub enum Incoming {
     },
     /// Send these frames on (possibly none: the hop limit is reached).
     Forward(Vec<(PeerId, Vec<u8>)>),
+    /// A message for the whole room: handle `data` as gossip from `from`, and send the
+    /// `forward` frames on.
+    Broadcast {
+        /// The verified origin.
+        from: PeerId,
+        /// The gossip message's JSON.
+        data: Vec<u8>,
+        /// The signed frame with no hops left: what to hand a new neighbour so it learns the
+        /// message too, without flooding it again.
+        record: Vec<u8>,
+        /// Copies for our other neighbours.
+        forward: Vec<(PeerId, Vec<u8>)>,
+    },
     /// Dropped: a duplicate, a replay, or a frame that does not verify.
     Drop(DropReason),
 }
@@ -79,14 +100,14 @@ impl SignalRelay {
         self.identity.id()
     }
 
-    /// Frames that carry `data` (a signal's JSON) to `target`: to the target alone if it is
-    /// one of our `neighbours`, otherwise to all of them.
-    pub fn send(
+    /// Signs `data` for `target` under our next sequence number and encodes it with `ttl`
+    /// hops left; also returns the same frame with no hops left.
+    fn sign(
         &mut self,
         target: PeerId,
+        ttl: u8,
         data: &[u8],
-        neighbours: &[PeerId],
-    ) -> Result<Vec<(PeerId, Vec<u8>)>, WireError> {
+    ) -> Result<(Vec<u8>, Vec<u8>), WireError> {
         let seq = self.next_seq;
         self.next_seq += 1;
         let me = self.me();
@@ -96,18 +117,44 @@ impl SignalRelay {
             origin: me,
             target,
             seq,
-            ttl: HOP_LIMIT,
+            ttl,
             public_key: &self.public_key,
             signature: &signature,
             data,
         };
-        let frame = relay.encode()?;
+        Ok((relay.encode()?, Relay { ttl: 0, ..relay }.encode()?))
+    }
+
+    /// Frames that carry `data` (a signal's JSON) to `target`: to the target alone if it is
+    /// one of our `neighbours`, otherwise to all of them.
+    pub fn send(
+        &mut self,
+        target: PeerId,
+        data: &[u8],
+        neighbours: &[PeerId],
+    ) -> Result<Frames, WireError> {
+        let (frame, _) = self.sign(target, HOP_LIMIT, data)?;
         let to: Vec<PeerId> = if neighbours.contains(&target) {
             vec![target]
         } else {
             neighbours.to_vec()
         };
         Ok(to.into_iter().map(|peer| (peer, frame.clone())).collect())
+    }
+
+    /// Frames that flood `data` (a gossip message's JSON) to the whole room, one per
+    /// neighbour, and the signed frame with no hops left (see [`Incoming::Broadcast`]).
+    pub fn broadcast(
+        &mut self,
+        data: &[u8],
+        neighbours: &[PeerId],
+    ) -> Result<(Frames, Vec<u8>), WireError> {
+        let (frame, record) = self.sign(BROADCAST, DEFAULT_TTL, data)?;
+        let frames = neighbours
+            .iter()
+            .map(|peer| (*peer, frame.clone()))
+            .collect();
+        Ok((frames, record))
     }
 
     /// A relay frame arrived from neighbour `from`; `neighbours` are our open connections.
@@ -132,6 +179,25 @@ impl SignalRelay {
             return Incoming::Drop(DropReason::Forged(err));
         }
         self.seen.insert(relay.origin, relay.seq);
+        if relay.target == BROADCAST {
+            let forward = match relay.ttl.checked_sub(1) {
+                Some(ttl) => {
+                    let frame = Relay { ttl, ..relay }.encode().unwrap_or_default();
+                    forward_targets(Some(from), neighbours.iter().copied(), relay.ttl)
+                        .into_iter()
+                        .filter(|peer| *peer != relay.origin)
+                        .map(|peer| (peer, frame.clone()))
+                        .collect()
+                }
+                None => Vec::new(),
+            };
+            return Incoming::Broadcast {
+                from: relay.origin,
+                data: relay.data.to_vec(),
+                record: Relay { ttl: 0, ..relay }.encode().unwrap_or_default(),
+                forward,
+            };
+        }
         if relay.target == me {
             return Incoming::Deliver {
                 from: relay.origin,
@@ -222,9 +288,83 @@ mod tests {
                     queue.extend(out.into_iter().map(|(next, frame)| (to, next, frame)))
                 }
                 Incoming::Drop(reason) => panic!("dropped: {reason:?}"),
+                Incoming::Broadcast { .. } => panic!("not a broadcast"),
             }
         }
         (delivered, frames)
+    }
+
+    #[test]
+    fn a_broadcast_floods_a_ring_with_chords_once_per_peer_and_is_signed() {
+        let n = 24usize;
+        let mut peers: Vec<SignalRelay> = (0..n).map(|i| relay_for(i as u8 + 1)).collect();
+        let ids: Vec<PeerId> = peers.iter().map(SignalRelay::me).collect();
+        let neighbours =
+            |i: usize| -> Vec<PeerId> { [1, n - 1, 5, n - 5].map(|d| ids[(i + d) % n]).to_vec() };
+        let data = br#"{"type":"provide"}"#;
+        let (out, record) = peers[0].broadcast(data, &neighbours(0)).expect("fits");
+        assert_eq!(decode(&record).ttl, 0);
+        assert_eq!(decode(&record).target, BROADCAST);
+        let mut queue: VecDeque<(PeerId, PeerId, Vec<u8>)> =
+            out.into_iter().map(|(to, f)| (ids[0], to, f)).collect();
+        let mut delivered = vec![0; n];
+        let mut records = Vec::new();
+        while let Some((from, to, frame)) = queue.pop_front() {
+            let i = ids.iter().position(|id| *id == to).expect("known");
+            match peers[i].on_frame(from, decode(&frame), &neighbours(i)) {
+                Incoming::Broadcast {
+                    from: origin,
+                    data: got,
+                    record,
+                    forward,
+                } => {
+                    assert_eq!((origin, &got[..]), (ids[0], &data[..]));
+                    delivered[i] += 1;
+                    records.push(record);
+                    assert!(forward.iter().all(|(p, _)| *p != from && *p != ids[0]));
+                    queue.extend(forward.into_iter().map(|(next, f)| (to, next, f)));
+                }
+                Incoming::Drop(DropReason::Duplicate | DropReason::Ours) => {}
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(delivered[0], 0, "the origin does not deliver its own");
+        assert!(delivered[1..].iter().all(|d| *d == 1), "{delivered:?}");
+        // A record handed to a newcomer is delivered there and goes no further.
+        let mut newcomer = relay_for(200);
+        match newcomer.on_frame(ids[3], decode(&records[0]), &[ids[3], ids[4]]) {
+            Incoming::Broadcast { forward, .. } => assert!(forward.is_empty()),
+            other => panic!("{other:?}"),
+        }
+        // A forwarder cannot change what was broadcast.
+        let genuine = decode(&records[1]);
+        let altered = Relay {
+            data: br#"{"type":"other"}"#,
+            ..genuine
+        }
+        .encode()
+        .expect("fits");
+        assert_eq!(
+            relay_for(201).on_frame(ids[3], decode(&altered), &[ids[3]]),
+            Incoming::Drop(DropReason::Forged(IdentityError::BadSignature))
+        );
+    }
+
+    #[test]
+    fn a_signal_is_not_a_broadcast() {
+        // A signal signed for one target cannot be turned into a broadcast.
+        let (mut a, mut b) = (relay_for(1), relay_for(2));
+        let frame = a.send(b.me(), b"{}", &[b.me()]).expect("send").remove(0).1;
+        let as_broadcast = Relay {
+            target: BROADCAST,
+            ..decode(&frame)
+        }
+        .encode()
+        .expect("fits");
+        assert_eq!(
+            b.on_frame(a.me(), decode(&as_broadcast), &[a.me()]),
+            Incoming::Drop(DropReason::Forged(IdentityError::BadSignature))
+        );
     }
 
     #[test]

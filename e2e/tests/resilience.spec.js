@@ -133,8 +133,8 @@ test('a 50 MiB download completes byte-identical while pages join and leave ever
   expect(joined).toBeGreaterThanOrEqual(3);
 });
 
-test('a room of 30 pages with a connection cap forms one connected overlay and carries messages', async ({ browser, server }) => {
-  test.setTimeout(240_000);
+test('a room of 30 pages with a connection cap forms one connected overlay, carries messages, and spreads file announcements by gossip', async ({ browser, server }) => {
+  test.setTimeout(300_000);
   const count = 30;
   const members = [];
   for (let i = 0; i < count; i++) members.push(await joinRoom(browser, server, 'crowd', `crowd-${i}`, { maxPeers: 4 }));
@@ -172,4 +172,25 @@ test('a room of 30 pages with a connection cap forms one connected overlay and c
     const neighbour = members.find((m) => m.id === id);
     await expect.poll(async () => (await events(neighbour)).some((e) => e.data === 'hello, neighbours')).toBe(true);
   }
+
+  // A file shared by the page with the fewest connections is announced to the whole room by
+  // gossip, though only its few neighbours hear its own announcement.
+  const sharer = members.reduce((a, b) => (graph.get(b.id).length < graph.get(a.id).length ? b : a));
+  const file = await share(sharer, 2 * MiB, 30);
+  await expect.poll(async () => {
+    const known = await Promise.all(members.filter((m) => m !== sharer).map((m) => m.page.evaluate((id) => window.swarm.files().some((f) => f.id === id && f.sources > 0), file.id)));
+    return known.filter(Boolean).length;
+  }, { timeout: 30_000 }).toBe(count - 1);
+  // A page two or more hops away downloads it: it connects to the provider it heard of.
+  const near = new Set([sharer.id, ...graph.get(sharer.id)]);
+  const far = members.find((m) => !near.has(m.id) && !graph.get(m.id).some((id) => near.has(id)))
+    ?? members.find((m) => !near.has(m.id));
+  expect(far, 'a page not connected to the sharer').toBeTruthy();
+  expect(await far.page.evaluate(() => window.swarm.peers())).not.toContain(sharer.id);
+  const got = await download(far, file.id);
+  expect(got).toEqual({ size: 2 * MiB, hash: file.hash });
+  expect(await far.page.evaluate(() => window.swarm.peers())).toContain(sharer.id);
+  // Having completed it, the downloader provides it too: the others now count two sources.
+  const observer = members.find((m) => m !== sharer && m !== far);
+  await expect.poll(() => observer.page.evaluate((id) => window.swarm.files().find((f) => f.id === id)?.sources, file.id), { timeout: 20_000 }).toBeGreaterThanOrEqual(2);
 });

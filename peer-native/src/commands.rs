@@ -255,8 +255,9 @@ async fn idle(room: &mut Room, duration: Duration) -> Result<(), PeerError> {
     loop {
         tokio::select! {
             () = &mut pause => return Ok(()),
-            event = room.next_event() => if event.is_none() {
-                return Err(PeerError::Stopped);
+            event = room.next_event() => match event {
+                Some(event) => report(&event),
+                None => return Err(PeerError::Stopped),
             },
         }
     }

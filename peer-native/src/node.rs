@@ -413,12 +413,16 @@ impl Node {
                 self.store.add_shared(id, file);
                 let out = self.share.share(id, manifest);
                 self.apply_share(out);
+                let effects = self.client.provide_held(&self.share, id);
+                self.apply(effects);
             }
             Command::Download { id, target, reply } => {
                 self.store.expect(id, target);
-                match self.share.download(id, self.now()) {
-                    Ok(out) => {
+                let now = self.now();
+                match self.client.start_download(&mut self.share, id, now) {
+                    Ok((out, effects)) => {
                         let _ = reply.send(Ok(()));
+                        self.apply(effects);
                         self.apply_share(out);
                     }
                     Err(err) => {
@@ -440,7 +444,7 @@ impl Node {
                     me: self.client.me(),
                     members: self.client.members(),
                     open: self.client.open_peers(),
-                    files: self.share.files(),
+                    files: self.client.room_files(self.share.files()),
                 });
             }
             Command::Leave => {} // handled by the loop
@@ -547,6 +551,20 @@ impl Node {
                     info!(%peer, "peer left");
                     self.tell(NodeEvent::PeerLeft(peer));
                 }
+                Effect::Provided { file, new } => {
+                    debug!(id = %file.id, providers = file.providers.len(), "heard of a provider");
+                    if new && self.share.file(file.id).is_none() {
+                        self.tell(NodeEvent::Share(ShareEvent::Offered(FileInfo {
+                            id: file.id,
+                            sources: file.providers.len(),
+                            name: file.name,
+                            size: file.size,
+                            mime: file.mime,
+                            complete: false,
+                        })));
+                    }
+                }
+                Effect::ProvidersGone => {}
             }
         }
     }
@@ -627,6 +645,8 @@ impl Node {
                 }
             }
             ShareEvent::Completed { id } => {
+                let effects = self.client.provide_held(&self.share, *id);
+                self.apply(effects);
                 if let Some((file, temp, target)) = self.store.take_partial(*id) {
                     let (inputs, id) = (self.inputs.clone(), *id);
                     tokio::task::spawn_blocking(move || {

@@ -334,3 +334,92 @@ async fn a_key_file_keeps_the_same_id_across_runs() {
         stderr(&output)
     );
 }
+
+/// Key seeds for three peers a, b, c such that c's id is closer (XOR) to b's than to a's: a
+/// newcomer capped at one connection offers to the closest member only.
+fn keys_for_a_line() -> [[u8; 32]; 3] {
+    use swarm_core::identity::Identity;
+    let id = |seed: [u8; 32]| *Identity::from_seed(seed).id().as_bytes();
+    let xor = |x: [u8; 16], y: [u8; 16]| u128::from_be_bytes(x) ^ u128::from_be_bytes(y);
+    let (a, b) = ([1u8; 32], [2u8; 32]);
+    (3u8..=255)
+        .map(|n| [n; 32])
+        .find(|c| xor(id(*c), id(b)) < xor(id(*c), id(a)))
+        .map(|c| [a, b, c])
+        .expect("some seed is closer to b")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_peer_downloads_from_a_provider_it_only_heard_of_by_gossip() {
+    use swarm_core::identity::Identity;
+    let server = server().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let keys = keys_for_a_line();
+    let key_files: Vec<String> = keys
+        .iter()
+        .enumerate()
+        .map(|(i, seed)| {
+            let path = dir.path().join(format!("key-{i}"));
+            std::fs::write(&path, swarm_protocol::hex::encode(seed)).expect("key file");
+            path.to_str().expect("utf-8").to_owned()
+        })
+        .collect();
+    let ids: Vec<String> = keys
+        .iter()
+        .map(|seed| Identity::from_seed(*seed).id().to_string())
+        .collect();
+    let capped = |i: usize| ["--max-peers", "1", "--key", key_files[i].as_str()];
+
+    // a seeds the file; b (seeding something else) joins and connects to a.
+    let source = random_file(dir.path(), "rare.bin", 3 * 1024 * 1024 + 7);
+    let other = random_file(dir.path(), "other.bin", 1000);
+    let seed_with = |i: usize, file: &Path| {
+        let mut command = peer(&server, "line", &["seed"]);
+        command
+            .args(capped(i))
+            .arg(file)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        let mut child = command.spawn().expect("start a seeder");
+        let line = BufReader::new(child.stdout.take().expect("stdout"))
+            .lines()
+            .next()
+            .expect("a line")
+            .expect("readable");
+        let id = line.split('\t').next().expect("id").to_owned();
+        Seeder {
+            child,
+            ids: vec![id],
+            links: Vec::new(),
+        }
+    };
+    let a = seed_with(0, &source);
+    let _b = seed_with(1, &other);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    // c offers to b only (its closest); it hears of a's file from b's records, dials a and
+    // downloads it from there.
+    let target = dir.path().join("copy.bin");
+    let mut get = peer(
+        &server,
+        "line",
+        &["get", &a.ids[0], "-o", target.to_str().expect("utf-8")],
+    );
+    get.args(capped(2));
+    let output = run(get).await;
+    let log = stderr(&output);
+    assert!(output.status.success(), "get failed: {log}");
+    assert_eq!(sha256(&target), sha256(&source));
+    let joined: Vec<&str> = log
+        .lines()
+        .filter_map(|line| line.strip_prefix("peer joined: "))
+        .collect();
+    assert_eq!(
+        joined.first(),
+        Some(&ids[1].as_str()),
+        "c meets b first (a {}, b {}): {log}",
+        ids[0],
+        ids[1]
+    );
+    assert!(joined.contains(&ids[0].as_str()), "then a: {log}");
+}

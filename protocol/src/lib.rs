@@ -9,6 +9,7 @@
 //!   ([`ClientMsg`], [`ServerMsg`]) and the `data` payloads peers exchange through it
 //!   ([`SignalData`]).
 //! - [`content`]: content ids and [`Manifest`]s of shared files.
+//! - [`gossip`]: room-wide announcements ([`gossip::Gossip`]) spread through the mesh.
 //! - [`wire`]: frames on the `swarm` data channel between peers: application messages and
 //!   the peer protocol ([`PeerMsg`]) that moves files.
 //!
@@ -16,6 +17,7 @@
 
 mod codec;
 pub mod content;
+pub mod gossip;
 pub mod hex;
 pub mod peer_id;
 pub mod room;

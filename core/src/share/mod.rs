@@ -529,6 +529,40 @@ impl<P: Ord + Copy> Share<P> {
         if self.offers.get(&id).is_none_or(|o| o.sources.is_empty()) {
             return Err(ShareError::UnknownContent(id));
         }
+        self.begin_download(&mut out, id, now);
+        Ok(out)
+    }
+
+    /// Starts fetching `id`, which no connected peer offers yet but a peer elsewhere in the
+    /// room provides (the owner is connecting to it): the download waits for a source to
+    /// announce it, then proceeds as [`Share::download`].
+    pub fn download_provided(
+        &mut self,
+        id: ContentId,
+        size: u64,
+        name: &str,
+        mime: &str,
+        now: u64,
+    ) -> Outputs<P> {
+        let mut out = Vec::new();
+        if self.is_complete(id) {
+            out.push(Output::Event(ShareEvent::Completed { id }));
+            return out;
+        }
+        if self.downloads.contains_key(&id) {
+            return out;
+        }
+        self.offers.entry(id).or_insert_with(|| Offer {
+            name: name.to_owned(),
+            size,
+            mime: mime.to_owned(),
+            sources: BTreeMap::new(),
+        });
+        self.begin_download(&mut out, id, now);
+        out
+    }
+
+    fn begin_download(&mut self, out: &mut Outputs<P>, id: ContentId, now: u64) {
         self.downloads.insert(
             id,
             Download {
@@ -545,8 +579,7 @@ impl<P: Ord + Copy> Share<P> {
                 priority: None,
             },
         );
-        self.request_manifest(&mut out, id, now);
-        Ok(out)
+        self.request_manifest(out, id, now);
     }
 
     /// Stops downloading `id`, cancels its requests and stops offering its pieces.

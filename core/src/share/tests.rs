@@ -690,3 +690,31 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_download_of_provided_content_waits_for_a_source_to_connect() {
+    let mut net = Net::new(&[1, 2]);
+    let bytes = data(200_000, 3);
+    let id = net.share_file(1, &bytes);
+    // Not connected: the plain download refuses, the provided one waits.
+    assert_eq!(
+        net.node(2).share.download(id, 0),
+        Err(ShareError::UnknownContent(id))
+    );
+    let out = net
+        .node(2)
+        .share
+        .download_provided(id, 200_000, "file.bin", "", 0);
+    assert!(out.is_empty(), "nobody to ask yet: {out:?}");
+    assert_eq!(net.nodes[&2].share.file(id).map(|f| f.sources), Some(0));
+    net.connect(1, 2);
+    net.run(100_000);
+    assert!(net.completed(2, id));
+    assert_eq!(net.nodes[&2].storage[&id], bytes);
+    // Asking again for what we hold completes at once.
+    let again = net.node(2).share.download_provided(id, 200_000, "", "", 0);
+    assert!(matches!(
+        again[..],
+        [Output::Event(ShareEvent::Completed { .. })]
+    ));
+}

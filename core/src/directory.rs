@@ -1,0 +1,254 @@
+//! Who provides what beyond our own neighbours: the room's file directory, filled by gossip.
+//!
+//! In a partial mesh the `announce` frame of a sharer reaches its neighbours only. A peer
+//! that holds a whole content also floods a signed [`Gossip::Provide`] through the overlay
+//! ([`crate::relay`]); every peer records it here, with the signed frame itself, so that it
+//! can list the file, dial a provider when the user downloads it, and hand the records to a
+//! new neighbour, who then knows the room's files without anyone flooding them again.
+//!
+//! Records are dropped when their provider leaves the room (or its connection fails), and the
+//! directory holds at most a fixed number of them: beyond it, the oldest is forgotten.
+//!
+//! [`Gossip::Provide`]: swarm_protocol::gossip::Gossip::Provide
+
+use std::collections::{BTreeMap, VecDeque};
+
+use swarm_protocol::{ContentId, PeerId};
+
+/// Records (content, provider) kept by default: a room of a few hundred files with a few
+/// providers each.
+pub const DEFAULT_MAX_RECORDS: usize = 1024;
+
+/// A content some peer in the room provides, as its gossip described it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteFile {
+    /// The content.
+    pub id: ContentId,
+    /// File name, as the first provider we heard of named it.
+    pub name: String,
+    /// Length in bytes.
+    pub size: u64,
+    /// MIME type (may be empty).
+    pub mime: String,
+    /// The peers that provide it, in id order.
+    pub providers: Vec<PeerId>,
+}
+
+#[derive(Debug)]
+struct Entry {
+    name: String,
+    size: u64,
+    mime: String,
+    /// Provider → the signed relay frame that announced it (with no hops left).
+    providers: BTreeMap<PeerId, Vec<u8>>,
+}
+
+/// The room's providers as heard by gossip, bounded in size.
+#[derive(Debug)]
+pub struct Directory {
+    entries: BTreeMap<ContentId, Entry>,
+    /// Records in the order they were first added (some may have been removed since).
+    order: VecDeque<(ContentId, PeerId)>,
+    records: usize,
+    max_records: usize,
+}
+
+impl Default for Directory {
+    fn default() -> Self {
+        Self::new(DEFAULT_MAX_RECORDS)
+    }
+}
+
+impl Directory {
+    /// An empty directory keeping at most `max_records` (at least one).
+    pub fn new(max_records: usize) -> Self {
+        Self {
+            entries: BTreeMap::new(),
+            order: VecDeque::new(),
+            records: 0,
+            max_records: max_records.max(1),
+        }
+    }
+
+    /// Records that `provider` holds content `id`; `record` is the signed frame that said so.
+    /// Returns whether the content itself is new to the directory.
+    pub fn insert(
+        &mut self,
+        provider: PeerId,
+        id: ContentId,
+        size: u64,
+        name: &str,
+        mime: &str,
+        record: Vec<u8>,
+    ) -> bool {
+        let is_new = !self.entries.contains_key(&id);
+        let entry = self.entries.entry(id).or_insert_with(|| Entry {
+            name: name.to_owned(),
+            size,
+            mime: mime.to_owned(),
+            providers: BTreeMap::new(),
+        });
+        if entry.providers.insert(provider, record).is_none() {
+            self.records += 1;
+            self.order.push_back((id, provider));
+            while self.records > self.max_records {
+                self.evict_oldest();
+            }
+        }
+        is_new && self.entries.contains_key(&id)
+    }
+
+    fn evict_oldest(&mut self) {
+        while let Some((id, provider)) = self.order.pop_front() {
+            if self.remove(id, provider) {
+                return;
+            }
+        }
+    }
+
+    fn remove(&mut self, id: ContentId, provider: PeerId) -> bool {
+        let Some(entry) = self.entries.get_mut(&id) else {
+            return false;
+        };
+        if entry.providers.remove(&provider).is_none() {
+            return false;
+        }
+        self.records -= 1;
+        if entry.providers.is_empty() {
+            self.entries.remove(&id);
+        }
+        true
+    }
+
+    /// Forgets everything `peer` provides (it left). Returns whether anything was removed.
+    pub fn remove_provider(&mut self, peer: PeerId) -> bool {
+        let ids: Vec<ContentId> = self
+            .entries
+            .iter()
+            .filter(|(_, entry)| entry.providers.contains_key(&peer))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in &ids {
+            self.remove(*id, peer);
+        }
+        self.order.retain(|(_, provider)| *provider != peer);
+        !ids.is_empty()
+    }
+
+    /// The providers of `id`, in id order.
+    pub fn providers(&self, id: ContentId) -> Vec<PeerId> {
+        self.entries
+            .get(&id)
+            .map(|entry| entry.providers.keys().copied().collect())
+            .unwrap_or_default()
+    }
+
+    /// What is known of `id`.
+    pub fn file(&self, id: ContentId) -> Option<RemoteFile> {
+        let entry = self.entries.get(&id)?;
+        Some(RemoteFile {
+            id,
+            name: entry.name.clone(),
+            size: entry.size,
+            mime: entry.mime.clone(),
+            providers: entry.providers.keys().copied().collect(),
+        })
+    }
+
+    /// Every content with at least one provider, in id order.
+    pub fn files(&self) -> Vec<RemoteFile> {
+        self.entries
+            .keys()
+            .filter_map(|id| self.file(*id))
+            .collect()
+    }
+
+    /// The signed frames of every record except those of `except` (to hand a new neighbour).
+    pub fn records(&self, except: PeerId) -> Vec<Vec<u8>> {
+        self.entries
+            .values()
+            .flat_map(|entry| entry.providers.iter())
+            .filter(|(provider, _)| **provider != except)
+            .map(|(_, record)| record.clone())
+            .collect()
+    }
+
+    /// How many (content, provider) records are held.
+    pub fn len(&self) -> usize {
+        self.records
+    }
+
+    /// Whether no record is held.
+    pub fn is_empty(&self) -> bool {
+        self.records == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn peer(n: u8) -> PeerId {
+        PeerId::from_bytes([n; 16])
+    }
+
+    fn content(n: u8) -> ContentId {
+        ContentId::from_bytes([n; 32])
+    }
+
+    #[test]
+    fn providers_accumulate_and_leave() {
+        let mut dir = Directory::default();
+        assert!(dir.insert(peer(1), content(1), 10, "a.txt", "text/plain", vec![1]));
+        assert!(!dir.insert(peer(2), content(1), 10, "b.txt", "", vec![2]));
+        assert!(
+            !dir.insert(peer(2), content(1), 10, "b.txt", "", vec![2]),
+            "a repeat"
+        );
+        assert!(dir.insert(peer(2), content(2), 5, "c", "", vec![3]));
+        assert_eq!(dir.len(), 3);
+        let file = dir.file(content(1)).expect("known");
+        assert_eq!(file.name, "a.txt", "the first name heard is kept");
+        assert_eq!(file.providers, vec![peer(1), peer(2)]);
+        assert_eq!(dir.records(peer(1)), vec![vec![2], vec![3]]);
+
+        assert!(dir.remove_provider(peer(2)));
+        assert!(!dir.remove_provider(peer(2)));
+        assert_eq!(dir.providers(content(1)), vec![peer(1)]);
+        assert_eq!(dir.file(content(2)), None, "no provider left");
+        assert_eq!(dir.files().len(), 1);
+        assert_eq!(dir.len(), 1);
+    }
+
+    #[test]
+    fn the_oldest_record_goes_beyond_the_limit() {
+        let mut dir = Directory::new(2);
+        dir.insert(peer(1), content(1), 1, "", "", vec![]);
+        dir.insert(peer(2), content(2), 1, "", "", vec![]);
+        dir.remove_provider(peer(1));
+        dir.insert(peer(3), content(3), 1, "", "", vec![]);
+        dir.insert(peer(4), content(4), 1, "", "", vec![]);
+        assert_eq!(dir.len(), 2);
+        assert!(dir.file(content(2)).is_none(), "the oldest left");
+        assert!(dir.file(content(3)).is_some() && dir.file(content(4)).is_some());
+    }
+
+    proptest! {
+        /// Whatever happens, the count matches the records held and never exceeds the limit.
+        #[test]
+        fn bounded_and_consistent(ops in proptest::collection::vec((any::<bool>(), 0u8..6, 0u8..6), 0..200), max in 1usize..8) {
+            let mut dir = Directory::new(max);
+            for (insert, p, c) in ops {
+                if insert {
+                    dir.insert(peer(p), content(c), 1, "", "", vec![p]);
+                } else {
+                    dir.remove_provider(peer(p));
+                }
+                let held: usize = dir.files().iter().map(|f| f.providers.len()).sum();
+                prop_assert_eq!(held, dir.len());
+                prop_assert!(dir.len() <= max);
+            }
+        }
+    }
+}
