@@ -160,6 +160,14 @@ impl Channel {
     }
 
     /// Unregisters the callbacks and closes the channel. Idempotent.
+    /// Only delivers what arrives: its opening and closing are not the connection's (see
+    /// `PeerLink::on_remote_channel`).
+    pub(crate) fn receive_only(&self) {
+        self.channel.set_onopen(None);
+        self.channel.set_onclose(None);
+        self.channel.set_onbufferedamountlow(None);
+    }
+
     pub(crate) fn close(&self) {
         self.channel.set_onopen(None);
         self.channel.set_onclose(None);

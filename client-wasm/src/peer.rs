@@ -2,12 +2,12 @@
 //! pattern. The decisions (who is polite, whether to ignore an offer) come from
 //! [`swarm_core::negotiation::Negotiation`]; this module performs the browser calls.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::{Rc, Weak};
 
 use js_sys::Promise;
-use swarm_core::negotiation::{Negotiation, RemoteDescription};
+use swarm_core::negotiation::{Negotiation, RemoteDescription, keeps_own_channel};
 use swarm_protocol::{
     ContentId, IceCandidateInit, PeerId, SdpType, SessionDescription, SignalData,
 };
@@ -53,6 +53,13 @@ pub(crate) struct PeerLink {
     pc: RtcPeerConnection,
     negotiation: RefCell<Negotiation>,
     channel: RefCell<Option<Channel>>,
+    /// Whether `channel` is the one this side created.
+    own_channel: Cell<bool>,
+    /// Whether this side keeps its own channel when both sides created one.
+    keeps_own_channel: bool,
+    /// The channel the other side created when both did and ours was kept: only read from,
+    /// until the other side closes it.
+    spare: RefCell<Option<Channel>>,
     /// Our senders, by the id of the local stream their track belongs to.
     senders: RefCell<Vec<(String, RtcRtpSender)>>,
     /// Remote streams and their `removetrack` listeners, by stream id.
@@ -112,7 +119,7 @@ impl PeerLink {
                     return;
                 }
                 if let Some(link) = link_of(&session, peer) {
-                    link.attach(channel, session.clone());
+                    link.on_remote_channel(channel, session.clone());
                 }
             })
         };
@@ -171,6 +178,9 @@ impl PeerLink {
             pc,
             negotiation: RefCell::new(Negotiation::new(me, peer)),
             channel: RefCell::new(None),
+            own_channel: Cell::new(false),
+            keeps_own_channel: keeps_own_channel(me, peer),
+            spare: RefCell::new(None),
             senders: RefCell::new(Vec::new()),
             remote_streams: RefCell::new(HashMap::new()),
             _on_negotiation_needed: on_negotiation_needed,
@@ -186,8 +196,33 @@ impl PeerLink {
                 .pc
                 .create_data_channel_with_data_channel_dict(channel::LABEL, &init);
             link.attach(channel, weak);
+            link.own_channel.set(true);
         }
         Ok(link)
+    }
+
+    /// The other side announced a `swarm` channel. If we created one too (both sides offered
+    /// at once), one of the two is kept by a rule both sides follow
+    /// ([`keeps_own_channel`]); otherwise it is the channel.
+    fn on_remote_channel(&self, channel: web_sys::RtcDataChannel, session: Weak<Session>) {
+        let have_own = self.own_channel.get() && self.channel.borrow().is_some();
+        if have_own && self.keeps_own_channel {
+            debug!(peer = %self.peer, "both sides created the channel: keeping ours");
+            let Some(cap) = session.upgrade().map(|s| s.upload_cap()) else {
+                return;
+            };
+            let spare = Channel::attach(channel, self.peer, session, cap);
+            spare.receive_only();
+            if let Some(old) = self.spare.borrow_mut().replace(spare) {
+                old.close();
+            }
+            return;
+        }
+        if have_own {
+            debug!(peer = %self.peer, "both sides created the channel: adopting theirs");
+        }
+        self.own_channel.set(false);
+        self.attach(channel, session);
     }
 
     fn attach(&self, channel: web_sys::RtcDataChannel, session: Weak<Session>) {
@@ -294,6 +329,9 @@ impl PeerLink {
     pub(crate) fn close(&self) {
         if let Some(channel) = self.channel.borrow().as_ref() {
             channel.close();
+        }
+        if let Some(spare) = self.spare.borrow().as_ref() {
+            spare.close();
         }
         for (stream, _) in self.remote_streams.borrow().values() {
             stream.set_onremovetrack(None);

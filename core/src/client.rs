@@ -536,10 +536,25 @@ impl Client {
     /// connected to already.
     fn dial_providers(&mut self, id: ContentId) -> Vec<Effect> {
         let providers = self.directory.providers(id);
-        if providers.iter().any(|peer| self.mesh.knows(*peer)) {
+        if providers.iter().any(|peer| self.mesh.is_open(*peer)) {
             return Vec::new();
         }
         let mut effects = Vec::new();
+        // A connection to a provider that has been opening for too long (an offer of one of
+        // us went unanswered) is started over rather than left to time out.
+        let connecting: Vec<PeerId> = providers
+            .iter()
+            .copied()
+            .filter(|peer| self.mesh.knows(*peer))
+            .collect();
+        for peer in &connecting {
+            effects.extend(mesh_effects(
+                self.mesh.redial_if_stale(*peer, PROVIDER_RETRY_TICKS * 2),
+            ));
+        }
+        if !connecting.is_empty() {
+            return effects;
+        }
         // Another pair each attempt, in case the last ones did not answer.
         let skip = (self.ticks / PROVIDER_RETRY_TICKS) as usize * PROVIDERS_DIALLED;
         let count = providers.len();

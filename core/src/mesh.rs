@@ -245,6 +245,21 @@ impl Mesh {
         Some(self.connect(peer, true).into_iter().collect())
     }
 
+    /// Starts the connection to `peer` over if it has been trying to open for `max_ticks` or
+    /// more (the other side may have ignored our offer while it was full, or be waiting for
+    /// an answer of ours that was lost): close it and offer again. No actions otherwise.
+    pub fn redial_if_stale(&mut self, peer: PeerId, max_ticks: u64) -> Vec<Action> {
+        let now = self.ticks;
+        match self.peers.get(&peer) {
+            Some(Phase::Connecting(since)) if now >= since + max_ticks => {
+                let mut actions = self.close(peer);
+                actions.extend(self.connect(peer, true));
+                actions
+            }
+            _ => Vec::new(),
+        }
+    }
+
     /// Periodic upkeep: gives up connections that did not open within
     /// [`CONNECT_TIMEOUT_TICKS`], and in a partial mesh below the cap dials one more member we
     /// know of and are not connected to (at random). A full mesh needs no dialling.
@@ -569,6 +584,24 @@ mod tests {
         assert_eq!(mesh.connection_count(), 3);
         assert_eq!(mesh.dial_provider(id(9)), None, "not a member");
         assert_eq!(mesh.dial_provider(id(4)), Some(Vec::new()), "already");
+    }
+
+    #[test]
+    fn a_stale_connection_is_started_over_on_request() {
+        let (mut mesh, _) = welcomed(1, &[2]);
+        assert!(mesh.redial_if_stale(id(2), 4).is_empty(), "just started");
+        for _ in 0..4 {
+            mesh.on_tick();
+        }
+        let actions = mesh.redial_if_stale(id(2), 4);
+        assert_eq!(actions[0], Action::Disconnect(id(2)));
+        assert_eq!(connected(&actions[1..]), vec![id(2)]);
+        assert!(mesh.redial_if_stale(id(2), 4).is_empty(), "started over");
+        mesh.on_channel_open(id(2));
+        for _ in 0..8 {
+            mesh.on_tick();
+        }
+        assert!(mesh.redial_if_stale(id(2), 4).is_empty(), "open");
     }
 
     #[test]

@@ -15,6 +15,15 @@ pub fn is_polite(local: PeerId, remote: PeerId) -> bool {
     local < remote
 }
 
+/// Whether `local` keeps the `swarm` channel it created when `remote` created one too (both
+/// offered at once: a peer dialled a provider that was dialling it). The polite side keeps
+/// its own and only reads what arrives on the other until the impolite side closes it; the
+/// impolite side adopts the polite side's channel and closes its own. So exactly one channel
+/// survives and the connection with it.
+pub fn keeps_own_channel(local: PeerId, remote: PeerId) -> bool {
+    is_polite(local, remote)
+}
+
 /// What to do with a description that arrived from the remote peer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RemoteDescription {
@@ -105,6 +114,13 @@ mod tests {
     fn pair() -> (Negotiation, Negotiation) {
         let (a, b) = (PeerId::from_bytes([1; 16]), PeerId::from_bytes([2; 16]));
         (Negotiation::new(a, b), Negotiation::new(b, a))
+    }
+
+    #[test]
+    fn when_both_create_the_channel_exactly_one_keeps_its_own() {
+        let (a, b) = (PeerId::from_bytes([1; 16]), PeerId::from_bytes([2; 16]));
+        assert!(keeps_own_channel(a, b));
+        assert!(!keeps_own_channel(b, a));
     }
 
     #[test]

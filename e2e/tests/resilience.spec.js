@@ -187,7 +187,20 @@ test('a room of 30 pages with a connection cap forms one connected overlay, carr
     ?? members.find((m) => !near.has(m.id));
   expect(far, 'a page not connected to the sharer').toBeTruthy();
   expect(await far.page.evaluate(() => window.swarm.peers())).not.toContain(sharer.id);
-  const got = await download(far, file.id);
+  // On failure, print what each side saw (its log, and who it is connected to).
+  const logs = [];
+  far.page.on('console', (msg) => logs.push(`far: ${msg.text()}`));
+  sharer.page.on('console', (msg) => logs.push(`sharer: ${msg.text()}`));
+  let got;
+  try {
+    // A connection to the provider that does not open is started over after 10 s.
+    got = await download(far, file.id, 90_000);
+  } catch (e) {
+    const peersOf = (m) => m.page.evaluate(() => window.swarm.peers());
+    console.log(`far ${far.id}: ${JSON.stringify(await peersOf(far))}; sharer ${sharer.id}: ${JSON.stringify(await peersOf(sharer))}`);
+    console.log(logs.join('\n'));
+    throw e;
+  }
   expect(got).toEqual({ size: 2 * MiB, hash: file.hash });
   expect(await far.page.evaluate(() => window.swarm.peers())).toContain(sharer.id);
   // Having completed it, the downloader provides it too: the others now count two sources.

@@ -15,6 +15,11 @@
 //! on another instance is published to that instance. When an instance's presence key
 //! expires, every other instance tells its local peers that the dead instance's peers left
 //! (within the TTL plus a third of it) and removes them from the room's hash.
+//!
+//! A graceful shutdown does not announce its peers as left either: it closes their
+//! connections (`1001`) and refreshes its presence a last time, so each has a presence TTL to
+//! resume on another instance (which takes its place in the hash) before the others report it
+//! left.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
@@ -149,8 +154,10 @@ impl Cluster {
                 return Vec::new();
             }
         };
-        // A peer resuming here after its connection to another instance was lost.
+        // A peer resuming here after its connection to another instance was lost (or that
+        // instance shut down): it is ours now, not a remote member.
         members.remove(&peer.to_string());
+        remote.remove(room, peer);
         let by_instance = self.others_alive(room, members).await;
         let mut peers = Vec::new();
         for (instance, members) in by_instance {
@@ -330,12 +337,13 @@ impl Cluster {
         }
     }
 
-    /// Removes this instance's presence (after its connections have closed).
+    /// Refreshes this instance's presence one last time as it stops (after its connections
+    /// have closed): its peers' places stay in Redis for one presence TTL, so they resume on
+    /// another instance without anyone hearing them leave; the other instances report those
+    /// that do not come back as left once it runs out.
     pub(crate) async fn stop(&self) {
-        let removed: redis::RedisResult<()> =
-            self.conn.clone().del(alive_key(&self.instance)).await;
-        if let Err(err) = removed {
-            debug!(%err, "could not remove this instance's presence");
+        if let Err(err) = self.heartbeat().await {
+            debug!(%err, "could not refresh this instance's presence");
         }
     }
 

@@ -335,8 +335,18 @@ async fn depart(state: &AppState, room: &RoomName, id: PeerId, outbox: &Outbox, 
             tokio::select! {
                 () = tokio::time::sleep(grace) => {}
                 () = outbox.replaced().cancelled() => return,
-                () = shutdown.cancelled() => {}
+                // Handed over like the open connections (below) in a cluster.
+                () = shutdown.cancelled() => if state.cluster().is_some() {
+                    return;
+                },
             }
+        }
+        // In a cluster, a graceful shutdown hands its peers over: their places stay in Redis
+        // under this instance, they resume on another one, and whoever does not come back
+        // is reported left by the others when this instance's presence runs out.
+        Ending::Shutdown if state.cluster().is_some() => {
+            debug!(%room, peer = %id, "shutting down: leaving its place to another instance");
+            return;
         }
         Ending::Closed | Ending::Lost | Ending::Shutdown => {}
     }

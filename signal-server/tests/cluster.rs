@@ -261,3 +261,82 @@ async fn a_peer_lost_on_one_instance_resumes_on_another_and_nobody_sees_it_leave
     a.assert_usable(&mut b).await;
     b.assert_usable(&mut a).await;
 }
+
+#[tokio::test]
+async fn a_graceful_shutdown_hands_its_peers_to_another_instance_without_a_left() {
+    let redis = Redis::start();
+    let resumable = || Config {
+        resume_grace: Duration::from_secs(5),
+        resume_secret: Some("shared-resume-secret".into()),
+        ..redis.config()
+    };
+    let one = Server::start_resumable(resumable()).await;
+    let two = Server::start_resumable(resumable()).await;
+
+    let mut a = one.client("handover").await;
+    let mut b = two.connect("/ws/handover", &[]).await;
+    b.read_welcome().await;
+    assert_eq!(a.recv().await, json!({"type": "joined", "id": b.id}));
+    let mut c = two.connect("/ws/handover", &[]).await;
+    c.read_welcome().await;
+    assert_eq!(a.recv().await, json!({"type": "joined", "id": c.id}));
+    let (b_id, c_id) = (b.id.clone(), c.id.clone());
+    let token = b.resume.clone().expect("a resume token");
+
+    // The second instance stops gracefully; b comes back through the first one, c does not.
+    two.shutdown().await;
+    drop((b, c));
+    let mut b = one
+        .connect(&format!("/ws/handover?resume={token}"), &[])
+        .await;
+    b.read_welcome().await;
+    assert_eq!(b.id, b_id, "the same id on the other instance");
+    // c's place is still held (it may come back too), so b may be told of it.
+    assert!(b.peers.contains(&a.id), "{:?}", b.peers);
+    assert!(
+        b.peers.iter().all(|p| *p == a.id || *p == c_id),
+        "{:?}",
+        b.peers
+    );
+
+    // `a` hears c leave once the stopped instance's presence runs out (3 s TTL, plus a
+    // reaper round), and never hears b leave (a repeated `joined` for b is tolerated).
+    let mut heard_c_leave = false;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(9);
+    while tokio::time::Instant::now() < deadline {
+        let Some(message) = a.next_message(Duration::from_millis(300)).await else {
+            continue;
+        };
+        let Ok(text) = message.to_text() else {
+            continue;
+        };
+        if text.is_empty() {
+            continue; // a ping
+        }
+        let frame: serde_json::Value = serde_json::from_str(text).expect("json");
+        if frame == json!({"type": "left", "id": c_id}) {
+            heard_c_leave = true;
+        } else {
+            assert_eq!(
+                frame,
+                json!({"type": "joined", "id": b_id}),
+                "unexpected {frame}"
+            );
+        }
+    }
+    assert!(
+        heard_c_leave,
+        "the peer that did not come back is reported left"
+    );
+    // A newcomer meets exactly a and b.
+    let late = one.client("handover").await;
+    let mut peers = late.peers.clone();
+    peers.sort();
+    let mut expected = vec![a.id.clone(), b_id.clone()];
+    expected.sort();
+    assert_eq!(peers, expected);
+    // b may have been told c left, too (it was told of c); then signals still flow.
+    while b.next_message(Duration::from_millis(300)).await.is_some() {}
+    a.assert_usable(&mut b).await;
+    one.shutdown().await;
+}
