@@ -339,9 +339,37 @@ impl LinkTask {
         }
     }
 
+    /// Reads a second `swarm` channel: the other side created one too (both offered at
+    /// once). We keep sending on ours; what arrives on theirs is passed on until it closes,
+    /// which does not end the link. A browser on the other side follows
+    /// [`swarm_core::negotiation::keeps_own_channel`]: if it keeps its own, this is it; if it
+    /// adopts ours, it closes this one.
+    fn read_spare(&self, channel: Arc<dyn DataChannel>) {
+        let task = self.clone();
+        tokio::spawn(async move {
+            while let Some(event) = channel.poll().await {
+                match event {
+                    DataChannelEvent::OnMessage(message) => task.tell(Input::Frame {
+                        peer: task.peer,
+                        serial: task.serial,
+                        text: message.is_string,
+                        data: message.data.to_vec(),
+                    }),
+                    DataChannelEvent::OnClose => break,
+                    _ => {}
+                }
+            }
+        });
+    }
+
     /// Takes over the `swarm` channel: a reader task reports what arrives, and once the
     /// channel is open a writer task sends what the node queues.
     fn attach(&self, channel: Arc<dyn DataChannel>) {
+        if self.channel.get().is_some() {
+            debug!(peer = %self.peer, "both sides created the channel: reading theirs, sending on ours");
+            self.read_spare(channel);
+            return;
+        }
         let _ = self.channel.set(Arc::clone(&channel));
         let task = self.clone();
         tokio::spawn(async move {
