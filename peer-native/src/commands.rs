@@ -149,17 +149,7 @@ async fn seed(files: Vec<PathBuf>, args: RoomArgs) -> Result<(), PeerError> {
         room.address().room.as_str(),
         room.me()
     );
-    let stop = shutdown_signal();
-    tokio::pin!(stop);
-    loop {
-        tokio::select! {
-            () = &mut stop => break,
-            event = room.next_event() => match event {
-                Some(event) => report(&event),
-                None => return Err(PeerError::Stopped),
-            },
-        }
-    }
+    report_until(&mut room, shutdown_signal()).await?;
     room.leave().await;
     Ok(())
 }
@@ -250,11 +240,15 @@ async fn fetch(
 
 /// Lets `duration` pass, discarding the room's events meanwhile.
 async fn idle(room: &mut Room, duration: Duration) -> Result<(), PeerError> {
-    let pause = tokio::time::sleep(duration);
-    tokio::pin!(pause);
+    report_until(room, tokio::time::sleep(duration)).await
+}
+
+/// Reports the room's events until `until` completes.
+async fn report_until(room: &mut Room, until: impl Future<Output = ()>) -> Result<(), PeerError> {
+    tokio::pin!(until);
     loop {
         tokio::select! {
-            () = &mut pause => return Ok(()),
+            () = &mut until => return Ok(()),
             event = room.next_event() => match event {
                 Some(event) => report(&event),
                 None => return Err(PeerError::Stopped),

@@ -22,7 +22,7 @@ use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinHandle;
 use tracing::{debug, warn};
 use webrtc::data_channel::{
-    DataChannel, DataChannelEvent, RTCDataChannelInit, RTCDataChannelState,
+    DataChannel, DataChannelEvent, RTCDataChannelInit, RTCDataChannelMessage, RTCDataChannelState,
 };
 use webrtc::peer_connection::{
     PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCConfigurationBuilder,
@@ -349,16 +349,21 @@ impl LinkTask {
         tokio::spawn(async move {
             while let Some(event) = channel.poll().await {
                 match event {
-                    DataChannelEvent::OnMessage(message) => task.tell(Input::Frame {
-                        peer: task.peer,
-                        serial: task.serial,
-                        text: message.is_string,
-                        data: message.data.to_vec(),
-                    }),
+                    DataChannelEvent::OnMessage(message) => task.received(&message),
                     DataChannelEvent::OnClose => break,
                     _ => {}
                 }
             }
+        });
+    }
+
+    /// Passes a message that arrived on a `swarm` channel to the node.
+    fn received(&self, message: &RTCDataChannelMessage) {
+        self.tell(Input::Frame {
+            peer: self.peer,
+            serial: self.serial,
+            text: message.is_string,
+            data: message.data.to_vec(),
         });
     }
 
@@ -403,12 +408,7 @@ impl LinkTask {
                             serial: task.serial,
                         });
                     }
-                    DataChannelEvent::OnMessage(message) => task.tell(Input::Frame {
-                        peer: task.peer,
-                        serial: task.serial,
-                        text: message.is_string,
-                        data: message.data.to_vec(),
-                    }),
+                    DataChannelEvent::OnMessage(message) => task.received(&message),
                     DataChannelEvent::OnClose => break,
                     _ => {}
                 }

@@ -69,8 +69,14 @@ impl Drop for Seeder {
 
 /// Starts `swarm-peer seed FILES…` and reads the line it prints for each file.
 fn seed(server: &Server, room: &str, files: &[&Path]) -> Seeder {
+    seed_with(server, room, &[], files)
+}
+
+/// [`seed`] with more options (`--max-peers`, `--key`, …).
+fn seed_with(server: &Server, room: &str, options: &[&str], files: &[&Path]) -> Seeder {
     let mut command = peer(server, room, &["seed"]);
     command
+        .args(options)
         .args(files)
         .stdout(Stdio::piped())
         .stderr(Stdio::null());
@@ -373,28 +379,8 @@ async fn a_peer_downloads_from_a_provider_it_only_heard_of_by_gossip() {
     // a seeds the file; b (seeding something else) joins and connects to a.
     let source = random_file(dir.path(), "rare.bin", 3 * 1024 * 1024 + 7);
     let other = random_file(dir.path(), "other.bin", 1000);
-    let seed_with = |i: usize, file: &Path| {
-        let mut command = peer(&server, "line", &["seed"]);
-        command
-            .args(capped(i))
-            .arg(file)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null());
-        let mut child = command.spawn().expect("start a seeder");
-        let line = BufReader::new(child.stdout.take().expect("stdout"))
-            .lines()
-            .next()
-            .expect("a line")
-            .expect("readable");
-        let id = line.split('\t').next().expect("id").to_owned();
-        Seeder {
-            child,
-            ids: vec![id],
-            links: Vec::new(),
-        }
-    };
-    let a = seed_with(0, &source);
-    let _b = seed_with(1, &other);
+    let a = seed_with(&server, "line", &capped(0), &[&source]);
+    let _b = seed_with(&server, "line", &capped(1), &[&other]);
     tokio::time::sleep(Duration::from_secs(3)).await;
 
     // c offers to b only (its closest); it hears of a's file from b's records, dials a and

@@ -61,6 +61,35 @@ impl Redis {
     }
 }
 
+impl Redis {
+    /// Instances that resume each other's peers: one resume secret, this grace.
+    fn resumable(&self, grace: Duration) -> Config {
+        Config {
+            resume_grace: grace,
+            resume_secret: Some("shared-resume-secret".into()),
+            ..self.config()
+        }
+    }
+}
+
+/// The JSON frames `client` receives within `duration` (pings skipped).
+async fn frames_within(client: &mut Client, duration: Duration) -> Vec<serde_json::Value> {
+    let mut frames = Vec::new();
+    let deadline = tokio::time::Instant::now() + duration;
+    while tokio::time::Instant::now() < deadline {
+        let Some(message) = client.next_message(Duration::from_millis(300)).await else {
+            continue;
+        };
+        match message.to_text() {
+            Ok(text) if !text.is_empty() => {
+                frames.push(serde_json::from_str(text).expect("json"));
+            }
+            _ => {} // a ping
+        }
+    }
+    frames
+}
+
 impl Drop for Redis {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -213,13 +242,8 @@ async fn the_peers_of_an_instance_that_dies_are_gone_within_the_presence_ttl() {
 async fn a_peer_lost_on_one_instance_resumes_on_another_and_nobody_sees_it_leave() {
     let redis = Redis::start();
     let grace = Duration::from_millis(2500);
-    let resumable = || Config {
-        resume_grace: grace,
-        resume_secret: Some("shared-resume-secret".into()),
-        ..redis.config()
-    };
-    let one = Server::start_resumable(resumable()).await;
-    let two = Server::start_resumable(resumable()).await;
+    let one = Server::start_resumable(redis.resumable(grace)).await;
+    let two = Server::start_resumable(redis.resumable(grace)).await;
 
     let mut a = one.client("moving").await;
     let mut b = one.connect("/ws/moving", &[]).await;
@@ -240,22 +264,12 @@ async fn a_peer_lost_on_one_instance_resumes_on_another_and_nobody_sees_it_leave
     // Until well after the grace ran out on the first instance, `a` hears no `left`. It may
     // hear `joined` for the peer it already knows (the second instance announces it); the
     // client ignores that.
-    let deadline = tokio::time::Instant::now() + grace + Duration::from_secs(2);
-    while tokio::time::Instant::now() < deadline {
-        if let Some(message) = a.next_message(Duration::from_millis(300)).await {
-            let Ok(text) = message.to_text() else {
-                continue;
-            };
-            if text.is_empty() {
-                continue; // a ping
-            }
-            let frame: serde_json::Value = serde_json::from_str(text).expect("json");
-            assert_eq!(
-                frame,
-                json!({"type": "joined", "id": b_id}),
-                "unexpected {frame}"
-            );
-        }
+    for frame in frames_within(&mut a, grace + Duration::from_secs(2)).await {
+        assert_eq!(
+            frame,
+            json!({"type": "joined", "id": b_id}),
+            "unexpected {frame}"
+        );
     }
     // Signals still cross between the instances, both ways.
     a.assert_usable(&mut b).await;
@@ -265,13 +279,9 @@ async fn a_peer_lost_on_one_instance_resumes_on_another_and_nobody_sees_it_leave
 #[tokio::test]
 async fn a_graceful_shutdown_hands_its_peers_to_another_instance_without_a_left() {
     let redis = Redis::start();
-    let resumable = || Config {
-        resume_grace: Duration::from_secs(5),
-        resume_secret: Some("shared-resume-secret".into()),
-        ..redis.config()
-    };
-    let one = Server::start_resumable(resumable()).await;
-    let two = Server::start_resumable(resumable()).await;
+    let grace = Duration::from_secs(5);
+    let one = Server::start_resumable(redis.resumable(grace)).await;
+    let two = Server::start_resumable(redis.resumable(grace)).await;
 
     let mut a = one.client("handover").await;
     let mut b = two.connect("/ws/handover", &[]).await;
@@ -302,18 +312,7 @@ async fn a_graceful_shutdown_hands_its_peers_to_another_instance_without_a_left(
     // `a` hears c leave once the stopped instance's presence runs out (3 s TTL, plus a
     // reaper round), and never hears b leave (a repeated `joined` for b is tolerated).
     let mut heard_c_leave = false;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(9);
-    while tokio::time::Instant::now() < deadline {
-        let Some(message) = a.next_message(Duration::from_millis(300)).await else {
-            continue;
-        };
-        let Ok(text) = message.to_text() else {
-            continue;
-        };
-        if text.is_empty() {
-            continue; // a ping
-        }
-        let frame: serde_json::Value = serde_json::from_str(text).expect("json");
+    for frame in frames_within(&mut a, Duration::from_secs(9)).await {
         if frame == json!({"type": "left", "id": c_id}) {
             heard_c_leave = true;
         } else {
