@@ -9,11 +9,13 @@
 use std::collections::BTreeMap;
 
 use swarm_protocol::gossip::Gossip;
+use swarm_protocol::route::Route;
 use swarm_protocol::wire::Relay;
 use swarm_protocol::{ContentId, ErrorCode, IceServer, PeerId, RoomName, ServerMsg, SignalData};
 use tracing::{debug, info, warn};
 
 use crate::backoff::Backoff;
+use crate::dht::{self, Dht, Routed};
 use crate::directory::{Directory, RemoteFile};
 use crate::identity::Identity;
 use crate::mesh::{Action, Event, Mesh};
@@ -25,6 +27,13 @@ const PROVIDERS_DIALLED: usize = 2;
 
 /// Ticks between two attempts to reach a provider of a content we want.
 const PROVIDER_RETRY_TICKS: u64 = 20;
+
+/// Rooms with more members than this publish provide records in the structured layer
+/// ([`crate::dht`]) instead of flooding them (see [`Client::with_dht_above`]).
+pub const DHT_ABOVE: usize = 64;
+
+/// Ticks a lookup asked for with [`Client::find`] goes on (60 s) while nothing is found.
+const FIND_TICKS: u64 = 240;
 
 /// Close code with which the server tells a connection that a newer one resumed its peer.
 pub const CLOSE_REPLACED: u16 = 4000;
@@ -141,6 +150,12 @@ pub struct Client {
     provided: BTreeMap<ContentId, Vec<u8>>,
     /// Contents we are downloading, with the tick of the last attempt to reach a provider.
     wanted: BTreeMap<ContentId, u64>,
+    /// Contents looked up with [`Client::find`], and the tick the lookup ends.
+    sought: BTreeMap<ContentId, u64>,
+    /// Provider records kept for the room, and our own published there.
+    dht: Dht,
+    /// Room size above which we publish in `dht` rather than flood.
+    dht_above: usize,
     ticks: u64,
 }
 
@@ -155,6 +170,7 @@ impl Client {
         first_seq: u64,
     ) -> Self {
         let relay = SignalRelay::new(room.clone(), identity.clone(), first_seq);
+        let dht = Dht::new(room.clone(), identity.id());
         Self {
             room,
             identity,
@@ -168,8 +184,24 @@ impl Client {
             directory: Directory::default(),
             provided: BTreeMap::new(),
             wanted: BTreeMap::new(),
+            sought: BTreeMap::new(),
+            dht,
+            dht_above: DHT_ABOVE,
             ticks: 0,
         }
+    }
+
+    /// Publishes what we provide in the structured layer once the room has more than
+    /// `members` members (counting us), instead of flooding it ([`DHT_ABOVE`] by default;
+    /// 0: always).
+    pub fn with_dht_above(mut self, members: usize) -> Self {
+        self.dht_above = members;
+        self
+    }
+
+    /// Whether the room is large enough for the structured layer.
+    pub fn is_large_room(&self) -> bool {
+        self.mesh.members().count() + 1 > self.dht_above
     }
 
     /// The room.
@@ -255,6 +287,7 @@ impl Client {
             ServerMsg::Left { id } => {
                 let mut effects = mesh_effects(self.mesh.on_left(id));
                 self.forget_provider(id, &mut effects);
+                self.dht.forget_provider(id);
                 effects
             }
             ServerMsg::Signal { from, data } => match SignalData::parse(&data) {
@@ -432,9 +465,10 @@ impl Client {
         }
     }
 
-    /// Tells the whole room, by gossip through the mesh, that we hold all of content `id`
-    /// (we shared it, or finished downloading it). Our neighbours also hear it from the
-    /// sharing engine; the others learn of it from this. Once per content.
+    /// Tells the room that we hold all of content `id` (we shared it, or finished
+    /// downloading it): by gossip through the mesh, or in a large room by publishing it in
+    /// the structured layer. Our neighbours also hear it from the sharing engine; the others
+    /// learn of it from this. Once per content.
     pub fn provide(&mut self, id: ContentId, size: u64, name: &str, mime: &str) -> Vec<Effect> {
         self.wanted.remove(&id);
         if self.provided.contains_key(&id) {
@@ -442,10 +476,23 @@ impl Client {
         }
         let gossip = Gossip::provide(id, size, name, mime);
         let neighbours = self.open_peers();
-        match self.relay.broadcast(&gossip.to_json(), &neighbours) {
+        let large = self.is_large_room();
+        // In a large room the record goes to the structured layer, not to everyone.
+        let flooded_to = if large { &[][..] } else { &neighbours[..] };
+        match self.relay.broadcast(&gossip.to_json(), flooded_to) {
             Ok((frames, record)) => {
-                self.provided.insert(id, record);
-                to_peers(frames)
+                self.provided.insert(id, record.clone());
+                let mut effects = to_peers(frames);
+                if large {
+                    debug!(%id, "publishing in the structured layer");
+                    effects.extend(to_peers(self.dht.publish(
+                        id,
+                        record,
+                        &neighbours,
+                        self.ticks,
+                    )));
+                }
+                effects
             }
             Err(err) => {
                 warn!(%id, error = %err, "cannot announce content to the room");
@@ -524,7 +571,53 @@ impl Client {
     /// [`Client::unwant`] is called).
     pub fn want(&mut self, id: ContentId) -> Vec<Effect> {
         self.wanted.insert(id, self.ticks);
-        self.dial_providers(id)
+        let mut effects = self.dial_providers(id);
+        effects.extend(self.lookup_if_unknown(id));
+        effects
+    }
+
+    /// Looks for providers of `id` in the structured layer for a while (60 s), retrying
+    /// every few seconds until one is known: a content nobody near us has announced, such
+    /// as one opened from a link in a large room. What is found arrives as
+    /// [`Effect::Provided`].
+    pub fn find(&mut self, id: ContentId) -> Vec<Effect> {
+        self.sought.insert(id, self.ticks + FIND_TICKS);
+        self.lookup_if_unknown(id)
+    }
+
+    /// Asks the structured layer who provides `id`, unless a provider is known already.
+    fn lookup_if_unknown(&mut self, id: ContentId) -> Vec<Effect> {
+        if !self.directory.providers(id).is_empty() {
+            return Vec::new();
+        }
+        let neighbours = self.open_peers();
+        let routed = self.dht.find(id, &neighbours, self.ticks);
+        self.on_routed(routed)
+    }
+
+    /// A frame of the structured layer arrived from neighbour `from`.
+    pub fn on_route(&mut self, from: PeerId, route: Route<'_>) -> Vec<Effect> {
+        let neighbours = self.open_peers();
+        let routed = self.dht.on_route(from, route, &neighbours, self.ticks);
+        self.on_routed(routed)
+    }
+
+    /// Sends what the structured layer sends, and learns the providers it found.
+    fn on_routed(&mut self, routed: Routed) -> Vec<Effect> {
+        let mut effects = to_peers(routed.frames);
+        if let Some(id) = routed.not_found {
+            debug!(%id, "the structured layer knows no provider yet");
+        }
+        for record in routed.found {
+            let Some((origin, gossip)) = dht::read_record(&self.room, &record) else {
+                debug!("ignoring a found record that does not verify");
+                continue;
+            };
+            if origin != self.identity.id() {
+                self.on_gossip(origin, gossip, record, &mut effects);
+            }
+        }
+        effects
     }
 
     /// We no longer download `id` (cancelled or failed).
@@ -617,7 +710,26 @@ impl Client {
             .collect();
         for id in due {
             effects.extend(self.dial_providers(id));
+            effects.extend(self.lookup_if_unknown(id));
         }
+        // Lookups asked for: again every few seconds until found, or the time is up.
+        let ticks = self.ticks;
+        self.sought.retain(|_, until| *until > ticks);
+        let retry: Vec<ContentId> = self
+            .sought
+            .keys()
+            .copied()
+            .filter(|_| ticks.is_multiple_of(PROVIDER_RETRY_TICKS))
+            .collect();
+        for id in retry {
+            if self.directory.providers(id).is_empty() {
+                effects.extend(self.lookup_if_unknown(id));
+            } else {
+                self.sought.remove(&id);
+            }
+        }
+        let neighbours = self.open_peers();
+        effects.extend(to_peers(self.dht.tick(&neighbours, ticks)));
         effects
     }
 
@@ -810,12 +922,16 @@ mod tests {
             if !target.is_open(sender) {
                 continue;
             }
-            let Ok(swarm_protocol::wire::BinaryFrame::Relay(relay)) =
-                swarm_protocol::wire::decode_binary(&frame)
-            else {
-                panic!("expected a relay frame");
+            let next = match swarm_protocol::wire::decode_binary(&frame) {
+                Ok(swarm_protocol::wire::BinaryFrame::Relay(relay)) => {
+                    target.on_relay(sender, relay)
+                }
+                Ok(swarm_protocol::wire::BinaryFrame::Route(route)) => {
+                    target.on_route(sender, route)
+                }
+                other => panic!("expected a relay or route frame, not {other:?}"),
             };
-            for next in target.on_relay(sender, relay) {
+            for next in next {
                 queue.push_back((peer, next));
             }
         }
@@ -824,8 +940,16 @@ mod tests {
 
     /// Clients 1 - 2 - 3 - 4 in a line (welcomed, channels open between neighbours).
     fn line() -> Vec<Client> {
+        line_with(DHT_ABOVE)
+    }
+
+    /// [`line`], publishing in the structured layer above `dht_above` members.
+    fn line_with(dht_above: usize) -> Vec<Client> {
         let mut net: Vec<Client> = (1..=4)
-            .map(|n| Client::new(room(), Identity::from_seed([n; 32]), Some(2), 1))
+            .map(|n| {
+                Client::new(room(), Identity::from_seed([n; 32]), Some(2), 1)
+                    .with_dht_above(dht_above)
+            })
             .collect();
         let ids: Vec<PeerId> = net.iter().map(|c| c.identity.id()).collect();
         for (i, client) in net.iter_mut().enumerate() {
@@ -901,6 +1025,40 @@ mod tests {
         assert!(effects.contains(&Effect::ProvidersGone));
         assert!(net[2].providers(content).is_empty());
         assert!(net[2].room_files(Vec::new()).is_empty());
+    }
+
+    #[test]
+    fn in_a_large_room_a_provide_is_published_not_flooded_and_found_by_lookup() {
+        let mut net = line_with(0);
+        let ids: Vec<PeerId> = net.iter().map(|c| c.identity.id()).collect();
+        let content = swarm_protocol::ContentId::from_bytes([9; 32]);
+        let effects = net[0].provide(content, 1000, "film.webm", "video/webm");
+        deliver(&mut net, ids[0], effects);
+        // Nobody was told: the record sits with the peers closest to the content's key.
+        for client in &net[1..] {
+            assert!(client.providers(content).is_empty());
+        }
+        assert!(net.iter().map(|c| c.dht.kept()).sum::<usize>() >= 1);
+        // The far end looks it up, learns the provider, and (wanting it) dials it.
+        let asked = net[3].find(content);
+        let heard = deliver(&mut net, ids[3], asked);
+        assert_eq!(net[3].providers(content), vec![ids[0]]);
+        assert!(heard[&ids[3]].iter().any(
+            |e| matches!(e, Effect::Provided { new: true, file } if file.name == "film.webm")
+        ));
+        let dial = net[3].want(content);
+        assert!(
+            matches!(dial[..], [Effect::Connect { peer, offerer: true, .. }] if peer == ids[0]),
+            "{dial:?}"
+        );
+        // Wanting a content nobody published sends a lookup (and keeps retrying).
+        let other = swarm_protocol::ContentId::from_bytes([8; 32]);
+        let lookup = net[2].want(other);
+        assert!(!lookup.is_empty());
+        let retried = (0..PROVIDER_RETRY_TICKS)
+            .flat_map(|_| net[2].on_tick())
+            .any(|e| matches!(e, Effect::ToPeer { .. }));
+        assert!(retried);
     }
 
     #[test]

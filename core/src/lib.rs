@@ -20,6 +20,8 @@
 //!   hop limit and duplicate suppression, while the server is away.
 //! - [`directory`]: which peers beyond our neighbours provide which content, heard by
 //!   gossip through the mesh.
+//! - [`dht`]: the structured layer of large rooms: provider records kept by the peers
+//!   closest to a content's key, published and found by routing over the overlay.
 //! - [`client`]: a room member's signalling: the mesh, the relay and the server link, as
 //!   effects the browser client and the native peer both carry out.
 //! - [`mesh`]: a client's view of its room: which peers to connect to, in which role, and
@@ -29,6 +31,7 @@ pub mod backoff;
 pub mod bitfield;
 pub mod client;
 pub mod cluster;
+pub mod dht;
 pub mod directory;
 pub mod gossip;
 pub mod identity;

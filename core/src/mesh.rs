@@ -169,13 +169,19 @@ impl Mesh {
             None => candidates.len(),
         };
         if room < candidates.len() {
-            // Half the closest by XOR distance, the other half at random.
-            candidates.sort_by_key(|peer| xor(me, *peer));
-            let close = room.div_ceil(2);
-            let mut rest = candidates.split_off(close);
+            // The closest peer of each bucket, closest bucket first (a Kademlia table's
+            // shape), for three quarters of the room; the rest at random.
+            let structured = room - room / 4;
+            let mut chosen = one_per_bucket(me, &candidates);
+            chosen.truncate(structured);
+            let mut rest: Vec<PeerId> = candidates
+                .into_iter()
+                .filter(|peer| !chosen.contains(peer))
+                .collect();
             rest.sort_by_key(|peer| shuffle(0, me, *peer));
-            rest.truncate(room - close);
-            candidates.extend(rest);
+            rest.truncate(room - chosen.len());
+            chosen.extend(rest);
+            candidates = chosen;
         }
         candidates
             .into_iter()
@@ -285,14 +291,26 @@ impl Mesh {
             return actions;
         }
         let now = self.ticks;
-        let next = self
+        let eligible: Vec<PeerId> = self
             .members
             .iter()
             .filter(|(peer, learned)| {
                 **peer > me && !self.peers.contains_key(peer) && now >= *learned + SETTLE_TICKS
             })
             .map(|(peer, _)| *peer)
-            .min_by_key(|peer| shuffle(now, me, *peer));
+            .collect();
+        // A bucket we have no connection in comes first (so that routing by XOR distance
+        // always finds a closer neighbour, [`crate::dht`]); otherwise anyone, at random.
+        let covered: Vec<u32> = self.peers.keys().map(|peer| bucket(me, *peer)).collect();
+        let next = one_per_bucket(me, &eligible)
+            .into_iter()
+            .find(|peer| !covered.contains(&bucket(me, *peer)))
+            .or_else(|| {
+                eligible
+                    .iter()
+                    .copied()
+                    .min_by_key(|peer| shuffle(now, me, *peer))
+            });
         actions.extend(next.and_then(|peer| self.connect(peer, true)));
         actions
     }
@@ -378,6 +396,27 @@ fn xor(a: PeerId, b: PeerId) -> [u8; 16] {
         *byte ^= other;
     }
     out
+}
+
+/// The Kademlia bucket of `peer` seen from `me`: how many leading bits their ids share.
+pub fn bucket(me: PeerId, peer: PeerId) -> u32 {
+    u128::from_be_bytes(xor(me, peer)).leading_zeros()
+}
+
+/// The closest of `peers` to `me` in each bucket, the closest bucket first.
+fn one_per_bucket(me: PeerId, peers: &[PeerId]) -> Vec<PeerId> {
+    let mut closest: BTreeMap<std::cmp::Reverse<u32>, PeerId> = BTreeMap::new();
+    for peer in peers {
+        closest
+            .entry(std::cmp::Reverse(bucket(me, *peer)))
+            .and_modify(|best| {
+                if xor(me, *peer) < xor(me, *best) {
+                    *best = *peer;
+                }
+            })
+            .or_insert(*peer);
+    }
+    closest.into_values().collect()
 }
 
 /// A pseudo-random sort key for `peer` as seen from `me`, different for every `round`: the

@@ -35,7 +35,9 @@ const sha256 = (bytes) => createHash('sha256').update(bytes).digest('hex');
 
 /** Runs `swarm-peer seed FILE` in `room`; resolves once it printed the content id. */
 async function nativeSeed(server, room, file) {
-  const child = spawn(PEER, ['seed', file, '--server', server.url, '--room', room], { stdio: ['ignore', 'pipe', 'pipe'] });
+  // Its log at debug level, printed if the test fails (see `download`).
+  const env = { ...process.env, SWARM_LOG: 'warn,swarm_peer=debug,rtc_ice=error,rtc=error' };
+  const child = spawn(PEER, ['seed', file, '--server', server.url, '--room', room], { stdio: ['ignore', 'pipe', 'pipe'], env });
   let out = '';
   let err = '';
   child.stderr.on('data', (chunk) => { err += chunk; });
@@ -50,6 +52,7 @@ async function nativeSeed(server, room, file) {
   // Its own id, from the line it prints once everything is shared.
   await expect.poll(() => /as ([0-9a-f]{32})/.exec(err)?.[1], { timeout: 10_000 }).toBeTruthy();
   seeder.peer = /as ([0-9a-f]{32})/.exec(err)[1];
+  seeder.log = () => err;
   seeder.stop = () => new Promise((resolve) => {
     if (child.exitCode !== null) return resolve();
     child.on('exit', resolve);
@@ -68,17 +71,31 @@ function nativeGet(server, room, id, output) {
   return new Promise((resolve) => child.on('exit', (code) => resolve({ code, stdout, stderr })));
 }
 
-/** Downloads `id` on `member` once a peer offers it; resolves with {size, hash, from}. */
-async function download(member, id) {
+/**
+ * Downloads `id` on `member` once a peer offers it; resolves with {size, hash, from}. If it has
+ * not finished within `timeout`, prints the page's log, its progress and peers, and the native
+ * seeders' logs, then fails.
+ */
+async function download(member, id, seeders = [], timeout = 120_000) {
   await helpers(member);
+  const logs = [];
+  member.page.on('console', (msg) => logs.push(`[${member.label}] ${msg.text()}`));
   await member.page.waitForFunction((id) => window.swarm.files().some((f) => f.id === id && f.sources > 0), id, { timeout: 30_000 });
-  return member.page.evaluate(async (id) => {
+  const got = await member.page.evaluate(async ({ id, timeout }) => {
     const dl = window.swarm.download(id);
-    let last = dl.progress;
-    dl.on('progress', (p) => { last = p; });
-    const blob = await dl.blob();
-    return { size: blob.size, hash: await window.sha256(blob), from: last.from };
-  }, id);
+    window.lastProgress = dl.progress;
+    dl.on('progress', (p) => { window.lastProgress = p; });
+    const late = new Promise((resolve) => setTimeout(resolve, timeout, null));
+    const blob = await Promise.race([dl.blob(), late]);
+    if (!blob) return null;
+    return { size: blob.size, hash: await window.sha256(blob), from: window.lastProgress.from };
+  }, { id, timeout });
+  if (got) return got;
+  const state = await member.page.evaluate(() => ({ progress: window.lastProgress, peers: window.swarm.peers(), files: window.swarm.files() }));
+  console.log(`download stalled: ${JSON.stringify(state)}`);
+  console.log(logs.join('\n'));
+  for (const seeder of seeders) console.log(`native seeder ${seeder.peer}:\n${seeder.log()}`);
+  throw new Error(`the download of ${id} did not finish within ${timeout} ms`);
 }
 
 test('a browser downloads a 20 MiB file the native peer seeds, byte-identical', async ({ browser, server }) => {
@@ -95,7 +112,7 @@ test('a browser downloads a 20 MiB file the native peer seeds, byte-identical', 
     return page.page.evaluate((id) => window.swarm.files().find((f) => f.id === id), seeder.id);
   })();
   expect(listed).toMatchObject({ name: 'random.bin', size: 20 * MiB, mime: 'application/octet-stream', sources: 1 });
-  const got = await download(page, seeder.id);
+  const got = await download(page, seeder.id, [seeder]);
   expect(got.size).toBe(20 * MiB);
   expect(got.hash).toBe(sha256(bytes));
   expect(Object.keys(got.from)).toEqual([seeder.peer]);
@@ -123,7 +140,7 @@ test('a native seeder and a browser seeder both serve a third browser', async ({
   expect((await share(a, 20 * MiB, 23)).id).toBe(seeder.id);
   const c = await joinRoom(browser, server, room, 'downloader');
   await c.page.waitForFunction((id) => window.swarm.files().some((f) => f.id === id && f.sources === 2), seeder.id, { timeout: 30_000 });
-  const got = await download(c, seeder.id);
+  const got = await download(c, seeder.id, [seeder]);
   expect(got).toMatchObject({ size: 20 * MiB, hash: sha256(bytes) });
   expect(Object.keys(got.from).sort()).toEqual([a.id, seeder.peer].sort());
   // Each sent piece data (how much depends on how busy each is; in the end game a piece may

@@ -113,6 +113,11 @@ impl<'a> Reader<'a> {
         std::mem::take(&mut self.rest)
     }
 
+    /// Whether everything has been read.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.rest.is_empty()
+    }
+
     /// Fails unless the whole frame was read.
     pub(crate) fn end(&self) -> Result<(), WireError> {
         if self.rest.is_empty() {

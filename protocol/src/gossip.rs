@@ -47,6 +47,13 @@ impl Gossip {
         }
     }
 
+    /// The content the message is about.
+    pub fn content(&self) -> ContentId {
+        match self {
+            Self::Provide { id, .. } => *id,
+        }
+    }
+
     /// The JSON carried as a relay frame's `data`.
     pub fn to_json(&self) -> Vec<u8> {
         // Serializing plain strings and numbers cannot fail.

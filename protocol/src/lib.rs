@@ -21,6 +21,7 @@ pub mod gossip;
 pub mod hex;
 pub mod peer_id;
 pub mod room;
+pub mod route;
 pub mod signal;
 pub mod wire;
 

@@ -12,6 +12,7 @@
 use crate::PeerId;
 use crate::codec::{Reader, Writer};
 use crate::content::{ContentId, HASH_LEN};
+use crate::route::{Route, TAG_ROUTE};
 
 /// Longest data-channel frame either peer sends, in bytes.
 pub const MAX_FRAME_LEN: usize = 64 * 1024;
@@ -161,6 +162,8 @@ pub enum BinaryFrame<'a> {
     Peer(PeerMsg<'a>),
     /// A signal forwarded through the mesh.
     Relay(Relay<'a>),
+    /// A message of the structured layer ([`crate::route`]).
+    Route(Route<'a>),
 }
 
 /// A `signal` on its way through the mesh to a peer the sender has no connection to: the
@@ -241,6 +244,12 @@ pub enum WireError {
     /// A manifest breaks a rule.
     #[error("invalid manifest: {0}")]
     BadManifest(&'static str),
+    /// A routed message of a kind this version does not know.
+    #[error("unknown routed message kind {0}")]
+    UnknownKind(u8),
+    /// A routed message that lists more peers on its path than allowed.
+    #[error("a routed message path of {0} peers is too long")]
+    PathTooLong(usize),
 }
 
 impl AppMessage<'_> {
@@ -372,6 +381,9 @@ pub fn decode_binary(frame: &[u8]) -> Result<BinaryFrame<'_>, WireError> {
             signature,
             data: r.rest(),
         }));
+    }
+    if tag == TAG_ROUTE {
+        return Ok(BinaryFrame::Route(Route::decode_body(&mut r)?));
     }
     let msg = match tag {
         TAG_HELLO => PeerMsg::Hello { version: r.u8()? },
