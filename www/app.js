@@ -287,6 +287,8 @@ function openLinkedFile(id) {
   };
   swarm.on('files', tryStart);
   tryStart();
+  // In a large room the file may not have been announced to us: ask the structured layer.
+  if (swarm && !swarm.files().some((f) => f.id === id)) swarm.lookup(id);
 }
 
 async function saveFile(info, blob) {

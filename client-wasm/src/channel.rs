@@ -267,6 +267,7 @@ fn on_frame(session: &Rc<Session>, peer: PeerId, data: JsValue) {
         }
         Ok(BinaryFrame::Peer(msg)) => session.files_message(peer, msg),
         Ok(BinaryFrame::Relay(relay)) => session.on_relay(peer, relay),
+        Ok(BinaryFrame::Route(route)) => session.on_route(peer, route),
         Err(err) => debug!(%peer, error = %err, "dropping a frame"),
     }
 }

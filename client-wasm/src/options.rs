@@ -16,14 +16,20 @@ pub(crate) struct JoinOptions {
     pub(crate) ice_transport_policy: Option<RtcIceTransportPolicy>,
     /// Caps the connections this peer opens (a partial mesh); `None` connects to everyone.
     pub(crate) max_peers: Option<usize>,
+    /// Room size above which what we provide is published in the structured layer instead
+    /// of flooded; `None`: the default ([`swarm_core::client::DHT_ABOVE`]).
+    pub(crate) dht_above: Option<usize>,
 }
 
 /// Largest `maxPeers` accepted.
 const MAX_PEERS_LIMIT: f64 = 1000.0;
 
+/// Largest `dhtAbove` accepted.
+const DHT_ABOVE_LIMIT: f64 = 1_000_000.0;
+
 impl JoinOptions {
-    /// Reads `{ token?: string, iceTransportPolicy?: "all" | "relay", maxPeers?: number }`; `undefined` or `null`
-    /// means no options.
+    /// Reads `{ token?: string, iceTransportPolicy?: "all" | "relay", maxPeers?: number,
+    /// dhtAbove?: number }`; `undefined` or `null` means no options.
     pub(crate) fn from_js(value: &JsValue) -> Result<Self, ClientError> {
         if value.is_undefined() || value.is_null() {
             return Ok(Self::default());
@@ -72,10 +78,25 @@ impl JoinOptions {
                 }
             },
         };
+        let dht_above = match field(value, "dhtAbove") {
+            None => None,
+            Some(n) => match n.as_f64() {
+                Some(n) if n.fract() == 0.0 && (0.0..=DHT_ABOVE_LIMIT).contains(&n) => {
+                    Some(n as usize)
+                }
+                _ => {
+                    return Err(ClientError::InvalidOption {
+                        name: "dhtAbove",
+                        reason: format!("must be a whole number from 0 to {DHT_ABOVE_LIMIT}"),
+                    });
+                }
+            },
+        };
         Ok(Self {
             token,
             ice_transport_policy,
             max_peers,
+            dht_above,
         })
     }
 }

@@ -17,6 +17,7 @@ use swarm_core::client::{Client, Effect};
 use swarm_core::identity::Identity;
 use swarm_core::mesh::Event;
 use swarm_core::share::{FileInfo, Output, ShareError};
+use swarm_protocol::route::Route;
 use swarm_protocol::wire::Relay;
 use swarm_protocol::{ClientMsg, ContentId, IceServer, PeerId, RoomName, SignalData};
 use tracing::{debug, info, warn};
@@ -75,6 +76,7 @@ impl Session {
         room: RoomName,
         policy: Option<web_sys::RtcIceTransportPolicy>,
         max_peers: Option<usize>,
+        dht_above: Option<usize>,
     ) -> Result<Rc<Self>, JsValue> {
         let rtc_config = RtcConfiguration::new();
         if let Some(policy) = policy {
@@ -86,7 +88,8 @@ impl Session {
             identity,
             max_peers,
             js_sys::Date::now() as u64,
-        );
+        )
+        .with_dht_above(dht_above.unwrap_or(swarm_core::client::DHT_ABOVE));
         Ok(Rc::new(Self {
             url,
             room,
@@ -238,6 +241,24 @@ impl Session {
     pub(crate) fn on_relay(self: &Rc<Self>, from: PeerId, relay: Relay<'_>) {
         let effects = self.client.borrow_mut().on_relay(from, relay);
         self.apply(effects);
+    }
+
+    /// A message of the structured layer arrived from neighbour `from`.
+    pub(crate) fn on_route(self: &Rc<Self>, from: PeerId, route: Route<'_>) {
+        let effects = self.client.borrow_mut().on_route(from, route);
+        self.apply(effects);
+    }
+
+    /// Looks for providers of content `id` in the room's structured layer (for a minute);
+    /// what is found arrives as `file` events. Throws `invalid-content-id`, `left`.
+    pub(crate) fn lookup(self: &Rc<Self>, id: &str) -> Result<(), ClientError> {
+        self.check_joined()?;
+        let id: ContentId = id
+            .parse()
+            .map_err(|_| ClientError::InvalidContentId(id.to_owned()))?;
+        let effects = self.client.borrow_mut().find(id);
+        self.apply(effects);
+        Ok(())
     }
 
     /// Opens a direct connection to room member `peer` (through the mesh if the server is

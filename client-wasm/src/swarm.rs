@@ -71,6 +71,10 @@ export interface JoinOptions {
   /** Caps the connections this peer opens itself (1 to 1000): a partial mesh for large
    * rooms. It answers others up to twice that. Default: connect to every peer. */
   maxPeers?: number;
+  /** Room size (members, counting this peer) above which the files this peer provides are
+   * published in the room's structured layer (found with `lookup`) instead of announced to
+   * every peer (0 to 1000000). Default: 64. */
+  dhtAbove?: number;
 }
 
 /** What can be sent: text, or bytes (at most 65535 bytes; text at most 65536 UTF-8 bytes). */
@@ -113,7 +117,13 @@ impl Swarm {
         if let Some(token) = &options.token {
             url = format!("{url}?token={}", js_sys::encode_uri_component(token));
         }
-        let session = Session::new(url, room, options.ice_transport_policy, options.max_peers)?;
+        let session = Session::new(
+            url,
+            room,
+            options.ice_transport_policy,
+            options.max_peers,
+            options.dht_above,
+        )?;
         if let Err(err) = session.connect().await {
             session.leave();
             return Err(err);
@@ -245,6 +255,14 @@ impl Swarm {
     /// larger than the storage quota fails with `storage-quota` before any transfer.
     pub fn download(&self, id: &str) -> Result<Download, JsValue> {
         Ok(Download::new(self.session.start_download(id)?))
+    }
+
+    /// Looks for peers that provide content `id` through the room's structured layer (in a
+    /// large room, files are not announced to every peer), for a minute or until one is
+    /// found. What is found arrives as a `file` event and in `files()`, after which
+    /// `download(id)` works. Throws a `SwarmError` (`invalid-content-id`, `left`).
+    pub fn lookup(&self, id: &str) -> Result<(), JsValue> {
+        Ok(self.session.lookup(id)?)
     }
 
     /// A URL that plays content `id` in a `<video>` or `<audio>` element while it downloads,

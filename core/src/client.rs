@@ -676,16 +676,21 @@ impl Client {
     }
 
     /// The `swarm` channel to `peer` opened: the new neighbour also gets the room's provide
-    /// records (ours and those heard of), so it knows the room's files at once.
+    /// records (ours and those heard of; in a large room, ours and the structured layer's
+    /// it is closer to), so it knows the room's files at once.
     pub fn on_channel_open(&mut self, peer: PeerId) -> Vec<Effect> {
         let mut effects = mesh_effects(self.mesh.on_channel_open(peer));
         if self.mesh.is_open(peer) {
-            let records = self
-                .provided
-                .values()
-                .cloned()
-                .chain(self.directory.records(peer));
+            // In a large room only ours: the others are found in the structured layer,
+            // which hands the newcomer the records it is now among the closest to.
+            let heard = if self.is_large_room() {
+                Vec::new()
+            } else {
+                self.directory.records(peer)
+            };
+            let records = self.provided.values().cloned().chain(heard);
             effects.extend(records.map(|frame| Effect::ToPeer { peer, frame }));
+            effects.extend(to_peers(self.dht.on_neighbour(peer, self.ticks)));
         }
         effects
     }

@@ -142,6 +142,46 @@ impl Dht {
         self.route_on(out, neighbours, now)
     }
 
+    /// A connection to `peer` opened: each record (ours and those we keep) whose key it is
+    /// closer to than we are is published again through it, so records move on to the
+    /// closest peers as the room changes (Kademlia's rule for a newcomer). A provider that
+    /// published while it had no neighbours is found once it has some.
+    pub fn on_neighbour(&self, peer: PeerId, now: u64) -> Frames {
+        let ids: Vec<ContentId> = self
+            .published
+            .keys()
+            .copied()
+            .chain(self.records.keys().map(|(id, _)| *id))
+            .collect();
+        let mut frames = Frames::new();
+        let mut done = Vec::new();
+        for id in ids {
+            let key = Key::for_content(&id);
+            if done.contains(&id)
+                || key.distance(&Key::from(peer)) >= key.distance(&Key::from(self.me))
+            {
+                continue;
+            }
+            done.push(id);
+            for record in self.records(id, now) {
+                if check_record(&self.room, &record, id) == Some(peer) {
+                    continue;
+                }
+                let onward = RouteOut {
+                    kind: RouteKind::AddProvider,
+                    id,
+                    ttl: HOP_LIMIT - 1,
+                    path: vec![self.me],
+                    records: vec![record],
+                };
+                if let Ok(frame) = onward.encode() {
+                    frames.push((peer, frame));
+                }
+            }
+        }
+        frames
+    }
+
     /// Drops the records of `provider` (it left the room).
     pub fn forget_provider(&mut self, provider: PeerId) {
         let ids: Vec<ContentId> = self
@@ -595,6 +635,28 @@ mod tests {
         assert!(dht.records(id, RECORD_TTL_TICKS + 1).is_empty());
         dht.forget_provider(provider);
         assert_eq!(dht.kept(), 0);
+    }
+
+    #[test]
+    fn a_new_neighbour_closer_to_a_key_gets_its_records() {
+        let id = content(12);
+        let key = Key::for_content(&id);
+        let seeds = seeds_by_distance(4, &key);
+        let [closest, middle, far, provider] =
+            [0, 1, 2, 3].map(|i| Identity::from_seed([seeds[i]; 32]).id());
+        let (_, signed) = record(seeds[3], id);
+        let mut net = Net::new(&[middle, provider], &[(middle, provider)]);
+        net.publish(provider, id, signed);
+        assert_eq!(net.keepers(id), vec![middle]);
+        let keeper = &net.nodes[&middle];
+        // A farther newcomer gets nothing; a closer one a copy, which it keeps.
+        assert!(keeper.on_neighbour(far, 0).is_empty());
+        let handed = keeper.on_neighbour(closest, 0);
+        assert_eq!(handed.len(), 1);
+        net.nodes.insert(closest, Dht::new(room(), closest));
+        net.link(middle, closest);
+        net.carry(middle, handed, 0);
+        assert!(net.keepers(id).contains(&closest));
     }
 
     #[test]

@@ -88,6 +88,11 @@ pub struct RoomArgs {
     /// Cap on direct connections (a partial mesh, as the browsers' `maxPeers`).
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..=1000))]
     pub max_peers: Option<u16>,
+    /// Room size (members, counting us) above which the files we provide are published in
+    /// the room's structured layer instead of announced to every peer (as the browsers'
+    /// `dhtAbove`).
+    #[arg(long, default_value_t = swarm_core::client::DHT_ABOVE)]
+    pub dht_above: usize,
     /// Local UDP address for WebRTC (repeatable). The default binds every interface but
     /// loopback; give 127.0.0.1:0 to reach peers on this machine only.
     #[arg(long = "bind", default_value = "0.0.0.0:0")]
@@ -107,6 +112,7 @@ impl RoomArgs {
         };
         let options = JoinOptions {
             max_peers: self.max_peers.map(usize::from),
+            dht_above: self.dht_above,
             udp_addrs: self.bind.clone(),
             key_seed,
         };
@@ -174,7 +180,9 @@ async fn fetch(
     wait: u64,
     stall: u64,
 ) -> Result<(), PeerError> {
-    // A peer's offer arrives shortly after its channel opens: keep asking until one has.
+    // A peer's offer arrives shortly after its channel opens: keep asking until one has. In
+    // a large room nobody near us may have heard of it: ask the structured layer too.
+    room.lookup(id)?;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(wait);
     loop {
         match room.download(id, output.clone()).await {

@@ -101,6 +101,8 @@ pub(crate) enum Command {
         target: PathBuf,
         reply: oneshot::Sender<Result<(), ShareError>>,
     },
+    /// Look for providers of `id` in the room's structured layer.
+    Lookup { id: ContentId },
     /// Send a text message to every open peer; replies how many it went to.
     Broadcast {
         text: String,
@@ -179,6 +181,8 @@ pub(crate) struct NodeConfig {
     pub(crate) room: RoomName,
     pub(crate) identity: Identity,
     pub(crate) max_peers: Option<usize>,
+    /// Room size above which we publish in the structured layer instead of flooding.
+    pub(crate) dht_above: usize,
     pub(crate) udp_addrs: Vec<String>,
 }
 
@@ -194,7 +198,8 @@ pub(crate) fn start(
     let first_seq = unix_millis();
     let node = Node {
         url: config.url,
-        client: Client::new(config.room, config.identity, config.max_peers, first_seq),
+        client: Client::new(config.room, config.identity, config.max_peers, first_seq)
+            .with_dht_above(config.dht_above),
         share: Share::new(ShareConfig::default(), first_seq ^ 0x5eed),
         links: HashMap::new(),
         closing: Vec::new(),
@@ -430,6 +435,10 @@ impl Node {
                     }
                 }
             }
+            Command::Lookup { id } => {
+                let effects = self.client.find(id);
+                self.apply(effects);
+            }
             Command::Broadcast { text, reply } => {
                 let open = self.client.open_peers();
                 for peer in &open {
@@ -468,6 +477,10 @@ impl Node {
             }
             Ok(BinaryFrame::Relay(relay)) => {
                 let effects = self.client.on_relay(peer, relay);
+                self.apply(effects);
+            }
+            Ok(BinaryFrame::Route(route)) => {
+                let effects = self.client.on_route(peer, route);
                 self.apply(effects);
             }
             Err(err) => debug!(%peer, error = %err, "dropping a frame"),

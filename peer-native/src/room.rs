@@ -161,6 +161,9 @@ impl RoomAddress {
 pub struct JoinOptions {
     /// Cap on direct connections (a partial mesh), or `None` for a full mesh.
     pub max_peers: Option<usize>,
+    /// Room size above which what we provide is published in the structured layer instead
+    /// of flooded ([`swarm_core::client::DHT_ABOVE`] by default).
+    pub dht_above: usize,
     /// Local UDP addresses for WebRTC.
     pub udp_addrs: Vec<String>,
     /// The seed of our key (from [`load_or_create_key`]); `None` for a fresh key.
@@ -212,6 +215,7 @@ impl Room {
             room: address.room.clone(),
             identity,
             max_peers: options.max_peers,
+            dht_above: options.dht_above,
             udp_addrs: options.udp_addrs,
         });
         let unreachable = |reason: String| PeerError::ServerUnreachable {
@@ -300,6 +304,12 @@ impl Room {
             return Err(ShareError::UnknownContent(id));
         }
         answer.await.unwrap_or(Err(ShareError::UnknownContent(id)))
+    }
+
+    /// Looks for providers of `id` in the room's structured layer (for a minute); what is
+    /// found makes [`Room::download`] of it possible.
+    pub fn lookup(&self, id: ContentId) -> Result<(), PeerError> {
+        self.command(Command::Lookup { id })
     }
 
     /// Sends `text` to every connected peer; returns how many.

@@ -355,17 +355,15 @@ fn keys_for_a_line() -> [[u8; 32]; 3] {
         .expect("some seed is closer to b")
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_peer_downloads_from_a_provider_it_only_heard_of_by_gossip() {
+/// Key files for [`keys_for_a_line`] in `dir`, and the ids they give.
+fn line_key_files(dir: &Path) -> (Vec<String>, Vec<String>) {
     use swarm_core::identity::Identity;
-    let server = server().await;
-    let dir = tempfile::tempdir().expect("temp dir");
     let keys = keys_for_a_line();
     let key_files: Vec<String> = keys
         .iter()
         .enumerate()
         .map(|(i, seed)| {
-            let path = dir.path().join(format!("key-{i}"));
+            let path = dir.join(format!("key-{i}"));
             std::fs::write(&path, swarm_protocol::hex::encode(seed)).expect("key file");
             path.to_str().expect("utf-8").to_owned()
         })
@@ -374,6 +372,14 @@ async fn a_peer_downloads_from_a_provider_it_only_heard_of_by_gossip() {
         .iter()
         .map(|seed| Identity::from_seed(*seed).id().to_string())
         .collect();
+    (key_files, ids)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_peer_downloads_from_a_provider_it_only_heard_of_by_gossip() {
+    let server = server().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (key_files, ids) = line_key_files(dir.path());
     let capped = |i: usize| ["--max-peers", "1", "--key", key_files[i].as_str()];
 
     // a seeds the file; b (seeding something else) joins and connects to a.
@@ -408,4 +414,102 @@ async fn a_peer_downloads_from_a_provider_it_only_heard_of_by_gossip() {
         ids[1]
     );
     assert!(joined.contains(&ids[0].as_str()), "then a: {log}");
+}
+
+/// Key seeds for a line a - b - c around content `id`: b is closer to the content's key than
+/// a (so a's record moves on to b once they are connected), and c is closer to b than to a
+/// (so with one connection each, c connects to b).
+fn keys_around(id: &str) -> [[u8; 32]; 3] {
+    use swarm_core::identity::Identity;
+    use swarm_core::kademlia::Key;
+    let content: swarm_protocol::ContentId = id.parse().expect("a content id");
+    let key = Key::for_content(&content);
+    let peer = |seed: u8| Identity::from_seed([seed; 32]).id();
+    let xor = |x: swarm_protocol::PeerId, y: swarm_protocol::PeerId| {
+        u128::from_be_bytes(*x.as_bytes()) ^ u128::from_be_bytes(*y.as_bytes())
+    };
+    let a = 1u8;
+    let b = (2u8..=255)
+        .find(|b| key.distance(&Key::from(peer(*b))) < key.distance(&Key::from(peer(a))))
+        .expect("a seed closer to the key");
+    let c = (2u8..=255)
+        .filter(|c| *c != b)
+        .find(|c| xor(peer(*c), peer(b)) < xor(peer(*c), peer(a)))
+        .expect("a seed closer to b");
+    [[a; 32], [b; 32], [c; 32]]
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn in_a_large_room_a_peer_finds_a_provider_through_the_structured_layer() {
+    use swarm_core::identity::Identity;
+    let server = server().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let source = random_file(dir.path(), "rare.bin", 2 * 1024 * 1024 + 3);
+    let other = random_file(dir.path(), "other.bin", 1000);
+    // The content id first (a peer with a throwaway key prints it), then keys around it.
+    let probe = seed_with(&server, "probe", &[], &[&source]);
+    let id = probe.ids[0].clone();
+    drop(probe);
+    let keys = keys_around(&id);
+    let key_files: Vec<String> = keys
+        .iter()
+        .enumerate()
+        .map(|(i, seed)| {
+            let path = dir.path().join(format!("key-{i}"));
+            std::fs::write(&path, swarm_protocol::hex::encode(seed)).expect("key file");
+            path.to_str().expect("utf-8").to_owned()
+        })
+        .collect();
+    let ids: Vec<String> = keys
+        .iter()
+        .map(|seed| Identity::from_seed(*seed).id().to_string())
+        .collect();
+    // `--dht-above 0`: every room counts as large, so nothing is flooded or passed on.
+    let capped = |i: usize| {
+        [
+            "--max-peers",
+            "1",
+            "--dht-above",
+            "0",
+            "--key",
+            key_files[i].as_str(),
+        ]
+    };
+    let a = seed_with(&server, "dht", &capped(0), &[&source]);
+    assert_eq!(a.ids[0], id);
+    let _b = seed_with(&server, "dht", &capped(1), &[&other]);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    // c connects to b only. b knows a's file (a told its neighbour) but does not pass it on
+    // in a large room: c learns of it by looking it up, dials a, and downloads it.
+    let target = dir.path().join("copy.bin");
+    let mut get = peer(
+        &server,
+        "dht",
+        &[
+            "get",
+            &id,
+            "--wait",
+            "30",
+            "-o",
+            target.to_str().expect("utf-8"),
+        ],
+    );
+    get.args(capped(2))
+        .env("SWARM_LOG", "warn,swarm_core=debug");
+    let output = run(get).await;
+    let log = stderr(&output);
+    assert!(output.status.success(), "get failed: {log}");
+    assert_eq!(sha256(&target), sha256(&source));
+    let joined: Vec<&str> = log
+        .lines()
+        .filter_map(|line| line.strip_prefix("peer joined: "))
+        .collect();
+    assert_eq!(
+        joined.first(),
+        Some(&ids[1].as_str()),
+        "c meets b first: {log}"
+    );
+    assert!(joined.contains(&ids[0].as_str()), "then a: {log}");
+    assert!(log.contains("heard of a provider"), "{log}");
 }
