@@ -13,14 +13,16 @@
 //! # Full and partial mesh
 //! By default every peer connects to every other (a full mesh). With a cap
 //! ([`Mesh::with_max_peers`]), a large room becomes a partial mesh: a newcomer offers to at
-//! most `max_peers` of the peers in `welcome` (half of them the closest to its id by XOR
-//! distance, half chosen at random, so the overlay has both local structure and the long
-//! random links that keep it in one piece under churn: with closest-only choices a simulated
-//! room of 1,000 fell apart along id prefixes), the others only note that it exists, and each peer answers
-//! offers while it has fewer than twice the cap, so a newcomer always finds room. Whenever a
-//! peer has fewer connections than the cap (a neighbour left), [`Mesh::on_tick`] dials
-//! another member it knows of: through the server, or through the mesh when the server is
-//! away ([`crate::relay`]), chosen at random. [`Mesh::dial`] opens a connection on request.
+//! most `max_peers` of the peers in `welcome` (three quarters of them the closest peer of
+//! each bucket of its Kademlia table, closest bucket first, so that routing by XOR distance
+//! always finds a closer neighbour ([`crate::dht`]); the rest chosen at random, the long
+//! random links that keep the overlay in one piece under churn: with closest-only choices a
+//! simulated room of 1,000 fell apart along id prefixes), the others only note that it
+//! exists, and each peer answers offers while it has fewer than twice the cap, so a newcomer
+//! always finds room. Whenever a peer has fewer connections than the cap (a neighbour left),
+//! [`Mesh::on_tick`] dials another member it knows of, through the server, or through the
+//! mesh when the server is away ([`crate::relay`]): the closest member of a bucket it has no
+//! connection in, otherwise one at random. [`Mesh::dial`] opens a connection on request.
 //!
 //! Two peers must never offer to each other at the same moment: both would create the `swarm`
 //! data channel, and one of the two channels would be closed, taking the connection with it.
@@ -590,6 +592,43 @@ mod tests {
         }
         assert_eq!(dialed, vec![id(9)]);
         assert!(ticks >= SETTLE_TICKS, "{ticks} ticks");
+    }
+
+    fn first_byte(b: u8) -> PeerId {
+        let mut bytes = [0u8; 16];
+        bytes[0] = b;
+        bytes[15] = 1;
+        PeerId::from_bytes(bytes)
+    }
+
+    #[test]
+    fn a_capped_newcomer_covers_its_closest_buckets_and_the_upkeep_fills_empty_ones() {
+        let me = PeerId::from_bytes([0; 16]);
+        // Buckets (leading bits shared with 00..): 0x80, 0xc0 -> 0; 0x40 -> 1; 0x20, 0x21 ->
+        // 2; 0x10 -> 3; 0x01 -> 7.
+        let peers: Vec<PeerId> = [0x80, 0xc0, 0x40, 0x20, 0x21, 0x10, 0x01]
+            .map(first_byte)
+            .to_vec();
+        let mut mesh = Mesh::with_max_peers(Some(4));
+        let dialed = connected(&mesh.on_welcome(me, &peers));
+        assert_eq!(dialed.len(), 4);
+        // Three quarters: the closest of each bucket, closest bucket first.
+        assert_eq!(&dialed[..3], &[0x01, 0x10, 0x20].map(first_byte));
+        assert!(!dialed[..3].contains(&dialed[3]), "and one at random");
+        // Two connections go: the upkeep dials a member of a bucket it has none in.
+        for peer in &dialed[..2] {
+            mesh.on_channel_closed(*peer);
+        }
+        let covered: Vec<u32> = dialed[2..].iter().map(|p| bucket(me, *p)).collect();
+        let mut next = Vec::new();
+        for _ in 0..SETTLE_TICKS + 1 {
+            next.extend(connected(&mesh.on_tick()));
+        }
+        assert!(!next.is_empty());
+        assert!(
+            !covered.contains(&bucket(me, next[0])),
+            "{next:?} after {covered:?}"
+        );
     }
 
     #[test]
