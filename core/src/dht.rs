@@ -164,7 +164,12 @@ impl Dht {
             }
             done.push(id);
             for record in self.records(id, now) {
-                if check_record(&self.room, &record, id) == Some(peer) {
+                // Checked when it came in: only whose it is matters here.
+                let origin = match decode_binary(&record) {
+                    Ok(BinaryFrame::Relay(relay)) => Some(relay.origin),
+                    _ => None,
+                };
+                if origin == Some(peer) {
                     continue;
                 }
                 let onward = RouteOut {
@@ -255,16 +260,18 @@ impl Dht {
                 self.answer_back(out, neighbours)
             }
             RouteKind::AddProvider => {
-                let Some(record) = out.records.first() else {
+                if out.records.len() != 1 {
                     return Routed::default();
-                };
+                }
+                // Checked where it is kept, not at every hop on the way.
+                if let Some(next) = next.filter(|_| out.ttl > 0) {
+                    return self.pass_on(out, next);
+                }
+                let record = &out.records[0];
                 let Some(provider) = check_record(&self.room, record, out.id) else {
                     debug!(id = %out.id, "dropping a provider record that does not verify");
                     return Routed::default();
                 };
-                if let Some(next) = next.filter(|_| out.ttl > 0) {
-                    return self.pass_on(out, next);
-                }
                 let replicate = out.ttl > 0;
                 // Our own record is answered from what we publish.
                 if provider != self.me {

@@ -25,6 +25,7 @@ pub mod dht;
 pub mod flood;
 pub mod overlay;
 pub mod report;
+pub mod routed;
 
 use std::time::{Duration, Instant};
 
@@ -37,6 +38,7 @@ use swarm_protocol::{ContentId, PeerId};
 use crate::dht::{Dht, DhtConfig};
 use crate::flood::{FloodOutcome, Gossip};
 use crate::overlay::{Connectivity, Overlay, OverlayConfig, Slot};
+use crate::routed::Routed;
 
 /// The browser client calls `Mesh::on_tick` this often (`TICK_MS` in client-wasm).
 pub const CLIENT_TICK_MS: u64 = 250;
@@ -74,6 +76,8 @@ pub struct Config {
     /// continue at the `churn` rate) and a peer left without neighbours cannot get a new
     /// sample.
     pub server_gone: bool,
+    /// Also run every lookup as the clients make it ([`routed`]; slow in a debug build).
+    pub routed: bool,
     /// Seed of the random generator: a run is reproducible.
     pub seed: u64,
 }
@@ -95,6 +99,7 @@ impl Default for Config {
             contents: 200,
             lookups_per_round: 10,
             server_gone: false,
+            routed: true,
             seed: 1,
         }
     }
@@ -161,11 +166,25 @@ pub struct Report {
     pub upkeep_per_peer_round: f64,
     /// Publication messages per live peer per churn round.
     pub publish_per_peer_round: f64,
+    /// Lookups as the clients make them ([`routed`]): routed over the overlay's links.
+    pub routed_lookups: usize,
+    /// Routed lookups whose answer named the provider.
+    pub routed_successes: usize,
+    /// Links each successful routed lookup's request crossed.
+    pub routed_hops: Vec<u32>,
+    /// Frames of each routed lookup (request and answer).
+    pub routed_messages: Vec<u32>,
+    /// Route frames for publications and opened links per live peer per churn round.
+    pub routed_publish_per_peer_round: f64,
 }
 
 struct Content {
     key: Key,
+    id: ContentId,
     provider: Slot,
+    /// The provider's signed record, and the provider id it names.
+    record: Vec<u8>,
+    provider_id: PeerId,
 }
 
 /// Runs one simulation.
@@ -204,12 +223,18 @@ pub fn run(config: &Config) -> Report {
         accuracy_sum += closest_share(overlay, key, &holders, config.dht.k);
         publications += 1;
     };
+    let mut routed = Routed::new();
     let mut contents: Vec<Content> = Vec::with_capacity(config.contents);
     for _ in 0..config.contents {
-        let content = new_content(&overlay, &mut rng);
+        let content = new_content(&overlay, &routed, &mut rng);
         publish(&mut dht, &overlay, content.provider, content.key, 0);
+        if config.routed {
+            let record = content.record.clone();
+            routed.publish(&overlay, content.provider, content.id, record, 0);
+        }
         contents.push(content);
     }
+    let routed_before_churn = routed.publish_messages;
     let publish_before_churn = dht.stats.publish_messages;
 
     let dials_before = overlay.stats;
@@ -243,6 +268,11 @@ pub fn run(config: &Config) -> Report {
         mean_table_size: 0.0,
         upkeep_per_peer_round: 0.0,
         publish_per_peer_round: 0.0,
+        routed_lookups: 0,
+        routed_successes: 0,
+        routed_hops: Vec::new(),
+        routed_messages: Vec::new(),
+        routed_publish_per_peer_round: 0.0,
     };
     let mut gossip = Gossip::new(config.seen_capacity);
     if config.server_gone {
@@ -260,6 +290,7 @@ pub fn run(config: &Config) -> Report {
             if let Some(slot) = overlay.random_alive(&mut rng) {
                 overlay.leave(slot);
                 dht.forget(slot);
+                routed.forget(slot);
             }
         }
         report.departures += leaving;
@@ -277,6 +308,9 @@ pub fn run(config: &Config) -> Report {
         }
         for (a, b) in overlay.take_new_links() {
             dht.linked(&overlay, a, b);
+            if config.routed {
+                routed.linked(&overlay, a, b, ticks(now));
+            }
         }
         for slot in newcomers {
             dht.bootstrap(&overlay, slot, now, &mut rng);
@@ -288,8 +322,12 @@ pub fn run(config: &Config) -> Report {
 
         for content in &mut contents {
             if !overlay.is_alive(content.provider) {
-                *content = new_content(&overlay, &mut rng);
+                *content = new_content(&overlay, &routed, &mut rng);
                 publish(&mut dht, &overlay, content.provider, content.key, now);
+                if config.routed {
+                    let record = content.record.clone();
+                    routed.publish(&overlay, content.provider, content.id, record, ticks(now));
+                }
             }
         }
         let period = config.republish_ms;
@@ -299,6 +337,9 @@ pub fn run(config: &Config) -> Report {
             }
         }
         dht.expire(now);
+        if config.routed {
+            routed.tick(&overlay, ticks(now));
+        }
 
         if config.flood_every > 0
             && round.is_multiple_of(config.flood_every)
@@ -315,6 +356,16 @@ pub fn run(config: &Config) -> Report {
             else {
                 break;
             };
+            if config.routed {
+                let lookup =
+                    routed.find(&overlay, from, content.id, content.provider_id, ticks(now));
+                report.routed_lookups += 1;
+                report.routed_messages.push(lookup.messages);
+                if lookup.found {
+                    report.routed_successes += 1;
+                    report.routed_hops.push(lookup.hops);
+                }
+            }
             let run = dht.find_providers(&overlay, from, content.key, now);
             report.lookups += 1;
             report.queries += u64::from(run.result.queries);
@@ -356,16 +407,27 @@ pub fn run(config: &Config) -> Report {
     report.upkeep_per_peer_round = upkeep as f64 / peer_rounds;
     report.publish_per_peer_round =
         (dht.stats.publish_messages - publish_before_churn) as f64 / peer_rounds;
+    report.routed_publish_per_peer_round =
+        (routed.publish_messages - routed_before_churn) as f64 / peer_rounds;
     report.elapsed = started.elapsed();
     report
 }
 
-fn new_content(overlay: &Overlay, rng: &mut StdRng) -> Content {
+fn new_content(overlay: &Overlay, routed: &Routed, rng: &mut StdRng) -> Content {
     let id = ContentId::from_bytes(rng.random());
+    let (provider_id, record) = routed.record(rng.random(), id);
     Content {
         key: Key::for_content(&id),
+        id,
         provider: overlay.random_alive(rng).unwrap_or(0),
+        record,
+        provider_id,
     }
+}
+
+/// The clients' ticks at simulated time `now_ms`.
+fn ticks(now_ms: u64) -> u64 {
+    now_ms / CLIENT_TICK_MS
 }
 
 /// Share of the true `k` closest live peers to `key` found in `holders`.

@@ -179,6 +179,32 @@ fn write_tables(out: &mut String, reports: &[Report]) -> std::fmt::Result {
 
     writeln!(
         out,
+        "\nProvider lookups as the clients make them (`swarm_core::dht`: requests routed hop by hop over the overlay's links towards the key, answers back along the path; same lookups):\n"
+    )?;
+    writeln!(
+        out,
+        "| peers | churn/round | lookups | success | hops mean / p95 / max | messages per lookup mean / p95 | publication messages per peer per round |"
+    )?;
+    writeln!(out, "|---|---|---|---|---|---|---|")?;
+    for r in reports {
+        writeln!(
+            out,
+            "| {} | {} | {} | {} | {:.2} / {} / {} | {:.1} / {} | {:.2} |",
+            peers(r.config.peers),
+            churn(r),
+            r.routed_lookups,
+            percent(r.routed_successes as f64 / r.routed_lookups.max(1) as f64),
+            mean(r.routed_hops.iter().map(|h| f64::from(*h))),
+            quantile(&r.routed_hops, 0.95),
+            r.routed_hops.iter().max().copied().unwrap_or(0),
+            mean(r.routed_messages.iter().map(|h| f64::from(*h))),
+            quantile(&r.routed_messages, 0.95),
+            r.routed_publish_per_peer_round,
+        )?;
+    }
+
+    writeln!(
+        out,
         "\nUpkeep of the structured layer during churn, per live peer per round:\n"
     )?;
     writeln!(

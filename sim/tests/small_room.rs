@@ -18,6 +18,8 @@ fn small(policy: Policy, churn: f64) -> Config {
             welcome: if policy == Policy::Random { 32 } else { 0 },
             ..OverlayConfig::default()
         },
+        // Measured by the bench (`swarm-sim`), too slow for a debug build.
+        routed: false,
         ..Config::default()
     }
 }
