@@ -64,40 +64,34 @@ impl JoinOptions {
                 }
             }),
         };
-        let max_peers = match field(value, "maxPeers") {
-            None => None,
-            Some(n) => match n.as_f64() {
-                Some(n) if n.fract() == 0.0 && (1.0..=MAX_PEERS_LIMIT).contains(&n) => {
-                    Some(n as usize)
-                }
-                _ => {
-                    return Err(ClientError::InvalidOption {
-                        name: "maxPeers",
-                        reason: format!("must be a whole number from 1 to {MAX_PEERS_LIMIT}"),
-                    });
-                }
-            },
-        };
-        let dht_above = match field(value, "dhtAbove") {
-            None => None,
-            Some(n) => match n.as_f64() {
-                Some(n) if n.fract() == 0.0 && (0.0..=DHT_ABOVE_LIMIT).contains(&n) => {
-                    Some(n as usize)
-                }
-                _ => {
-                    return Err(ClientError::InvalidOption {
-                        name: "dhtAbove",
-                        reason: format!("must be a whole number from 0 to {DHT_ABOVE_LIMIT}"),
-                    });
-                }
-            },
-        };
+        let max_peers = whole_number(value, "maxPeers", 1.0, MAX_PEERS_LIMIT)?;
+        let dht_above = whole_number(value, "dhtAbove", 0.0, DHT_ABOVE_LIMIT)?;
         Ok(Self {
             token,
             ice_transport_policy,
             max_peers,
             dht_above,
         })
+    }
+}
+
+/// `object[name]` as a whole number from `min` to `max`; `None` when it is missing, an
+/// `invalid-option` error when it is anything else.
+fn whole_number(
+    object: &JsValue,
+    name: &'static str,
+    min: f64,
+    max: f64,
+) -> Result<Option<usize>, ClientError> {
+    let Some(value) = field(object, name) else {
+        return Ok(None);
+    };
+    match value.as_f64() {
+        Some(n) if n.fract() == 0.0 && (min..=max).contains(&n) => Ok(Some(n as usize)),
+        _ => Err(ClientError::InvalidOption {
+            name,
+            reason: format!("must be a whole number from {min} to {max}"),
+        }),
     }
 }
 

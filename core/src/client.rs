@@ -720,12 +720,11 @@ impl Client {
         // Lookups asked for: again every few seconds until found, or the time is up.
         let ticks = self.ticks;
         self.sought.retain(|_, until| *until > ticks);
-        let retry: Vec<ContentId> = self
-            .sought
-            .keys()
-            .copied()
-            .filter(|_| ticks.is_multiple_of(PROVIDER_RETRY_TICKS))
-            .collect();
+        let retry: Vec<ContentId> = if ticks.is_multiple_of(PROVIDER_RETRY_TICKS) {
+            self.sought.keys().copied().collect()
+        } else {
+            Vec::new()
+        };
         for id in retry {
             if self.directory.providers(id).is_empty() {
                 effects.extend(self.lookup_if_unknown(id));

@@ -394,15 +394,7 @@ pub fn read_record(room: &RoomName, record: &[u8]) -> Option<(PeerId, Gossip)> {
     if relay.target != BROADCAST {
         return None;
     }
-    let signed = RelayedSignal {
-        origin: relay.origin,
-        target: relay.target,
-        seq: relay.seq,
-        public_key: relay.public_key,
-        signature: relay.signature,
-        data: relay.data,
-    };
-    signed.verify(room).ok()?;
+    RelayedSignal::from(&relay).verify(room).ok()?;
     Some((relay.origin, Gossip::parse(relay.data).ok()?))
 }
 
@@ -597,45 +589,37 @@ mod tests {
         let (provider, mut signed) = record(5, id);
         let me = Identity::from_seed([6; 32]).id();
         let mut dht = Dht::new(room(), me);
-        let add = |records: Vec<Vec<u8>>, path: Vec<PeerId>| RouteOut {
-            kind: RouteKind::AddProvider,
-            id,
-            ttl: 3,
-            path,
-            records,
+        // An add-provider frame of `record` with `path`, handed to `dht` as sent by the
+        // provider.
+        let add = |dht: &mut Dht, record: Vec<u8>, path: Vec<PeerId>| {
+            let frame = RouteOut {
+                kind: RouteKind::AddProvider,
+                id,
+                ttl: 3,
+                path,
+                records: vec![record],
+            }
+            .encode()
+            .expect("fits");
+            let Ok(BinaryFrame::Route(route)) = decode_binary(&frame) else {
+                panic!("route");
+            };
+            dht.on_route(provider, route, &[provider], 0)
         };
         // One changed byte of the name: the signature no longer holds.
         let last = signed.len() - 3;
         signed[last] ^= 1;
-        let frame = add(vec![signed], vec![provider]).encode().expect("fits");
-        let Ok(BinaryFrame::Route(route)) = decode_binary(&frame) else {
-            panic!("route");
-        };
-        assert_eq!(
-            dht.on_route(provider, route, &[provider], 0),
-            Routed::default()
-        );
+        assert_eq!(add(&mut dht, signed, vec![provider]), Routed::default());
         assert_eq!(dht.kept(), 0);
         // A genuine record of another content than the frame's.
         let (_, other) = record(5, content(10));
         assert_eq!(check_record(&room(), &other, id), None);
         // A genuine record, but the sender is not the last on the path.
         let (_, good) = record(5, id);
-        let frame = add(vec![good.clone()], vec![me]).encode().expect("fits");
-        let Ok(BinaryFrame::Route(route)) = decode_binary(&frame) else {
-            panic!("route");
-        };
-        assert_eq!(
-            dht.on_route(provider, route, &[provider], 0),
-            Routed::default()
-        );
+        assert_eq!(add(&mut dht, good.clone(), vec![me]), Routed::default());
         assert_eq!(dht.kept(), 0);
         // The same, well formed: kept (we are the closest we know).
-        let frame = add(vec![good], vec![provider]).encode().expect("fits");
-        let Ok(BinaryFrame::Route(route)) = decode_binary(&frame) else {
-            panic!("route");
-        };
-        dht.on_route(provider, route, &[provider], 0);
+        add(&mut dht, good, vec![provider]);
         assert_eq!(dht.kept(), 1);
         assert_eq!(dht.records(id, 0).len(), 1);
         // It expires, unless published again; the provider leaving drops it at once.

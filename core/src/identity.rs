@@ -12,6 +12,7 @@
 
 use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
 use sha2::{Digest, Sha256};
+use swarm_protocol::wire::Relay;
 use swarm_protocol::{PeerId, RoomName, hex};
 
 /// Length of a public key in bytes.
@@ -164,6 +165,20 @@ pub struct RelayedSignal<'a> {
     pub signature: &'a [u8; SIGNATURE_LEN],
     /// The signal's JSON, as in a server `signal` frame's `data`.
     pub data: &'a [u8],
+}
+
+impl<'a> From<&Relay<'a>> for RelayedSignal<'a> {
+    /// The signed part of a relay frame.
+    fn from(relay: &Relay<'a>) -> Self {
+        Self {
+            origin: relay.origin,
+            target: relay.target,
+            seq: relay.seq,
+            public_key: relay.public_key,
+            signature: relay.signature,
+            data: relay.data,
+        }
+    }
 }
 
 impl RelayedSignal<'_> {

@@ -166,16 +166,8 @@ impl SignalRelay {
         if self.seen.contains(relay.origin, relay.seq) {
             return Incoming::Drop(DropReason::Duplicate);
         }
-        let signed = RelayedSignal {
-            origin: relay.origin,
-            target: relay.target,
-            seq: relay.seq,
-            public_key: relay.public_key,
-            signature: relay.signature,
-            data: relay.data,
-        };
         // Verified before it is remembered, so a forgery cannot shadow the genuine signal.
-        if let Err(err) = signed.verify(&self.room) {
+        if let Err(err) = RelayedSignal::from(&relay).verify(&self.room) {
             return Incoming::Drop(DropReason::Forged(err));
         }
         self.seen.insert(relay.origin, relay.seq);

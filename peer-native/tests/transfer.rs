@@ -356,9 +356,9 @@ fn keys_for_a_line() -> [[u8; 32]; 3] {
 }
 
 /// Key files for [`keys_for_a_line`] in `dir`, and the ids they give.
-fn line_key_files(dir: &Path) -> (Vec<String>, Vec<String>) {
+/// Writes a key file for each of `keys` in `dir`: their paths, and the ids they give.
+fn write_key_files(dir: &Path, keys: &[[u8; 32]]) -> (Vec<String>, Vec<String>) {
     use swarm_core::identity::Identity;
-    let keys = keys_for_a_line();
     let key_files: Vec<String> = keys
         .iter()
         .enumerate()
@@ -379,7 +379,7 @@ fn line_key_files(dir: &Path) -> (Vec<String>, Vec<String>) {
 async fn a_peer_downloads_from_a_provider_it_only_heard_of_by_gossip() {
     let server = server().await;
     let dir = tempfile::tempdir().expect("temp dir");
-    let (key_files, ids) = line_key_files(dir.path());
+    let (key_files, ids) = write_key_files(dir.path(), &keys_for_a_line());
     let capped = |i: usize| ["--max-peers", "1", "--key", key_files[i].as_str()];
 
     // a seeds the file; b (seeding something else) joins and connects to a.
@@ -398,10 +398,15 @@ async fn a_peer_downloads_from_a_provider_it_only_heard_of_by_gossip() {
         &["get", &a.ids[0], "-o", target.to_str().expect("utf-8")],
     );
     get.args(capped(2));
-    let output = run(get).await;
+    fetched_through_b(run(get).await, &target, &source, &ids);
+}
+
+/// Checks that c's `get` (`output`) saved `source` to `target`, meeting b (`ids[1]`) first
+/// and then a (`ids[0]`); returns c's log.
+fn fetched_through_b(output: Output, target: &Path, source: &Path, ids: &[String]) -> String {
     let log = stderr(&output);
     assert!(output.status.success(), "get failed: {log}");
-    assert_eq!(sha256(&target), sha256(&source));
+    assert_eq!(sha256(target), sha256(source));
     let joined: Vec<&str> = log
         .lines()
         .filter_map(|line| line.strip_prefix("peer joined: "))
@@ -414,6 +419,7 @@ async fn a_peer_downloads_from_a_provider_it_only_heard_of_by_gossip() {
         ids[1]
     );
     assert!(joined.contains(&ids[0].as_str()), "then a: {log}");
+    log
 }
 
 /// Key seeds for a line a - b - c around content `id`: b is closer to the content's key than
@@ -441,7 +447,6 @@ fn keys_around(id: &str) -> [[u8; 32]; 3] {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn in_a_large_room_a_peer_finds_a_provider_through_the_structured_layer() {
-    use swarm_core::identity::Identity;
     let server = server().await;
     let dir = tempfile::tempdir().expect("temp dir");
     let source = random_file(dir.path(), "rare.bin", 2 * 1024 * 1024 + 3);
@@ -450,20 +455,7 @@ async fn in_a_large_room_a_peer_finds_a_provider_through_the_structured_layer() 
     let probe = seed_with(&server, "probe", &[], &[&source]);
     let id = probe.ids[0].clone();
     drop(probe);
-    let keys = keys_around(&id);
-    let key_files: Vec<String> = keys
-        .iter()
-        .enumerate()
-        .map(|(i, seed)| {
-            let path = dir.path().join(format!("key-{i}"));
-            std::fs::write(&path, swarm_protocol::hex::encode(seed)).expect("key file");
-            path.to_str().expect("utf-8").to_owned()
-        })
-        .collect();
-    let ids: Vec<String> = keys
-        .iter()
-        .map(|seed| Identity::from_seed(*seed).id().to_string())
-        .collect();
+    let (key_files, ids) = write_key_files(dir.path(), &keys_around(&id));
     // `--dht-above 0`: every room counts as large, so nothing is flooded or passed on.
     let capped = |i: usize| {
         [
@@ -497,19 +489,6 @@ async fn in_a_large_room_a_peer_finds_a_provider_through_the_structured_layer() 
     );
     get.args(capped(2))
         .env("SWARM_LOG", "warn,swarm_core=debug");
-    let output = run(get).await;
-    let log = stderr(&output);
-    assert!(output.status.success(), "get failed: {log}");
-    assert_eq!(sha256(&target), sha256(&source));
-    let joined: Vec<&str> = log
-        .lines()
-        .filter_map(|line| line.strip_prefix("peer joined: "))
-        .collect();
-    assert_eq!(
-        joined.first(),
-        Some(&ids[1].as_str()),
-        "c meets b first: {log}"
-    );
-    assert!(joined.contains(&ids[0].as_str()), "then a: {log}");
+    let log = fetched_through_b(run(get).await, &target, &source, &ids);
     assert!(log.contains("heard of a provider"), "{log}");
 }
