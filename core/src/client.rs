@@ -681,8 +681,8 @@ impl Client {
     pub fn on_channel_open(&mut self, peer: PeerId) -> Vec<Effect> {
         let mut effects = mesh_effects(self.mesh.on_channel_open(peer));
         if self.mesh.is_open(peer) {
-            // In a large room only ours: the others are found in the structured layer,
-            // which hands the newcomer the records it is now among the closest to.
+            // In a large room only ours: the others are found in the structured layer, and
+            // ours are published again through the newcomer if it is closer to their keys.
             let heard = if self.is_large_room() {
                 Vec::new()
             } else {
@@ -690,7 +690,7 @@ impl Client {
             };
             let records = self.provided.values().cloned().chain(heard);
             effects.extend(records.map(|frame| Effect::ToPeer { peer, frame }));
-            effects.extend(to_peers(self.dht.on_neighbour(peer, self.ticks)));
+            effects.extend(to_peers(self.dht.on_neighbour(peer)));
         }
         effects
     }

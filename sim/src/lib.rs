@@ -76,7 +76,7 @@ pub struct Config {
     /// continue at the `churn` rate) and a peer left without neighbours cannot get a new
     /// sample.
     pub server_gone: bool,
-    /// Also run every lookup as the clients make it ([`routed`]; slow in a debug build).
+    /// Also run every lookup as the clients make it ([`routed`]).
     pub routed: bool,
     /// Seed of the random generator: a run is reproducible.
     pub seed: u64,

@@ -77,7 +77,7 @@ impl Routed {
     /// A link between `a` and `b` opened.
     pub fn linked(&mut self, overlay: &Overlay, a: Slot, b: Slot, now: u64) {
         for (from, to) in [(a, b), (b, a)] {
-            let frames = self.node(overlay, from).on_neighbour(overlay.id(to), now);
+            let frames = self.node(overlay, from).on_neighbour(overlay.id(to));
             self.publish_messages += self.carry(overlay, from, frames, now).1;
         }
     }
