@@ -38,7 +38,14 @@ pub(crate) struct Files {
 impl Files {
     pub(crate) fn new(seed: u64) -> Self {
         Self {
-            share: RefCell::new(Share::new(ShareConfig::default(), seed)),
+            share: RefCell::new(Share::new(
+                ShareConfig {
+                    // Hashed by the storage worker with the browser's SHA-256.
+                    owner_checks_pieces: Storage::can_hash(),
+                    ..ShareConfig::default()
+                },
+                seed,
+            )),
             storage: RefCell::new(None),
             blobs: RefCell::new(HashMap::new()),
             downloads: RefCell::new(HashMap::new()),
@@ -330,7 +337,17 @@ impl Session {
                     offset,
                     data,
                 } => {
-                    self.write_piece(id, piece, offset, &data);
+                    self.write_piece(id, piece, offset, &data, None);
+                }
+                Output::CheckPiece {
+                    id,
+                    piece,
+                    offset,
+                    data,
+                    expected,
+                    from,
+                } => {
+                    self.write_piece(id, piece, offset, &data, Some((expected, from)));
                 }
                 Output::Withdraw { to, id, piece } => {
                     if self.link(to).is_some_and(|link| link.withdraw(id, piece)) {
@@ -374,13 +391,27 @@ impl Session {
         });
     }
 
-    fn write_piece(self: &Rc<Self>, id: ContentId, piece: u32, offset: u64, data: &[u8]) {
+    /// Writes a piece through the storage worker; with `check` (its expected hash and
+    /// sender), the worker hashes it first and writes it only if it matches.
+    fn write_piece(
+        self: &Rc<Self>,
+        id: ContentId,
+        piece: u32,
+        offset: u64,
+        data: &[u8],
+        check: Option<([u8; 32], PeerId)>,
+    ) {
         let storage = match self.files.storage() {
             Ok(storage) => storage,
             Err(err) => return self.fail_download(id, err),
         };
         // Posted now, so writes reach the worker in order.
-        let written = storage.write(&id.to_string(), offset, data);
+        let written = storage.write(
+            &id.to_string(),
+            offset,
+            data,
+            check.as_ref().map(|(hash, _)| hash),
+        );
         let session = Rc::downgrade(self);
         spawn_local(async move {
             let result = written.await;
@@ -388,14 +419,18 @@ impl Session {
                 return;
             };
             match result {
-                Ok(()) => {
-                    let out = session
-                        .files
-                        .share
-                        .borrow_mut()
-                        .piece_stored(id, piece, now());
+                Ok(matched) => {
+                    let out = {
+                        let mut share = session.files.share.borrow_mut();
+                        match check {
+                            Some((_, from)) => share.piece_checked(id, piece, from, matched, now()),
+                            None => share.piece_stored(id, piece, now()),
+                        }
+                    };
                     session.apply_share(out);
-                    session.refresh_ranges(id);
+                    if matched {
+                        session.refresh_ranges(id);
+                    }
                 }
                 Err(err) => session.fail_download(id, err),
             }

@@ -164,20 +164,34 @@ impl Storage {
         async move { reply.await.map(drop) }
     }
 
-    /// Writes `data` at `offset` of file `name`.
+    /// Writes `data` at `offset` of file `name`. With `sha256`, the worker hashes `data`
+    /// first and writes it only if it matches; the future says whether it did (always
+    /// `true` without).
     pub(crate) fn write(
         &self,
         name: &str,
         offset: u64,
         data: &[u8],
-    ) -> impl Future<Output = Result<(), ClientError>> + use<> {
+        sha256: Option<&[u8; 32]>,
+    ) -> impl Future<Output = Result<bool, ClientError>> + use<> {
         let request = Self::request("write", name);
         let bytes = Uint8Array::from(data);
         let buffer = bytes.buffer();
         let _ = Reflect::set(&request, &"offset".into(), &(offset as f64).into());
         let _ = Reflect::set(&request, &"data".into(), &buffer);
+        if let Some(hash) = sha256 {
+            let _ = Reflect::set(&request, &"sha256".into(), &Uint8Array::from(&hash[..]));
+        }
         let reply = self.call(&request, Some(&buffer));
-        async move { reply.await.map(drop) }
+        async move { Ok(reply.await?.as_bool() != Some(false)) }
+    }
+
+    /// Whether the worker can hash pieces (`crypto.subtle`, in a secure context).
+    pub(crate) fn can_hash() -> bool {
+        let global = js_sys::global();
+        Reflect::get(&global, &"crypto".into())
+            .and_then(|crypto| Reflect::get(&crypto, &"subtle".into()))
+            .is_ok_and(|subtle| subtle.is_object())
     }
 
     /// Reads `len` bytes at `offset` of file `name`.

@@ -240,6 +240,12 @@ impl<P: Ord + Copy> PieceSelector<P> {
         duplicates
     }
 
+    /// A piece counted done by [`PieceSelector::on_piece_done`] turned out bad after all
+    /// (its hash was checked later): it is missing again, and selected like any other.
+    pub fn on_piece_failed(&mut self, piece: u32) {
+        self.have.clear(piece);
+    }
+
     /// `peer` will not serve `piece` (it does not have it after all): it is not asked again
     /// until it announces the piece.
     pub fn on_rejected(&mut self, peer: P, piece: u32) {

@@ -1,9 +1,46 @@
 // Shared by the benchmarks: a browser, a signal-server, and pages that join rooms.
+import { readFileSync, readdirSync } from 'node:fs';
 import { chromium } from 'playwright';
 import { startServer } from '../tests/harness.js';
 import config from '../playwright.config.js';
 
 export const MiB = 1024 * 1024;
+
+/** CPU time of every Chromium process so far, by pid: `{type, seconds}` (type from its
+ *  command line: browser, renderer, utility:NetworkService, gpu-process…). */
+export function chromiumCpu() {
+  const out = new Map();
+  for (const pid of readdirSync('/proc').filter((d) => /^\d+$/.test(d))) {
+    try {
+      // Chromium rewrites its command line into one space-separated string.
+      const args = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split(/[\0 ]/);
+      if (!args[0].includes('chrom')) continue;
+      const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
+      const arg = (name) => (args.find((a) => a.startsWith(`--${name}=`)) || '').slice(name.length + 3);
+      const sub = arg('utility-sub-type').split('.').pop();
+      const type = (arg('type') || 'browser') + (sub ? `:${sub}` : '');
+      out.set(pid, { type, seconds: (Number(fields[11]) + Number(fields[12])) / 100 });
+    } catch { /* the process ended */ }
+  }
+  return out;
+}
+
+/** CPU milliseconds per MiB moved since `before` (a `chromiumCpu()`), by process type. */
+export function cpuPerMiB(before, bytes) {
+  const byType = {};
+  for (const [pid, { type, seconds }] of chromiumCpu()) {
+    const spent = seconds - (before.get(pid)?.seconds || 0);
+    byType[type] = (byType[type] || 0) + (spent * 1000) / (bytes / MiB);
+  }
+  return byType;
+}
+
+/** `{a: 1.23, b: 4.5}` as `a 1.2, b 4.5 (total 5.7)`, dropping types under 0.5. */
+export function formatCpu(byType) {
+  const total = Object.values(byType).reduce((a, b) => a + b, 0);
+  const parts = Object.entries(byType).filter(([, v]) => v >= 0.5).map(([k, v]) => `${k} ${v.toFixed(1)}`);
+  return `${parts.join(', ')} (total ${total.toFixed(1)})`;
+}
 
 export async function openBench() {
   const browser = await chromium.launch(config.use.launchOptions);

@@ -5,7 +5,7 @@
 // Run through scripts/bench.sh (it builds, and runs this inside a network namespace).
 // Usage: node bench/throughput.js [MiB=512] [rounds=2]
 import { execFileSync } from 'node:child_process';
-import { MiB, openBench } from './common.js';
+import { MiB, chromiumCpu, cpuPerMiB, formatCpu, openBench } from './common.js';
 
 /** Resident memory of every Chromium process together, in bytes. */
 function chromiumRss() {
@@ -60,9 +60,13 @@ async function raw(sender, receiver) {
   await receiver.evaluate(async (cs) => { for (const c of cs) await window.pc.addIceCandidate(c); }, senderCandidates);
   await sender.evaluate(async (cs) => { for (const c of cs) await window.pc.addIceCandidate(c); }, receiverCandidates);
   await receiver.evaluate((size) => { window.expected = size; }, size);
-  await sender.evaluate(async (size) => {
+  await sender.evaluate(async () => {
     const channel = window.channel;
     if (channel.readyState !== 'open') await new Promise((r) => { channel.onopen = r; });
+  });
+  const cpuBefore = chromiumCpu();
+  await sender.evaluate(async (size) => {
+    const channel = window.channel;
     const message = new Uint8Array(64 * 1024);
     channel.bufferedAmountLowThreshold = 256 * 1024;
     let sent = 0;
@@ -75,8 +79,9 @@ async function raw(sender, receiver) {
     }
   }, size);
   const { bytes, ms } = await receiver.evaluate(() => window.received);
+  const cpu = cpuPerMiB(cpuBefore, size);
   await Promise.all([sender.context().close(), receiver.context().close()]);
-  return bytes / MiB / (ms / 1000);
+  return { mibps: bytes / MiB / (ms / 1000), cpu };
 }
 
 /** The Swarm API: one page shares, the other downloads; timed from download() to blob(). */
@@ -98,28 +103,33 @@ async function swarm(sender, receiver, cdp) {
       peakHeap = Math.max(peakHeap, heap);
     } catch { /* page busy */ }
   }, 200);
+  const cpuBefore = chromiumCpu();
   const result = await receiver.evaluate(async (id) => {
     const started = performance.now();
     const blob = await window.swarm.download(id).blob();
     return { bytes: blob.size, ms: performance.now() - started };
   }, id);
   clearInterval(sampler);
+  const cpu = cpuPerMiB(cpuBefore, size);
   await Promise.all([sender.context().close(), receiver.context().close()]);
-  return { mibps: result.bytes / MiB / (result.ms / 1000), peakHeap, rssBefore, peakRss };
+  return { mibps: result.bytes / MiB / (result.ms / 1000), cpu, peakHeap, rssBefore, peakRss };
 }
 
 const rows = [];
 for (let round = 1; round <= rounds; round++) {
-  const rawRate = await raw(await page(), await page());
+  const r = await raw(await page(), await page());
+  const rawRate = r.mibps;
   const receiver = await page();
   const cdp = await receiver.context().newCDPSession(receiver);
   await cdp.send('Performance.enable');
   const s = await swarm(await page(), receiver, cdp);
-  rows.push({ round, raw: rawRate, swarm: s.mibps, ratio: s.mibps / rawRate, peakHeapMiB: s.peakHeap / MiB });
+  const cpuTotal = (byType) => Object.values(byType).reduce((a, b) => a + b, 0);
+  rows.push({ round, raw: rawRate, swarm: s.mibps, ratio: s.mibps / rawRate, peakHeapMiB: s.peakHeap / MiB, rawCpu: cpuTotal(r.cpu), swarmCpu: cpuTotal(s.cpu) });
+  console.log(`round ${round}: CPU ms per MiB (all Chromium processes, by type): raw ${formatCpu(r.cpu)}; swarm ${formatCpu(s.cpu)}`);
   console.log(`round ${round}: raw ${rawRate.toFixed(1)} MiB/s, swarm ${s.mibps.toFixed(1)} MiB/s, ratio ${(s.mibps / rawRate).toFixed(2)}, receiver peak JS heap ${(s.peakHeap / MiB).toFixed(1)} MiB, all Chromium processes ${(s.rssBefore / MiB).toFixed(0)} MiB RSS before the download, ${(s.peakRss / MiB).toFixed(0)} MiB peak during it`);
 }
 const mean = (k) => rows.reduce((a, r) => a + r[k], 0) / rows.length;
-console.log(`\n| file | raw RTCDataChannel | Swarm | ratio | receiver peak JS heap |`);
-console.log(`|---|---|---|---|---|`);
-console.log(`| ${size / MiB} MiB (mean of ${rows.length}) | ${mean('raw').toFixed(1)} MiB/s | ${mean('swarm').toFixed(1)} MiB/s | ${mean('ratio').toFixed(2)} | ${Math.max(...rows.map((r) => r.peakHeapMiB)).toFixed(1)} MiB |`);
+console.log(`\n| file | raw RTCDataChannel | Swarm | ratio | CPU per MiB: raw / Swarm | receiver peak JS heap |`);
+console.log(`|---|---|---|---|---|---|`);
+console.log(`| ${size / MiB} MiB (mean of ${rows.length}) | ${mean('raw').toFixed(1)} MiB/s | ${mean('swarm').toFixed(1)} MiB/s | ${mean('ratio').toFixed(2)} | ${mean('rawCpu').toFixed(1)} / ${mean('swarmCpu').toFixed(1)} ms (${(mean('swarmCpu') / mean('rawCpu')).toFixed(2)}) | ${Math.max(...rows.map((r) => r.peakHeapMiB)).toFixed(1)} MiB |`);
 await bench.close();

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use swarm_core::client::{Client, Effect, ServerState};
 use swarm_core::identity::Identity;
+use swarm_core::merkle;
 use swarm_core::mesh::Event;
 use swarm_core::share::{FileInfo, Output, Share, ShareConfig, ShareError, ShareEvent};
 use swarm_protocol::content::Manifest;
@@ -69,11 +70,13 @@ pub(crate) enum Input {
         piece: u32,
         result: std::io::Result<Vec<u8>>,
     },
-    /// A verified piece was written to disk.
+    /// A piece was written to disk (`Ok(true)`), or not, because it did not match its hash
+    /// (`Ok(false)`); `from` is the peer that sent it if the hash was checked here.
     PieceStored {
         id: ContentId,
         piece: u32,
-        result: std::io::Result<()>,
+        from: Option<PeerId>,
+        result: std::io::Result<bool>,
     },
     /// A finished download was moved to its target.
     Saved {
@@ -200,7 +203,13 @@ pub(crate) fn start(
         url: config.url,
         client: Client::new(config.room, config.identity, config.max_peers, first_seq)
             .with_dht_above(config.dht_above),
-        share: Share::new(ShareConfig::default(), first_seq ^ 0x5eed),
+        share: Share::new(
+            ShareConfig {
+                owner_checks_pieces: true,
+                ..ShareConfig::default()
+            },
+            first_seq ^ 0x5eed,
+        ),
         links: HashMap::new(),
         closing: Vec::new(),
         next_serial: 0,
@@ -384,9 +393,18 @@ impl Node {
                 };
                 self.apply_share(out);
             }
-            Input::PieceStored { id, piece, result } => match result {
-                Ok(()) => {
-                    let out = self.share.piece_stored(id, piece, self.now());
+            Input::PieceStored {
+                id,
+                piece,
+                from,
+                result,
+            } => match result {
+                Ok(matched) => {
+                    let now = self.now();
+                    let out = match from {
+                        Some(from) => self.share.piece_checked(id, piece, from, matched, now),
+                        None => self.share.piece_stored(id, piece, now),
+                    };
                     self.apply_share(out);
                 }
                 Err(err) => self.tell(NodeEvent::SaveFailed {
@@ -618,20 +636,15 @@ impl Node {
                     piece,
                     offset,
                     data,
-                } => {
-                    let Some(file) = self.store.file(id) else {
-                        self.tell(NodeEvent::SaveFailed {
-                            id,
-                            error: "no file to write the download to".into(),
-                        });
-                        continue;
-                    };
-                    let inputs = self.inputs.clone();
-                    tokio::task::spawn_blocking(move || {
-                        let result = store::write_at(&file, offset, &data);
-                        let _ = inputs.send(Input::PieceStored { id, piece, result });
-                    });
-                }
+                } => self.store_piece(id, piece, offset, data, None),
+                Output::CheckPiece {
+                    id,
+                    piece,
+                    offset,
+                    data,
+                    expected,
+                    from,
+                } => self.store_piece(id, piece, offset, data, Some((expected, from))),
                 Output::Withdraw { to, id, piece } => {
                     let emptied = self
                         .links
@@ -645,6 +658,39 @@ impl Node {
                 Output::Event(event) => self.on_share_event(event),
             }
         }
+    }
+
+    /// Writes a piece on the blocking pool, hashing it there first if `check` gives its
+    /// expected hash (and sender): the node's loop neither hashes nor waits for the disk.
+    fn store_piece(
+        &self,
+        id: ContentId,
+        piece: u32,
+        offset: u64,
+        data: Vec<u8>,
+        check: Option<([u8; 32], PeerId)>,
+    ) {
+        let Some(file) = self.store.file(id) else {
+            self.tell(NodeEvent::SaveFailed {
+                id,
+                error: "no file to write the download to".into(),
+            });
+            return;
+        };
+        let inputs = self.inputs.clone();
+        tokio::task::spawn_blocking(move || {
+            let result = match check {
+                Some((expected, _)) if merkle::piece_hash(&data) != expected => Ok(false),
+                _ => store::write_at(&file, offset, &data).map(|()| true),
+            };
+            let from = check.map(|(_, from)| from);
+            let _ = inputs.send(Input::PieceStored {
+                id,
+                piece,
+                from,
+                result,
+            });
+        });
     }
 
     fn on_share_event(&mut self, event: ShareEvent<PeerId>) {

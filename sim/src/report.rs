@@ -3,6 +3,7 @@
 use std::fmt::Write;
 
 use crate::Report;
+use crate::overlay::Policy;
 
 fn mean(values: impl IntoIterator<Item = f64>) -> f64 {
     let (sum, n) = values
@@ -78,6 +79,11 @@ fn write_tables(out: &mut String, reports: &[Report]) -> std::fmt::Result {
             peers(r.config.peers),
             if r.config.overlay.welcome == 0 {
                 "whole room".to_owned()
+            } else if r.config.overlay.policy == Policy::Mesh {
+                format!(
+                    "{}: closest per bucket, rest random",
+                    r.config.overlay.welcome
+                )
             } else {
                 format!("{} random", r.config.overlay.welcome)
             },

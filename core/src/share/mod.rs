@@ -7,7 +7,9 @@
 //! - tell it what the user does ([`Share::share`], [`Share::download`], [`Share::cancel`]);
 //! - carry out the [`Output`]s it returns: send frames, read pieces from storage
 //!   ([`Output::ReadPiece`], answered with [`Share::piece_read`]), write verified pieces
-//!   ([`Output::WritePiece`], answered with [`Share::piece_stored`]), and pass events on;
+//!   ([`Output::WritePiece`], answered with [`Share::piece_stored`]; or, with
+//!   [`ShareConfig::owner_checks_pieces`], hash and write them ([`Output::CheckPiece`],
+//!   answered with [`Share::piece_checked`])), and pass events on;
 //! - call [`Share::tick`] now and then (every few hundred milliseconds) for timeouts.
 //!
 //! Every piece is verified against the manifest before it is stored, and a piece is offered
@@ -44,6 +46,12 @@ pub struct ShareConfig {
     pub manifest_timeout_ms: u64,
     /// Least time between two progress events of one download while pieces arrive.
     pub progress_interval_ms: u64,
+    /// The owner hashes each complete piece and stores it only if it matches
+    /// ([`Output::CheckPiece`], answered with [`Share::piece_checked`]), instead of the engine
+    /// hashing it ([`Output::WritePiece`]). For a platform whose own SHA-256 is much faster
+    /// than this crate's, or runs off the thread that drives the engine (a browser's
+    /// `crypto.subtle` in the storage worker).
+    pub owner_checks_pieces: bool,
 }
 
 impl Default for ShareConfig {
@@ -53,6 +61,7 @@ impl Default for ShareConfig {
             max_serving: 32,
             manifest_timeout_ms: 10_000,
             progress_interval_ms: 200,
+            owner_checks_pieces: false,
         }
     }
 }
@@ -179,6 +188,22 @@ pub enum Output<P> {
         offset: u64,
         /// The piece.
         data: Vec<u8>,
+    },
+    /// With [`ShareConfig::owner_checks_pieces`]: hash a complete piece and store it only if
+    /// its SHA-256 is `expected`, then call [`Share::piece_checked`] with whether it was.
+    CheckPiece {
+        /// The content.
+        id: ContentId,
+        /// Piece index.
+        piece: u32,
+        /// Byte offset in the file.
+        offset: u64,
+        /// The piece, not verified yet.
+        data: Vec<u8>,
+        /// The piece's hash in the manifest.
+        expected: [u8; 32],
+        /// The peer that sent it (blamed if it does not match).
+        from: P,
     },
     /// Drop the frames of this piece that still wait in the send queue to `to`: the peer
     /// cancelled it. Frames already sent are ignored by the peer. Call
@@ -764,6 +789,37 @@ impl<P: Ord + Copy> Share<P> {
         }
     }
 
+    /// The owner hashed a piece of [`Output::CheckPiece`] from peer `from`: if it `matched`, it
+    /// was stored, as after [`Share::piece_stored`]; if not, nothing was stored, `from` is
+    /// dropped for this content and the piece is fetched again elsewhere.
+    pub fn piece_checked(
+        &mut self,
+        id: ContentId,
+        piece: u32,
+        from: P,
+        matched: bool,
+        now: u64,
+    ) -> Outputs<P> {
+        let Some(download) = self.downloads.get_mut(&id) else {
+            return Vec::new();
+        };
+        let Phase::Pieces {
+            selector, verified, ..
+        } = &mut download.phase
+        else {
+            return Vec::new();
+        };
+        if matched {
+            verified.set(piece);
+            return self.piece_stored(id, piece, now);
+        }
+        selector.on_piece_failed(piece);
+        let mut out = Vec::new();
+        self.mark_bad(&mut out, id, from, "piece failed verification", now);
+        self.fill_requests(&mut out, id, now);
+        out
+    }
+
     /// The owner stored a verified piece: offer it, and finish the download when it was the
     /// last.
     pub fn piece_stored(&mut self, id: ContentId, piece: u32, now: u64) -> Outputs<P> {
@@ -1095,21 +1151,38 @@ impl<P: Ord + Copy> Share<P> {
         let Some(part) = partial.remove(&(piece, peer)) else {
             return;
         };
-        if !merkle::verify_piece(&local.manifest, piece, &part.buf) {
-            self.mark_bad(out, id, peer, "piece failed verification", now);
-            return;
+        let offset = local.manifest.piece_offset(piece);
+        let owner_checks = self.config.owner_checks_pieces;
+        if owner_checks {
+            // Counted as ours until the owner says it does not match (`piece_checked`).
+            let Some(expected) = local.manifest.piece_hashes.get(piece as usize) else {
+                return;
+            };
+            out.push(Output::CheckPiece {
+                id,
+                piece,
+                offset,
+                data: part.buf,
+                expected: *expected,
+                from: peer,
+            });
+        } else {
+            if !merkle::verify_piece(&local.manifest, piece, &part.buf) {
+                self.mark_bad(out, id, peer, "piece failed verification", now);
+                return;
+            }
+            verified.set(piece);
+            out.push(Output::WritePiece {
+                id,
+                piece,
+                offset,
+                data: part.buf,
+            });
         }
-        verified.set(piece);
         for (other, dup) in selector.on_piece_done(peer, piece) {
             partial.remove(&(dup, other));
             send(out, other, PeerMsg::Cancel { id, piece: dup });
         }
-        out.push(Output::WritePiece {
-            id,
-            piece,
-            offset: local.manifest.piece_offset(piece),
-            data: part.buf,
-        });
         self.fill_requests(out, id, now);
         self.push_progress(out, id, now, false);
     }

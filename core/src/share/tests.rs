@@ -36,11 +36,20 @@ fn data(len: usize, salt: u8) -> Vec<u8> {
 
 impl Net {
     fn new(ids: &[u8]) -> Self {
+        Self::with_checks(ids, false)
+    }
+
+    /// With `owner_checks`, the nodes hash pieces as their owner ([`Output::CheckPiece`]).
+    fn with_checks(ids: &[u8], owner_checks: bool) -> Self {
+        let config = ShareConfig {
+            owner_checks_pieces: owner_checks,
+            ..ShareConfig::default()
+        };
         let nodes = ids
             .iter()
             .map(|id| {
                 let node = Node {
-                    share: Share::new(ShareConfig::default(), u64::from(*id) + 1),
+                    share: Share::new(config, u64::from(*id) + 1),
                     storage: BTreeMap::new(),
                     events: Vec::new(),
                     received_from: BTreeMap::new(),
@@ -156,6 +165,22 @@ impl Net {
                     let buf = node.storage.get_mut(&id).expect("storage prepared");
                     buf[offset as usize..][..data.len()].copy_from_slice(&data);
                     pending.extend(node.share.piece_stored(id, piece, now));
+                }
+                Output::CheckPiece {
+                    id,
+                    piece,
+                    offset,
+                    data,
+                    expected,
+                    from,
+                } => {
+                    let node = self.node(at);
+                    let matched = crate::merkle::piece_hash(&data) == expected;
+                    if matched {
+                        let buf = node.storage.get_mut(&id).expect("storage prepared");
+                        buf[offset as usize..][..data.len()].copy_from_slice(&data);
+                    }
+                    pending.extend(node.share.piece_checked(id, piece, from, matched, now));
                 }
                 Output::Event(event) => {
                     let node = self.node(at);
@@ -306,19 +331,77 @@ fn a_seeder_leaving_mid_download_does_not_stop_it() {
 
 #[test]
 fn a_corrupting_peer_is_detected_and_the_file_still_arrives_intact() {
-    let mut net = Net::new(&[1, 2, 3]);
-    net.connect(1, 3);
-    net.connect(2, 3);
-    let bytes = data(600_000, 1);
+    // Hashed by the engine, and by its owner (`CheckPiece`, as the browser does).
+    for owner_checks in [false, true] {
+        let mut net = Net::with_checks(&[1, 2, 3], owner_checks);
+        net.connect(1, 3);
+        net.connect(2, 3);
+        let bytes = data(600_000, 1);
+        let id = net.share_file(1, &bytes);
+        net.share_file(2, &bytes);
+        net.node(2).share.set_corrupt_uploads(true);
+        net.run(20);
+        net.download(3, id);
+        net.run(200_000);
+        assert!(net.completed(3, id));
+        assert_eq!(net.nodes[&3].storage[&id], bytes);
+        assert_eq!(net.bad_peers(3), vec![2]);
+    }
+}
+
+#[test]
+fn a_piece_checked_by_its_owner_counts_only_once_it_matched() {
+    let mut net = Net::with_checks(&[1, 2], true);
+    net.connect(1, 2);
+    let bytes = data(3 * PS as usize, 9);
     let id = net.share_file(1, &bytes);
-    net.share_file(2, &bytes);
-    net.node(2).share.set_corrupt_uploads(true);
     net.run(20);
-    net.download(3, id);
-    net.run(200_000);
-    assert!(net.completed(3, id));
-    assert_eq!(net.nodes[&3].storage[&id], bytes);
-    assert_eq!(net.bad_peers(3), vec![2]);
+    net.download(2, id);
+    // Deliver frames until the first piece is complete and handed over to be checked.
+    let mut checked = None;
+    while checked.is_none() {
+        let (from, to, frame) = net.queue.pop_front().expect("frames flow");
+        let Ok(BinaryFrame::Peer(msg)) = decode_binary(&frame) else {
+            panic!("undecodable frame");
+        };
+        let out = net.node(to).share.on_message(from, msg, 1);
+        for output in out {
+            match output {
+                Output::CheckPiece {
+                    piece,
+                    expected,
+                    from,
+                    data,
+                    ..
+                } => {
+                    assert_eq!(from, 1);
+                    assert_eq!(crate::merkle::piece_hash(&data), expected);
+                    checked = Some(piece);
+                }
+                other => net.apply(to, vec![other]),
+            }
+        }
+    }
+    let piece = checked.expect("a piece");
+    // Not stored yet: nothing announced, no progress counted.
+    let progress = net.node(2).share.progress(id, 1).expect("downloading");
+    assert_eq!(progress.received, 0);
+    // It did not match after all: the sender is dropped and the piece is missing again.
+    let out = net.node(2).share.piece_checked(id, piece, 1, false, 2);
+    assert!(
+        out.iter()
+            .any(|o| matches!(o, Output::Event(ShareEvent::BadPeer { peer: 1, .. })))
+    );
+    assert!(
+        !out.iter()
+            .any(|o| matches!(o, Output::Event(ShareEvent::Completed { .. })))
+    );
+    let progress = net
+        .node(2)
+        .share
+        .progress(id, 2)
+        .expect("still downloading");
+    assert_eq!(progress.received, 0);
 }
 
 #[test]
@@ -655,8 +738,9 @@ proptest! {
         len in 0usize..400_000,
         liars in proptest::collection::vec(any::<bool>(), 3),
         leave_after in proptest::collection::vec(0usize..2000, 3),
+        owner_checks in any::<bool>(),
     ) {
-        let mut net = Net::new(&[0, 1, 2, 3, 10, 11]);
+        let mut net = Net::with_checks(&[0, 1, 2, 3, 10, 11], owner_checks);
         let bytes = data(len, 42);
         let id = net.share_file(0, &bytes);
         for s in 1..=3u8 {
