@@ -214,7 +214,7 @@ impl Dht {
         frames
     }
 
-    /// The records we keep for `id` (others' and our own), at most [`MAX_PROVIDERS`].
+    /// The records we keep for `id` (others' and our own), at most `MAX_PROVIDERS` (20).
     pub fn records(&self, id: ContentId, now: u64) -> Vec<Vec<u8>> {
         let own = self.published.get(&id).map(|(record, _)| record.clone());
         let kept = self
