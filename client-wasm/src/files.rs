@@ -8,7 +8,7 @@ use std::rc::Rc;
 
 use js_sys::{Array, Object, Reflect, Uint8Array};
 use swarm_core::merkle::ManifestBuilder;
-use swarm_core::share::{FailReason, FileInfo, Output, Share, ShareConfig, ShareEvent};
+use swarm_core::share::{FailReason, FileInfo, Output, PieceCheck, Share, ShareConfig, ShareEvent};
 use swarm_protocol::content::DEFAULT_PIECE_SIZE;
 use swarm_protocol::{ContentId, PeerId, PeerMsg};
 use tracing::{info, warn};
@@ -336,18 +336,9 @@ impl Session {
                     piece,
                     offset,
                     data,
+                    check,
                 } => {
-                    self.write_piece(id, piece, offset, &data, None);
-                }
-                Output::CheckPiece {
-                    id,
-                    piece,
-                    offset,
-                    data,
-                    expected,
-                    from,
-                } => {
-                    self.write_piece(id, piece, offset, &data, Some((expected, from)));
+                    self.write_piece(id, piece, offset, &data, check);
                 }
                 Output::Withdraw { to, id, piece } => {
                     if self.link(to).is_some_and(|link| link.withdraw(id, piece)) {
@@ -391,15 +382,15 @@ impl Session {
         });
     }
 
-    /// Writes a piece through the storage worker; with `check` (its expected hash and
-    /// sender), the worker hashes it first and writes it only if it matches.
+    /// Writes a piece through the storage worker; with a `check`, the worker hashes it first
+    /// and writes it only if it matches.
     fn write_piece(
         self: &Rc<Self>,
         id: ContentId,
         piece: u32,
         offset: u64,
         data: &[u8],
-        check: Option<([u8; 32], PeerId)>,
+        check: Option<PieceCheck<PeerId>>,
     ) {
         let storage = match self.files.storage() {
             Ok(storage) => storage,
@@ -410,7 +401,7 @@ impl Session {
             &id.to_string(),
             offset,
             data,
-            check.as_ref().map(|(hash, _)| hash),
+            check.as_ref().map(|c| &c.expected),
         );
         let session = Rc::downgrade(self);
         spawn_local(async move {
@@ -423,7 +414,7 @@ impl Session {
                     let out = {
                         let mut share = session.files.share.borrow_mut();
                         match check {
-                            Some((_, from)) => share.piece_checked(id, piece, from, matched, now()),
+                            Some(c) => share.piece_checked(id, piece, c.from, matched, now()),
                             None => share.piece_stored(id, piece, now()),
                         }
                     };

@@ -406,7 +406,7 @@ pub fn bucket(me: PeerId, peer: PeerId) -> u32 {
 }
 
 /// The closest of `peers` to `me` in each bucket, the closest bucket first.
-fn one_per_bucket(me: PeerId, peers: &[PeerId]) -> Vec<PeerId> {
+pub fn one_per_bucket(me: PeerId, peers: &[PeerId]) -> Vec<PeerId> {
     let mut closest: BTreeMap<std::cmp::Reverse<u32>, PeerId> = BTreeMap::new();
     for peer in peers {
         closest

@@ -16,7 +16,7 @@ use swarm_core::client::{Client, Effect, ServerState};
 use swarm_core::identity::Identity;
 use swarm_core::merkle;
 use swarm_core::mesh::Event;
-use swarm_core::share::{FileInfo, Output, Share, ShareConfig, ShareError, ShareEvent};
+use swarm_core::share::{FileInfo, Output, PieceCheck, Share, ShareConfig, ShareError, ShareEvent};
 use swarm_protocol::content::Manifest;
 use swarm_protocol::signal::IceUrls;
 use swarm_protocol::wire::{self, BinaryFrame};
@@ -636,15 +636,8 @@ impl Node {
                     piece,
                     offset,
                     data,
-                } => self.store_piece(id, piece, offset, data, None),
-                Output::CheckPiece {
-                    id,
-                    piece,
-                    offset,
-                    data,
-                    expected,
-                    from,
-                } => self.store_piece(id, piece, offset, data, Some((expected, from))),
+                    check,
+                } => self.store_piece(id, piece, offset, data, check),
                 Output::Withdraw { to, id, piece } => {
                     let emptied = self
                         .links
@@ -660,15 +653,15 @@ impl Node {
         }
     }
 
-    /// Writes a piece on the blocking pool, hashing it there first if `check` gives its
-    /// expected hash (and sender): the node's loop neither hashes nor waits for the disk.
+    /// Writes a piece on the blocking pool, hashing it there first if it comes with a
+    /// `check`: the node's loop neither hashes nor waits for the disk.
     fn store_piece(
         &self,
         id: ContentId,
         piece: u32,
         offset: u64,
         data: Vec<u8>,
-        check: Option<([u8; 32], PeerId)>,
+        check: Option<PieceCheck<PeerId>>,
     ) {
         let Some(file) = self.store.file(id) else {
             self.tell(NodeEvent::SaveFailed {
@@ -680,10 +673,10 @@ impl Node {
         let inputs = self.inputs.clone();
         tokio::task::spawn_blocking(move || {
             let result = match check {
-                Some((expected, _)) if merkle::piece_hash(&data) != expected => Ok(false),
+                Some(c) if merkle::piece_hash(&data) != c.expected => Ok(false),
                 _ => store::write_at(&file, offset, &data).map(|()| true),
             };
-            let from = check.map(|(_, from)| from);
+            let from = check.map(|c| c.from);
             let _ = inputs.send(Input::PieceStored {
                 id,
                 piece,

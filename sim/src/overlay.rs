@@ -47,7 +47,8 @@ use std::hash::{BuildHasherDefault, Hasher};
 
 use rand::Rng;
 use rand::seq::{IndexedRandom, SliceRandom};
-use swarm_core::mesh::{Action, Mesh, bucket};
+use swarm_core::kademlia::Key;
+use swarm_core::mesh::{Action, Mesh, one_per_bucket};
 use swarm_core::relay::HOP_LIMIT;
 use swarm_protocol::PeerId;
 
@@ -578,45 +579,31 @@ impl Overlay {
         if self.alive.len() <= n {
             return self.alive.clone();
         }
-        let key = |slot: &Slot| {
-            let other = self.peers[*slot].id;
-            let d: Vec<u8> = id
-                .as_bytes()
-                .iter()
-                .zip(other.as_bytes())
-                .map(|(a, b)| a ^ b)
-                .collect();
-            d
-        };
-        let mut out: Vec<Slot> = match shape {
+        let half = n / 2;
+        let chosen = match shape {
             Shape::PerBucket => {
-                let mut best: HashMap<u32, (Vec<u8>, Slot)> = HashMap::new();
-                for slot in &self.alive {
-                    let d = key(slot);
-                    let entry = best
-                        .entry(bucket(id, self.peers[*slot].id))
-                        .or_insert_with(|| (d.clone(), *slot));
-                    if d < entry.0 {
-                        *entry = (d, *slot);
-                    }
-                }
-                let mut chosen: Vec<(u32, Slot)> =
-                    best.into_iter().map(|(b, (_, slot))| (b, slot)).collect();
-                chosen.sort_unstable_by_key(|(b, _)| std::cmp::Reverse(*b));
-                chosen
+                let ids: Vec<PeerId> = self.alive.iter().map(|s| self.peers[*s].id).collect();
+                one_per_bucket(id, &ids)
                     .into_iter()
-                    .map(|(_, slot)| slot)
-                    .take(n / 2)
+                    .take(half)
+                    .filter_map(|peer| self.slot_of(peer))
                     .collect()
             }
             Shape::Closest => {
+                let key = Key::from(id);
                 let mut all = self.alive.clone();
-                let half = n / 2;
-                all.select_nth_unstable_by_key(half, key);
+                all.select_nth_unstable_by_key(half, |slot| {
+                    key.distance(&Key::from(self.peers[*slot].id))
+                });
                 all.truncate(half);
                 all
             }
         };
+        self.fill_at_random(rng, chosen, n)
+    }
+
+    /// `out` and random live members not in it, `n` in all.
+    fn fill_at_random(&self, rng: &mut impl Rng, mut out: Vec<Slot>, n: usize) -> Vec<Slot> {
         while out.len() < n {
             let q = self.alive[rng.random_range(0..self.alive.len())];
             if !out.contains(&q) {
@@ -630,14 +617,7 @@ impl Overlay {
         if n == 0 || self.alive.len() <= n {
             return self.alive.clone();
         }
-        let mut out: Vec<Slot> = Vec::with_capacity(n);
-        while out.len() < n {
-            let q = self.alive[rng.random_range(0..self.alive.len())];
-            if !out.contains(&q) {
-                out.push(q);
-            }
-        }
-        out
+        self.fill_at_random(rng, Vec::with_capacity(n), n)
     }
 
     /// The connected components of the live peers.

@@ -7,9 +7,9 @@
 //! - tell it what the user does ([`Share::share`], [`Share::download`], [`Share::cancel`]);
 //! - carry out the [`Output`]s it returns: send frames, read pieces from storage
 //!   ([`Output::ReadPiece`], answered with [`Share::piece_read`]), write verified pieces
-//!   ([`Output::WritePiece`], answered with [`Share::piece_stored`]; or, with
-//!   [`ShareConfig::owner_checks_pieces`], hash and write them ([`Output::CheckPiece`],
-//!   answered with [`Share::piece_checked`])), and pass events on;
+//!   ([`Output::WritePiece`], answered with [`Share::piece_stored`], or, with
+//!   [`ShareConfig::owner_checks_pieces`], hashed by the owner first and answered with
+//!   [`Share::piece_checked`]), and pass events on;
 //! - call [`Share::tick`] now and then (every few hundred milliseconds) for timeouts.
 //!
 //! Every piece is verified against the manifest before it is stored, and a piece is offered
@@ -46,9 +46,9 @@ pub struct ShareConfig {
     pub manifest_timeout_ms: u64,
     /// Least time between two progress events of one download while pieces arrive.
     pub progress_interval_ms: u64,
-    /// The owner hashes each complete piece and stores it only if it matches
-    /// ([`Output::CheckPiece`], answered with [`Share::piece_checked`]), instead of the engine
-    /// hashing it ([`Output::WritePiece`]). For a platform whose own SHA-256 is much faster
+    /// The owner hashes each complete piece and stores it only if it matches (a
+    /// [`Output::WritePiece`] with a [`PieceCheck`], answered with [`Share::piece_checked`]),
+    /// instead of the engine hashing it. For a platform whose own SHA-256 is much faster
     /// than this crate's, or runs off the thread that drives the engine (a browser's
     /// `crypto.subtle` in the storage worker).
     pub owner_checks_pieces: bool,
@@ -155,6 +155,15 @@ pub enum ShareEvent<P> {
     },
 }
 
+/// What the owner checks before it stores a piece ([`ShareConfig::owner_checks_pieces`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PieceCheck<P> {
+    /// The piece's SHA-256 in the manifest.
+    pub expected: [u8; 32],
+    /// The peer that sent it (blamed if it does not match).
+    pub from: P,
+}
+
 /// Something the owner must do.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Output<P> {
@@ -178,7 +187,9 @@ pub enum Output<P> {
         /// Piece length.
         len: u32,
     },
-    /// Store a verified piece, then call [`Share::piece_stored`].
+    /// Store a piece, then call [`Share::piece_stored`]. With a `check`
+    /// ([`ShareConfig::owner_checks_pieces`]), hash it first and store it only if it matches,
+    /// then call [`Share::piece_checked`] with whether it did.
     WritePiece {
         /// The content.
         id: ContentId,
@@ -188,22 +199,8 @@ pub enum Output<P> {
         offset: u64,
         /// The piece.
         data: Vec<u8>,
-    },
-    /// With [`ShareConfig::owner_checks_pieces`]: hash a complete piece and store it only if
-    /// its SHA-256 is `expected`, then call [`Share::piece_checked`] with whether it was.
-    CheckPiece {
-        /// The content.
-        id: ContentId,
-        /// Piece index.
-        piece: u32,
-        /// Byte offset in the file.
-        offset: u64,
-        /// The piece, not verified yet.
-        data: Vec<u8>,
-        /// The piece's hash in the manifest.
-        expected: [u8; 32],
-        /// The peer that sent it (blamed if it does not match).
-        from: P,
+        /// The hash the owner checks first, if it does ([`ShareConfig::owner_checks_pieces`]).
+        check: Option<PieceCheck<P>>,
     },
     /// Drop the frames of this piece that still wait in the send queue to `to`: the peer
     /// cancelled it. Frames already sent are ignored by the peer. Call
@@ -789,7 +786,7 @@ impl<P: Ord + Copy> Share<P> {
         }
     }
 
-    /// The owner hashed a piece of [`Output::CheckPiece`] from peer `from`: if it `matched`, it
+    /// The owner hashed a piece of a checked [`Output::WritePiece`] from peer `from`: if it `matched`, it
     /// was stored, as after [`Share::piece_stored`]; if not, nothing was stored, `from` is
     /// dropped for this content and the piece is fetched again elsewhere.
     pub fn piece_checked(
@@ -1151,34 +1148,30 @@ impl<P: Ord + Copy> Share<P> {
         let Some(part) = partial.remove(&(piece, peer)) else {
             return;
         };
-        let offset = local.manifest.piece_offset(piece);
-        let owner_checks = self.config.owner_checks_pieces;
-        if owner_checks {
+        let check = if self.config.owner_checks_pieces {
             // Counted as ours until the owner says it does not match (`piece_checked`).
             let Some(expected) = local.manifest.piece_hashes.get(piece as usize) else {
                 return;
             };
-            out.push(Output::CheckPiece {
-                id,
-                piece,
-                offset,
-                data: part.buf,
+            Some(PieceCheck {
                 expected: *expected,
                 from: peer,
-            });
+            })
         } else {
             if !merkle::verify_piece(&local.manifest, piece, &part.buf) {
                 self.mark_bad(out, id, peer, "piece failed verification", now);
                 return;
             }
             verified.set(piece);
-            out.push(Output::WritePiece {
-                id,
-                piece,
-                offset,
-                data: part.buf,
-            });
-        }
+            None
+        };
+        out.push(Output::WritePiece {
+            id,
+            piece,
+            offset: local.manifest.piece_offset(piece),
+            data: part.buf,
+            check,
+        });
         for (other, dup) in selector.on_piece_done(peer, piece) {
             partial.remove(&(dup, other));
             send(out, other, PeerMsg::Cancel { id, piece: dup });

@@ -39,7 +39,7 @@ impl Net {
         Self::with_checks(ids, false)
     }
 
-    /// With `owner_checks`, the nodes hash pieces as their owner ([`Output::CheckPiece`]).
+    /// With `owner_checks`, the nodes hash pieces as their owner ([`PieceCheck`]).
     fn with_checks(ids: &[u8], owner_checks: bool) -> Self {
         let config = ShareConfig {
             owner_checks_pieces: owner_checks,
@@ -160,27 +160,19 @@ impl Net {
                     piece,
                     offset,
                     data,
+                    check,
                 } => {
                     let node = self.node(at);
-                    let buf = node.storage.get_mut(&id).expect("storage prepared");
-                    buf[offset as usize..][..data.len()].copy_from_slice(&data);
-                    pending.extend(node.share.piece_stored(id, piece, now));
-                }
-                Output::CheckPiece {
-                    id,
-                    piece,
-                    offset,
-                    data,
-                    expected,
-                    from,
-                } => {
-                    let node = self.node(at);
-                    let matched = crate::merkle::piece_hash(&data) == expected;
+                    let matched =
+                        check.is_none_or(|c| crate::merkle::piece_hash(&data) == c.expected);
                     if matched {
                         let buf = node.storage.get_mut(&id).expect("storage prepared");
                         buf[offset as usize..][..data.len()].copy_from_slice(&data);
                     }
-                    pending.extend(node.share.piece_checked(id, piece, from, matched, now));
+                    pending.extend(match check {
+                        Some(c) => node.share.piece_checked(id, piece, c.from, matched, now),
+                        None => node.share.piece_stored(id, piece, now),
+                    });
                 }
                 Output::Event(event) => {
                     let node = self.node(at);
@@ -331,7 +323,7 @@ fn a_seeder_leaving_mid_download_does_not_stop_it() {
 
 #[test]
 fn a_corrupting_peer_is_detected_and_the_file_still_arrives_intact() {
-    // Hashed by the engine, and by its owner (`CheckPiece`, as the browser does).
+    // Hashed by the engine, and by its owner (`PieceCheck`, as the browser does).
     for owner_checks in [false, true] {
         let mut net = Net::with_checks(&[1, 2, 3], owner_checks);
         net.connect(1, 3);
@@ -367,15 +359,14 @@ fn a_piece_checked_by_its_owner_counts_only_once_it_matched() {
         let out = net.node(to).share.on_message(from, msg, 1);
         for output in out {
             match output {
-                Output::CheckPiece {
+                Output::WritePiece {
                     piece,
-                    expected,
-                    from,
                     data,
+                    check: Some(check),
                     ..
                 } => {
-                    assert_eq!(from, 1);
-                    assert_eq!(crate::merkle::piece_hash(&data), expected);
+                    assert_eq!(check.from, 1);
+                    assert_eq!(crate::merkle::piece_hash(&data), check.expected);
                     checked = Some(piece);
                 }
                 other => net.apply(to, vec![other]),
