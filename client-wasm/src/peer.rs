@@ -134,6 +134,9 @@ impl PeerLink {
                 };
                 let state = link.pc.connection_state();
                 debug!(%peer, ?state, "connection state");
+                if state == RtcPeerConnectionState::Failed {
+                    warn!(%peer, "the peer connection failed");
+                }
                 if matches!(
                     state,
                     RtcPeerConnectionState::Failed | RtcPeerConnectionState::Closed

@@ -2,9 +2,14 @@
 import fs from 'node:fs';
 import { test, expect, testClip } from './harness.js';
 
-async function openRoom(browser, server, room) {
+/** Opens the page at `#hash` (a room name, or `room/contentId`) in a context of its own. */
+async function openRoom(browser, server, hash) {
   const page = await (await browser.newContext()).newPage();
-  await page.goto(`${server.url}/#${room}`);
+  // Everything the page logs, printed if the test fails.
+  page.logs = [];
+  page.on('console', (msg) => page.logs.push(`${msg.type()}: ${msg.text()}`));
+  page.on('pageerror', (err) => page.logs.push(`page error: ${err.message}`));
+  await page.goto(`${server.url}/#${hash}`);
   await expect(page.locator('#my-id')).toHaveText(/^[0-9a-f]{32}$/);
   return { page, id: await page.locator('#my-id').textContent() };
 }
@@ -87,10 +92,19 @@ test('files: share by picking, download with a live piece map, and open a #room/
 
   // A third page opened from a copied link downloads the file by itself, from both.
   const id = await row(a.page).getAttribute('data-content-id');
-  const c = await (await browser.newContext()).newPage();
-  await c.goto(`${server.url}/#files-ui/${id}`);
-  await expect(row(c)).toContainText('complete', { timeout: 60_000 });
-  await expect(row(c)).toContainText('2 sources');
+  const c = await openRoom(browser, server, `files-ui/${id}`);
+  try {
+    await expect(row(c.page)).toContainText('complete', { timeout: 60_000 });
+    for (const other of [a, b]) {
+      await expect(c.page.locator(`#peer-list li[data-peer-id="${other.id}"]`)).toBeVisible({ timeout: 20_000 });
+    }
+    await expect(row(c.page)).toContainText('2 sources');
+  } catch (err) {
+    for (const [name, member] of Object.entries({ a, b, c })) {
+      console.log(`${name} ${member.id}:\n  ${member.page.logs.join('\n  ')}`);
+    }
+    throw err;
+  }
 });
 
 test('live: the camera button publishes, peers see a labelled tile, stop removes it', async ({ browser, server }) => {
