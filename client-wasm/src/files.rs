@@ -16,6 +16,7 @@ use wasm_bindgen::JsValue;
 use wasm_bindgen_futures::spawn_local;
 use web_sys::Blob;
 
+use crate::blob_reads::BlobReads;
 use crate::download::DownloadState;
 use crate::error::ClientError;
 use crate::session::Session;
@@ -31,6 +32,8 @@ pub(crate) struct Files {
     storage: RefCell<Option<Rc<Storage>>>,
     /// Content held as a Blob: files we shared, and finished downloads.
     blobs: RefCell<HashMap<ContentId, Blob>>,
+    /// Blocks of those Blobs read lately, to serve pieces from.
+    blob_reads: Rc<BlobReads>,
     downloads: RefCell<HashMap<ContentId, Rc<DownloadState>>>,
     upload_cap: Rc<UploadCap>,
 }
@@ -48,6 +51,7 @@ impl Files {
             )),
             storage: RefCell::new(None),
             blobs: RefCell::new(HashMap::new()),
+            blob_reads: Rc::default(),
             downloads: RefCell::new(HashMap::new()),
             upload_cap: Rc::default(),
         }
@@ -134,6 +138,7 @@ impl Session {
     pub(crate) fn files_tick(self: &Rc<Self>) {
         let out = self.files.share.borrow_mut().tick(now());
         self.apply_share(out);
+        self.files.blob_reads.expire(js_sys::Date::now());
         // Frames held back by an upload cap go out as tokens come in.
         for link in self.all_links() {
             link.pump();
@@ -353,10 +358,15 @@ impl Session {
     fn read_piece(self: &Rc<Self>, to: PeerId, id: ContentId, piece: u32, offset: u64, len: u32) {
         let blob = self.files.blobs.borrow().get(&id).cloned();
         let storage = self.files.storage.borrow().clone();
+        let reads = Rc::clone(&self.files.blob_reads);
         let session = Rc::downgrade(self);
         spawn_local(async move {
             let bytes = match (blob, storage) {
-                (Some(blob), _) => storage::read_blob(&blob, offset, len).await,
+                (Some(blob), _) => {
+                    reads
+                        .read(id, &blob, offset, len, js_sys::Date::now())
+                        .await
+                }
                 (None, Some(storage)) => storage.read(&id.to_string(), offset, len).await,
                 (None, None) => Err(ClientError::Storage("nothing holds this content".into())),
             };

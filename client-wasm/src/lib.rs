@@ -35,6 +35,7 @@
 //! unregistered when that struct is dropped, so nothing leaks as peers come and go. Callbacks
 //! hold only weak references to the session.
 
+mod blob_reads;
 mod channel;
 mod download;
 mod error;

@@ -17,6 +17,33 @@ function chromiumRss() {
   }
 }
 
+/**
+ * Samples the receiver's JS heap and the RSS of all Chromium processes every 200 ms until
+ * `stop()`, which returns the peaks; without a `receiver`, samples nothing. Sampling takes
+ * about a fifth of the raw channel's speed on two cores, so the timed rounds do not sample:
+ * a separate transfer of each kind does.
+ */
+async function sampleMemory(receiver) {
+  if (!receiver) return () => ({});
+  const cdp = await receiver.context().newCDPSession(receiver);
+  await cdp.send('Performance.enable');
+  let peakHeap = 0;
+  const rssBefore = chromiumRss();
+  let peakRss = rssBefore;
+  const timer = setInterval(async () => {
+    peakRss = Math.max(peakRss, chromiumRss());
+    try {
+      const { metrics } = await cdp.send('Performance.getMetrics');
+      const heap = metrics.find((m) => m.name === 'JSHeapUsedSize')?.value || 0;
+      peakHeap = Math.max(peakHeap, heap);
+    } catch { /* page busy */ }
+  }, 200);
+  return () => {
+    clearInterval(timer);
+    return { peakHeap, rssBefore, peakRss };
+  };
+}
+
 const size = Number(process.argv[2] || 512) * MiB;
 const rounds = Number(process.argv[3] || 2);
 
@@ -24,7 +51,7 @@ const bench = await openBench();
 const page = () => bench.page();
 
 /** Raw RTCDataChannel: 64 KiB messages with back-pressure, SDP relayed by this script. */
-async function raw(sender, receiver) {
+async function raw(sender, receiver, sample = false) {
   await receiver.evaluate(() => {
     window.pc = new RTCPeerConnection();
     window.pc.onicecandidate = (e) => { window.candidates = (window.candidates || []).concat(e.candidate ? [e.candidate.toJSON()] : []); };
@@ -64,6 +91,7 @@ async function raw(sender, receiver) {
     const channel = window.channel;
     if (channel.readyState !== 'open') await new Promise((r) => { channel.onopen = r; });
   });
+  const stopSampling = await sampleMemory(sample && receiver);
   const cpuBefore = chromiumCpu();
   await sender.evaluate(async (size) => {
     const channel = window.channel;
@@ -80,56 +108,47 @@ async function raw(sender, receiver) {
   }, size);
   const { bytes, ms } = await receiver.evaluate(() => window.received);
   const cpu = cpuPerMiB(cpuBefore, size);
+  const memory = stopSampling();
   await Promise.all([sender.context().close(), receiver.context().close()]);
-  return { mibps: bytes / MiB / (ms / 1000), cpu };
+  return { mibps: bytes / MiB / (ms / 1000), cpu, ...memory };
 }
 
 /** The Swarm API: one page shares, the other downloads; timed from download() to blob(). */
-async function swarm(sender, receiver, cdp) {
+async function swarm(sender, receiver, sample = false) {
   const room = `bench-${Math.random().toString(36).slice(2)}`;
   await bench.join(sender, room);
   await bench.join(receiver, room);
   await receiver.waitForFunction(() => window.swarm.peers().length === 1, null, { timeout: 30_000 });
   const id = await bench.shareBytes(sender, size);
   await receiver.waitForFunction((id) => window.swarm.files().some((f) => f.id === id && f.sources > 0), id, { timeout: 30_000 });
-  let peakHeap = 0;
-  const rssBefore = chromiumRss();
-  let peakRss = rssBefore;
-  const sampler = setInterval(async () => {
-    peakRss = Math.max(peakRss, chromiumRss());
-    try {
-      const { metrics } = await cdp.send('Performance.getMetrics');
-      const heap = metrics.find((m) => m.name === 'JSHeapUsedSize')?.value || 0;
-      peakHeap = Math.max(peakHeap, heap);
-    } catch { /* page busy */ }
-  }, 200);
+  const stopSampling = await sampleMemory(sample && receiver);
   const cpuBefore = chromiumCpu();
   const result = await receiver.evaluate(async (id) => {
     const started = performance.now();
     const blob = await window.swarm.download(id).blob();
     return { bytes: blob.size, ms: performance.now() - started };
   }, id);
-  clearInterval(sampler);
   const cpu = cpuPerMiB(cpuBefore, size);
+  const memory = stopSampling();
   await Promise.all([sender.context().close(), receiver.context().close()]);
-  return { mibps: result.bytes / MiB / (result.ms / 1000), cpu, peakHeap, rssBefore, peakRss };
+  return { mibps: result.bytes / MiB / (result.ms / 1000), cpu, ...memory };
 }
 
 const rows = [];
+const cpuTotal = (byType) => Object.values(byType).reduce((a, b) => a + b, 0);
 for (let round = 1; round <= rounds; round++) {
   const r = await raw(await page(), await page());
-  const rawRate = r.mibps;
-  const receiver = await page();
-  const cdp = await receiver.context().newCDPSession(receiver);
-  await cdp.send('Performance.enable');
-  const s = await swarm(await page(), receiver, cdp);
-  const cpuTotal = (byType) => Object.values(byType).reduce((a, b) => a + b, 0);
-  rows.push({ round, raw: rawRate, swarm: s.mibps, ratio: s.mibps / rawRate, peakHeapMiB: s.peakHeap / MiB, rawCpu: cpuTotal(r.cpu), swarmCpu: cpuTotal(s.cpu) });
+  const s = await swarm(await page(), await page());
+  rows.push({ round, raw: r.mibps, swarm: s.mibps, ratio: s.mibps / r.mibps, rawCpu: cpuTotal(r.cpu), swarmCpu: cpuTotal(s.cpu) });
   console.log(`round ${round}: CPU ms per MiB (all Chromium processes, by type): raw ${formatCpu(r.cpu)}; swarm ${formatCpu(s.cpu)}`);
-  console.log(`round ${round}: raw ${rawRate.toFixed(1)} MiB/s, swarm ${s.mibps.toFixed(1)} MiB/s, ratio ${(s.mibps / rawRate).toFixed(2)}, receiver peak JS heap ${(s.peakHeap / MiB).toFixed(1)} MiB, all Chromium processes ${(s.rssBefore / MiB).toFixed(0)} MiB RSS before the download, ${(s.peakRss / MiB).toFixed(0)} MiB peak during it`);
+  console.log(`round ${round}: raw ${r.mibps.toFixed(1)} MiB/s, swarm ${s.mibps.toFixed(1)} MiB/s, ratio ${(s.mibps / r.mibps).toFixed(2)}`);
 }
+// Memory, in a transfer of each kind of its own (sampled, so not timed).
+const rawMemory = await raw(await page(), await page(), true);
+const memory = await swarm(await page(), await page(), true);
+console.log(`memory: receiver peak JS heap ${(memory.peakHeap / MiB).toFixed(1)} MiB (raw ${(rawMemory.peakHeap / MiB).toFixed(1)} MiB), all Chromium processes ${(memory.rssBefore / MiB).toFixed(0)} MiB RSS before the download, ${(memory.peakRss / MiB).toFixed(0)} MiB peak during it`);
 const mean = (k) => rows.reduce((a, r) => a + r[k], 0) / rows.length;
 console.log(`\n| file | raw RTCDataChannel | Swarm | ratio | CPU per MiB: raw / Swarm | receiver peak JS heap |`);
 console.log(`|---|---|---|---|---|---|`);
-console.log(`| ${size / MiB} MiB (mean of ${rows.length}) | ${mean('raw').toFixed(1)} MiB/s | ${mean('swarm').toFixed(1)} MiB/s | ${mean('ratio').toFixed(2)} | ${mean('rawCpu').toFixed(1)} / ${mean('swarmCpu').toFixed(1)} ms (${(mean('swarmCpu') / mean('rawCpu')).toFixed(2)}) | ${Math.max(...rows.map((r) => r.peakHeapMiB)).toFixed(1)} MiB |`);
+console.log(`| ${size / MiB} MiB (mean of ${rows.length}) | ${mean('raw').toFixed(1)} MiB/s | ${mean('swarm').toFixed(1)} MiB/s | ${mean('ratio').toFixed(2)} | ${mean('rawCpu').toFixed(1)} / ${mean('swarmCpu').toFixed(1)} ms (${(mean('swarmCpu') / mean('rawCpu')).toFixed(2)}) | ${(memory.peakHeap / MiB).toFixed(1)} MiB |`);
 await bench.close();
