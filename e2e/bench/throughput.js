@@ -1,6 +1,7 @@
 // Benchmark: one file between two pages through the Swarm API, against a raw JavaScript
 // RTCDataChannel sender/receiver between two pages of the same Chromium, in the same run.
-// Also samples the receiver's JS heap and the browser's memory while it receives.
+// Reports CPU per MiB by Chromium process type for each; after the timed rounds, samples the
+// receiver's JS heap and the browser's memory in one more transfer of each kind.
 //
 // Run through scripts/bench.sh (it builds, and runs this inside a network namespace).
 // Usage: node bench/throughput.js [MiB=512] [rounds=2]
