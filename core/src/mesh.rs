@@ -9,6 +9,9 @@
 //!   [`Event::PeerJoined`] at that moment and [`Event::PeerLeft`] once when it ends, whatever
 //!   ends it first: a `left` from the server, the channel closing, or the connection failing.
 //! - A peer that closed is forgotten; if it shows up again (a new `joined`), it starts afresh.
+//!   In a full mesh, a connection that fails while the server still counts the peer in the
+//!   room (no `left` came) is tried again: after [`REDIAL_TICKS`], by the side with the
+//!   smaller id (so the two never offer at once), up to [`MAX_REDIALS`] times in a row.
 //!
 //! # Full and partial mesh
 //! By default every peer connects to every other (a full mesh). With a cap
@@ -43,6 +46,14 @@ pub const SETTLE_TICKS: u64 = 8;
 /// shells' 250 ms tick): the other side may have ignored our offer (it was full) or left.
 /// The member is not forgotten, so it may be dialled again.
 pub const CONNECT_TIMEOUT_TICKS: u64 = 240;
+
+/// Ticks after a failed connection of a full mesh before it is dialled again (5 s at the
+/// shells' 250 ms tick): long enough for the other side to notice the failure too.
+pub const REDIAL_TICKS: u64 = 20;
+
+/// Times in a row a failed connection of a full mesh is dialled again before the peer is
+/// forgotten (it may have gone while the server was away).
+pub const MAX_REDIALS: u32 = 3;
 
 /// Something the application is told.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,6 +102,9 @@ pub struct Mesh {
     ticks: u64,
     /// The cap on connections we open ourselves; `None` for a full mesh.
     max_peers: Option<usize>,
+    /// Full mesh: members whose connection failed without a `left`, with the tick it failed
+    /// at and how many times in a row it has.
+    lost: BTreeMap<PeerId, (u64, u32)>,
 }
 
 impl Mesh {
@@ -224,6 +238,7 @@ impl Mesh {
     /// The server says `peer` left.
     pub fn on_left(&mut self, peer: PeerId) -> Vec<Action> {
         self.members.remove(&peer);
+        self.lost.remove(&peer);
         self.close(peer)
     }
 
@@ -282,11 +297,27 @@ impl Mesh {
             })
             .map(|(peer, _)| *peer)
             .collect();
-        let mut actions: Vec<Action> = stale
-            .into_iter()
-            .flat_map(|peer| self.close(peer))
-            .collect();
-        let (Some(me), Some(cap)) = (self.me, self.max_peers) else {
+        let mut actions: Vec<Action> = Vec::new();
+        for peer in stale {
+            if self.lost.contains_key(&peer) {
+                self.note_lost(peer);
+            }
+            actions.extend(self.close(peer));
+        }
+        let Some(me) = self.me else {
+            return actions;
+        };
+        let Some(cap) = self.max_peers else {
+            // Full mesh: dial again the lost connections that are ours to dial.
+            let due: Vec<PeerId> = self
+                .lost
+                .iter()
+                .filter(|(peer, (since, _))| {
+                    **peer > me && !self.peers.contains_key(peer) && now >= since + REDIAL_TICKS
+                })
+                .map(|(peer, _)| *peer)
+                .collect();
+            actions.extend(due.into_iter().filter_map(|peer| self.connect(peer, true)));
             return actions;
         };
         if self.peers.len() >= cap {
@@ -322,23 +353,43 @@ impl Mesh {
         match self.peers.get_mut(&peer) {
             Some(phase @ Phase::Connecting(_)) => {
                 *phase = Phase::Open;
+                self.lost.remove(&peer);
                 vec![Action::Emit(Event::PeerJoined(peer))]
             }
             _ => Vec::new(),
         }
     }
 
-    /// The data channel to `peer` closed, or its connection failed. It is no longer counted
-    /// as a member either (it most likely left; the server tells us if it comes back).
+    /// The data channel to `peer` closed, or its connection failed. In a partial mesh it is
+    /// no longer counted as a member either (it most likely left; the server tells us if it
+    /// comes back); in a full mesh it stays one, to be dialled again, until `left` comes or
+    /// [`MAX_REDIALS`] attempts in a row failed.
     pub fn on_channel_closed(&mut self, peer: PeerId) -> Vec<Action> {
-        self.members.remove(&peer);
+        if self.max_peers.is_none() && self.peers.contains_key(&peer) {
+            self.note_lost(peer);
+        } else {
+            self.members.remove(&peer);
+        }
         self.close(peer)
+    }
+
+    /// Counts one more failure of the connection to member `peer` in a row (full mesh).
+    fn note_lost(&mut self, peer: PeerId) {
+        let now = self.ticks;
+        let failures = self.lost.get(&peer).map_or(1, |(_, n)| n + 1);
+        if failures > MAX_REDIALS || !self.members.contains_key(&peer) {
+            self.lost.remove(&peer);
+            self.members.remove(&peer);
+        } else {
+            self.lost.insert(peer, (now, failures));
+        }
     }
 
     /// We are leaving the room: close every connection (the application is not told about
     /// each peer; it asked to leave).
     pub fn leave(&mut self) -> Vec<Action> {
         self.members.clear();
+        self.lost.clear();
         std::mem::take(&mut self.peers)
             .into_keys()
             .map(Action::Disconnect)
@@ -359,6 +410,7 @@ impl Mesh {
     /// changed, so they no longer know us.
     fn reset(&mut self) -> Vec<Action> {
         self.members.clear();
+        self.lost.clear();
         let peers: Vec<PeerId> = self.peers.keys().copied().collect();
         peers
             .into_iter()
@@ -539,6 +591,56 @@ mod tests {
             mesh.on_channel_closed(id(1)),
             vec![Action::Disconnect(id(1))]
         );
+    }
+
+    /// Ticks `mesh` `n` times; returns the peers it dialled.
+    fn tick(mesh: &mut Mesh, n: u64) -> Vec<PeerId> {
+        let actions: Vec<Action> = (0..n).flat_map(|_| mesh.on_tick()).collect();
+        connected(&actions)
+    }
+
+    #[test]
+    fn a_full_mesh_dials_a_failed_connection_again_while_the_peer_is_in_the_room() {
+        let (mut mesh, _) = welcomed(5, &[1, 9]);
+        mesh.on_channel_open(id(1));
+        mesh.on_channel_open(id(9));
+        assert_eq!(
+            mesh.on_channel_closed(id(9)),
+            vec![
+                Action::Disconnect(id(9)),
+                Action::Emit(Event::PeerLeft(id(9)))
+            ]
+        );
+        mesh.on_channel_closed(id(1));
+        assert!(mesh.is_member(id(9)) && mesh.is_member(id(1)));
+        assert!(tick(&mut mesh, REDIAL_TICKS - 1).is_empty(), "too soon");
+        // Only the larger id is ours to dial; the smaller one dials us, and we answer.
+        assert_eq!(tick(&mut mesh, 1), vec![id(9)]);
+        assert!(tick(&mut mesh, REDIAL_TICKS * 2).is_empty());
+        assert_eq!(connected(&mesh.on_signal_from(id(1))), vec![id(1)]);
+        assert_eq!(
+            mesh.on_channel_open(id(9)),
+            vec![Action::Emit(Event::PeerJoined(id(9)))]
+        );
+    }
+
+    #[test]
+    fn a_full_mesh_gives_up_after_repeated_failures_or_a_left() {
+        let (mut mesh, _) = welcomed(5, &[7, 9]);
+        mesh.on_channel_closed(id(7));
+        mesh.on_left(id(7));
+        assert!(!mesh.is_member(id(7)));
+
+        mesh.on_channel_closed(id(9));
+        for _ in 1..MAX_REDIALS {
+            assert_eq!(tick(&mut mesh, REDIAL_TICKS), vec![id(9)]);
+            mesh.on_channel_closed(id(9));
+        }
+        assert_eq!(tick(&mut mesh, REDIAL_TICKS), vec![id(9)]);
+        // The last attempt times out instead of failing: that counts too.
+        let dialled = tick(&mut mesh, CONNECT_TIMEOUT_TICKS + REDIAL_TICKS);
+        assert!(dialled.is_empty(), "{dialled:?}");
+        assert!(!mesh.is_member(id(9)));
     }
 
     #[test]
