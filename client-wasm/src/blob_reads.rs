@@ -26,14 +26,14 @@ pub(crate) const BLOCK: u64 = 4 * 1024 * 1024;
 const KEPT: usize = 8;
 
 /// A block is dropped once it has not been used for this long (milliseconds).
-const KEEP_MS: f64 = 5_000.0;
+const KEEP_MS: u64 = 5_000;
 
 struct Block {
     id: ContentId,
     start: u64,
     /// Resolves to the block's `ArrayBuffer`.
     data: Promise,
-    used: f64,
+    used: u64,
 }
 
 /// The blocks read lately.
@@ -51,7 +51,7 @@ impl BlobReads {
         blob: &Blob,
         offset: u64,
         len: u32,
-        now: f64,
+        now: u64,
     ) -> Result<Vec<u8>, ClientError> {
         let start = offset - offset % BLOCK;
         let end = offset + u64::from(len);
@@ -81,10 +81,10 @@ impl BlobReads {
     }
 
     /// Drops the blocks not used for a while.
-    pub(crate) fn expire(&self, now: f64) {
+    pub(crate) fn expire(&self, now: u64) {
         self.blocks
             .borrow_mut()
-            .retain(|block| now - block.used < KEEP_MS);
+            .retain(|block| now.saturating_sub(block.used) < KEEP_MS);
     }
 
     /// The read of the block at `start`, begun now unless it is kept.
@@ -93,7 +93,7 @@ impl BlobReads {
         id: ContentId,
         blob: &Blob,
         start: u64,
-        now: f64,
+        now: u64,
     ) -> Result<Promise, ClientError> {
         let mut blocks = self.blocks.borrow_mut();
         let kept = blocks.iter().position(|b| b.id == id && b.start == start);

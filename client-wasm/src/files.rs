@@ -138,7 +138,7 @@ impl Session {
     pub(crate) fn files_tick(self: &Rc<Self>) {
         let out = self.files.share.borrow_mut().tick(now());
         self.apply_share(out);
-        self.files.blob_reads.expire(js_sys::Date::now());
+        self.files.blob_reads.expire(now());
         // Frames held back by an upload cap go out as tokens come in.
         for link in self.all_links() {
             link.pump();
@@ -362,11 +362,7 @@ impl Session {
         let session = Rc::downgrade(self);
         spawn_local(async move {
             let bytes = match (blob, storage) {
-                (Some(blob), _) => {
-                    reads
-                        .read(id, &blob, offset, len, js_sys::Date::now())
-                        .await
-                }
+                (Some(blob), _) => reads.read(id, &blob, offset, len, now()).await,
                 (None, Some(storage)) => storage.read(&id.to_string(), offset, len).await,
                 (None, None) => Err(ClientError::Storage("nothing holds this content".into())),
             };

@@ -323,7 +323,6 @@ impl Mesh {
         if self.peers.len() >= cap {
             return actions;
         }
-        let now = self.ticks;
         let eligible: Vec<PeerId> = self
             .members
             .iter()
