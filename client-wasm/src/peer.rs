@@ -363,6 +363,8 @@ impl PeerLink {
     pub(crate) fn on_signal(self: &Rc<Self>, session: &Rc<Session>, data: SignalData) {
         match data {
             SignalData::Sdp(description) => self.on_description(session, description),
+            // Handled by the room logic (swarm_core::client); never passed on.
+            SignalData::Busy => {}
             SignalData::Candidate(candidate) => {
                 let init = candidate.map(|c| {
                     let init = RtcIceCandidateInit::new(&c.candidate);
@@ -440,6 +442,7 @@ impl PeerLink {
         let description = SessionDescription {
             kind,
             sdp: local.sdp(),
+            want: None,
         };
         session.send_signal(self.peer, &SignalData::Sdp(description));
     }

@@ -11,7 +11,9 @@ use std::collections::BTreeMap;
 use swarm_protocol::gossip::Gossip;
 use swarm_protocol::route::Route;
 use swarm_protocol::wire::Relay;
-use swarm_protocol::{ContentId, ErrorCode, IceServer, PeerId, RoomName, ServerMsg, SignalData};
+use swarm_protocol::{
+    ContentId, ErrorCode, IceServer, PeerId, RoomName, SdpType, ServerMsg, SignalData,
+};
 use tracing::{debug, info, warn};
 
 use crate::backoff::Backoff;
@@ -150,6 +152,9 @@ pub struct Client {
     provided: BTreeMap<ContentId, Vec<u8>>,
     /// Contents we are downloading, with the tick of the last attempt to reach a provider.
     wanted: BTreeMap<ContentId, u64>,
+    /// Providers we are dialling, and for which content: our offer to each says so, so a
+    /// provider whose connections are full still answers.
+    dialling_for: BTreeMap<PeerId, ContentId>,
     /// Contents looked up with [`Client::find`], and the tick the lookup ends.
     sought: BTreeMap<ContentId, u64>,
     /// Provider records kept for the room, and our own published there.
@@ -183,6 +188,7 @@ impl Client {
             left: false,
             directory: Directory::default(),
             provided: BTreeMap::new(),
+            dialling_for: BTreeMap::new(),
             wanted: BTreeMap::new(),
             sought: BTreeMap::new(),
             dht,
@@ -365,13 +371,16 @@ impl Client {
     /// Sends a signal to `to`: through the server while it is there, otherwise through the
     /// mesh, signed with our key.
     pub fn send_signal(&mut self, to: PeerId, data: &SignalData) -> Vec<Effect> {
-        if self.server == ServerState::Connected {
-            return vec![Effect::ToServer {
-                to,
-                data: data.clone(),
-            }];
+        let mut data = data.clone();
+        if let SignalData::Sdp(description) = &mut data
+            && description.kind == SdpType::Offer
+        {
+            description.want = self.dialling_for.get(&to).copied();
         }
-        self.relay_signal(to, data)
+        if self.server == ServerState::Connected {
+            return vec![Effect::ToServer { to, data }];
+        }
+        self.relay_signal(to, &data)
     }
 
     /// Sends a signal to `to` through the mesh (the server connection failed to take it).
@@ -641,9 +650,11 @@ impl Client {
             .filter(|peer| self.mesh.knows(*peer))
             .collect();
         for peer in &connecting {
-            effects.extend(mesh_effects(
-                self.mesh.redial_if_stale(*peer, PROVIDER_RETRY_TICKS * 2),
-            ));
+            let redialled = self.mesh.redial_if_stale(*peer, PROVIDER_RETRY_TICKS * 2);
+            if !redialled.is_empty() {
+                self.dialling_for.insert(*peer, id);
+            }
+            effects.extend(mesh_effects(redialled));
         }
         if !connecting.is_empty() {
             return effects;
@@ -659,6 +670,9 @@ impl Client {
         for peer in chosen {
             debug!(%id, provider = %peer, "connecting to a provider");
             if let Some(dialled) = self.mesh.dial_provider(peer) {
+                if !dialled.is_empty() {
+                    self.dialling_for.insert(peer, id);
+                }
                 effects.extend(mesh_effects(dialled));
             }
         }
@@ -669,8 +683,33 @@ impl Client {
     }
 
     /// A signal from `from`, through the server or the mesh.
+    /// An offer we have no room to answer gets a `busy` reply; a `busy` reply to ours makes
+    /// the mesh dial someone else.
     fn on_signal(&mut self, from: PeerId, data: SignalData) -> Vec<Effect> {
-        let mut effects = mesh_effects(self.mesh.on_signal_from(from));
+        let (offer, for_ours) = match &data {
+            SignalData::Sdp(description) => (
+                description.kind == SdpType::Offer,
+                description
+                    .want
+                    .is_some_and(|id| self.provided.contains_key(&id)),
+            ),
+            SignalData::Candidate(_) => (false, false),
+            SignalData::Busy => {
+                debug!(peer = %from, "our offer was refused: the peer is full");
+                self.dialling_for.remove(&from);
+                return mesh_effects(self.mesh.on_busy(from));
+            }
+        };
+        let known = self.mesh.knows(from);
+        let mut effects = mesh_effects(if for_ours {
+            self.mesh.on_offer_for_content(from)
+        } else {
+            self.mesh.on_signal_from(from)
+        });
+        if offer && !known && !self.mesh.knows(from) {
+            debug!(peer = %from, "no room for another connection: busy");
+            return self.send_signal(from, &SignalData::Busy);
+        }
         effects.push(Effect::Signal { from, data });
         effects
     }
@@ -679,6 +718,7 @@ impl Client {
     /// records (ours and those heard of; in a large room, ours and the structured layer's
     /// it is closer to), so it knows the room's files at once.
     pub fn on_channel_open(&mut self, peer: PeerId) -> Vec<Effect> {
+        self.dialling_for.remove(&peer);
         let mut effects = mesh_effects(self.mesh.on_channel_open(peer));
         if self.mesh.is_open(peer) {
             // In a large room only ours: the others are found in the structured layer, and
@@ -697,6 +737,7 @@ impl Client {
 
     /// The connection to `peer` closed or failed (or could not be created).
     pub fn on_channel_closed(&mut self, peer: PeerId) -> Vec<Effect> {
+        self.dialling_for.remove(&peer);
         let mut effects = mesh_effects(self.mesh.on_channel_closed(peer));
         self.forget_provider(peer, &mut effects);
         effects
@@ -792,7 +833,7 @@ fn percent_encode(text: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
+    use swarm_protocol::SessionDescription;
 
     use super::*;
 
@@ -1063,6 +1104,107 @@ mod tests {
             .flat_map(|_| net[2].on_tick())
             .any(|e| matches!(e, Effect::ToPeer { .. }));
         assert!(retried);
+    }
+
+    fn offer(want: Option<ContentId>) -> SignalData {
+        SignalData::Sdp(SessionDescription {
+            kind: SdpType::Offer,
+            sdp: "v=0\r\n".into(),
+            want,
+        })
+    }
+
+    #[test]
+    fn an_offer_to_a_provider_says_what_it_is_for_and_a_full_provider_still_answers_it() {
+        let mut net = line_with(0);
+        let ids: Vec<PeerId> = net.iter().map(|c| c.identity.id()).collect();
+        let content = ContentId::from_bytes([9; 32]);
+        let effects = net[0].provide(content, 1000, "film.webm", "video/webm");
+        deliver(&mut net, ids[0], effects);
+        let asked = net[3].find(content);
+        deliver(&mut net, ids[3], asked);
+        assert!(!net[3].want(content).is_empty(), "dials the provider");
+        // Its offer to the provider names the content; its offers to others do not.
+        let sent = |effects: Vec<Effect>| match &effects[..] {
+            [Effect::ToServer { data, .. }] => data.clone(),
+            other => panic!("expected one signal, not {other:?}"),
+        };
+        assert_eq!(
+            sent(net[3].send_signal(ids[0], &offer(None))),
+            offer(Some(content))
+        );
+        assert_eq!(sent(net[3].send_signal(ids[2], &offer(None))), offer(None));
+
+        let provider = &mut net[0];
+        let mut answers = |from: u8, data: SignalData| {
+            let frame = format!(
+                r#"{{"type":"signal","from":"{}","data":{}}}"#,
+                peer(from),
+                serde_json::to_string(&data).expect("json")
+            );
+            match &provider.on_server_frame(&frame)[..] {
+                [
+                    Effect::Connect { offerer: false, .. },
+                    Effect::Signal { .. },
+                ] => true,
+                [Effect::ToServer { to, data }] if *to == peer(from) => {
+                    assert_eq!(*data, SignalData::Busy, "a refusal");
+                    false
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        };
+        // With cap 2, it answers other offers up to 4 connections (it has one).
+        assert!((20..23).all(|n| answers(n, offer(None))));
+        assert!(!answers(23, offer(None)));
+        // An offer for a content it does not provide is not answered either.
+        assert!(!answers(24, offer(Some(ContentId::from_bytes([8; 32])))));
+        // Offers for its content are answered up to three times the cap.
+        assert!(answers(25, offer(Some(content))));
+        assert!(answers(26, offer(Some(content))));
+        assert!(!answers(27, offer(Some(content))));
+        assert_eq!(provider.mesh.connection_count(), 2 * 3);
+    }
+
+    #[test]
+    fn a_busy_reply_is_not_passed_on_and_makes_the_newcomer_dial_another_member() {
+        let mut a = Client::new(room(), Identity::from_seed([1; 32]), Some(1), 1);
+        let others = [peer(2), peer(3)];
+        let effects = a.on_server_frame(&welcome(&a, &others));
+        let dialled: Vec<PeerId> = effects
+            .iter()
+            .filter_map(|e| match e {
+                Effect::Connect { peer, .. } => Some(*peer),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(dialled.len(), 1);
+        let busy = format!(
+            r#"{{"type":"signal","from":"{}","data":"busy"}}"#,
+            dialled[0]
+        );
+        let effects = a.on_server_frame(&busy);
+        assert!(
+            matches!(
+                &effects[..],
+                [Effect::Disconnect(gone), Effect::Connect { peer, offerer: true, .. }]
+                    if *gone == dialled[0] && *peer != dialled[0]
+            ),
+            "{effects:?}"
+        );
+        // Full (an answering connection to 4 makes two, twice the cap), it refuses only
+        // offers: a candidate is passed on as it was before (the shell drops it).
+        let from_4 = format!(
+            r#"{{"type":"signal","from":"{}","data":{{"candidate":null}}}}"#,
+            peer(4)
+        );
+        a.on_server_frame(&from_4);
+        let candidate =
+            a.on_server_frame(&from_4.replace(&peer(4).to_string(), &peer(5).to_string()));
+        assert!(
+            matches!(&candidate[..], [Effect::Signal { .. }]),
+            "{candidate:?}"
+        );
     }
 
     #[test]

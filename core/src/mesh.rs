@@ -51,6 +51,15 @@ pub const CONNECT_TIMEOUT_TICKS: u64 = 240;
 /// shells' 250 ms tick): long enough for the other side to notice the failure too.
 pub const REDIAL_TICKS: u64 = 20;
 
+/// A provider answers offers for a content it provides while it has fewer than this many
+/// times the cap of connections ([`Mesh::on_offer_for_content`]); other offers, while fewer
+/// than twice the cap.
+pub const PROVIDER_ANSWERS: usize = 3;
+
+/// Ticks a member that replied busy to our offer is not dialled again by the upkeep (30 s at
+/// the shells' 250 ms tick).
+pub const BUSY_TICKS: u64 = 120;
+
 /// Times in a row a failed connection of a full mesh is dialled again before the peer is
 /// forgotten (it may have gone while the server was away).
 pub const MAX_REDIALS: u32 = 3;
@@ -105,6 +114,8 @@ pub struct Mesh {
     /// Full mesh: members whose connection failed without a `left`, with the tick it failed
     /// at and how many times in a row it has.
     lost: BTreeMap<PeerId, (u64, u32)>,
+    /// Partial mesh: members that replied busy to our offer, with the tick they did.
+    busy: BTreeMap<PeerId, u64>,
 }
 
 impl Mesh {
@@ -222,12 +233,26 @@ impl Mesh {
     /// missed, or this is a partial mesh), one is created as the answering side so the offer
     /// is not lost, unless we have twice the cap of connections already.
     pub fn on_signal_from(&mut self, peer: PeerId) -> Vec<Action> {
+        self.answer_within(peer, 2)
+    }
+
+    /// An offer from `peer` that dials us for a content we provide ([`Mesh::dial_provider`]
+    /// on its side): answered like [`Mesh::on_signal_from`], but while we have fewer than
+    /// [`PROVIDER_ANSWERS`] times the cap, so a provider whose connections are full still
+    /// serves the peers that found it.
+    pub fn on_offer_for_content(&mut self, peer: PeerId) -> Vec<Action> {
+        self.answer_within(peer, PROVIDER_ANSWERS)
+    }
+
+    /// Creates the answering side of a connection to `peer`, unless we know it already or
+    /// have `caps` times the cap of connections.
+    fn answer_within(&mut self, peer: PeerId, caps: usize) -> Vec<Action> {
         if self.knows(peer) || self.me.is_none() || self.me == Some(peer) {
             return Vec::new();
         }
         if self
             .max_peers
-            .is_some_and(|cap| self.peers.len() >= cap.saturating_mul(2))
+            .is_some_and(|cap| self.peers.len() >= cap.saturating_mul(caps))
         {
             return Vec::new();
         }
@@ -239,6 +264,7 @@ impl Mesh {
     pub fn on_left(&mut self, peer: PeerId) -> Vec<Action> {
         self.members.remove(&peer);
         self.lost.remove(&peer);
+        self.busy.remove(&peer);
         self.close(peer)
     }
 
@@ -259,8 +285,9 @@ impl Mesh {
     }
 
     /// Opens a connection to member `peer` whatever the cap: a download needs this provider
-    /// and none of our neighbours has the content. (The provider still answers only while it
-    /// has room.) `None` if `peer` is not a member we know.
+    /// and none of our neighbours has the content. (The provider answers while it has fewer
+    /// than [`PROVIDER_ANSWERS`] times its cap, if the offer says what it is for:
+    /// [`Mesh::on_offer_for_content`].) `None` if `peer` is not a member we know.
     pub fn dial_provider(&mut self, peer: PeerId) -> Option<Vec<Action>> {
         if !self.members.contains_key(&peer) {
             return None;
@@ -297,6 +324,7 @@ impl Mesh {
             })
             .map(|(peer, _)| *peer)
             .collect();
+        self.busy.retain(|_, since| now < *since + BUSY_TICKS);
         let mut actions: Vec<Action> = Vec::new();
         for peer in stale {
             if self.lost.contains_key(&peer) {
@@ -324,27 +352,71 @@ impl Mesh {
             return actions;
         }
         let eligible: Vec<PeerId> = self
-            .members
-            .iter()
-            .filter(|(peer, learned)| {
-                **peer > me && !self.peers.contains_key(peer) && now >= *learned + SETTLE_TICKS
+            .dialable()
+            .filter(|peer| {
+                *peer > me
+                    && self
+                        .members
+                        .get(peer)
+                        .is_some_and(|learned| now >= learned + SETTLE_TICKS)
             })
-            .map(|(peer, _)| *peer)
             .collect();
         // A bucket we have no connection in comes first (so that routing by XOR distance
         // always finds a closer neighbour, [`crate::dht`]); otherwise anyone, at random.
+        let next = self.pick(me, &eligible);
+        actions.extend(next.and_then(|peer| self.connect(peer, true)));
+        actions
+    }
+
+    /// `peer` replied busy to our offer (its connections are full): give the connection up
+    /// and, below the cap, dial another member at once (one not busy lately; the closest of
+    /// a bucket we have no connection in, otherwise one at random). Unlike the upkeep, this
+    /// may dial a smaller id: `peer` was ours to dial, and a newcomer whose every offer went
+    /// to a full peer would otherwise wait for someone to dial it.
+    pub fn on_busy(&mut self, peer: PeerId) -> Vec<Action> {
+        let (Some(me), Some(Phase::Connecting(_))) = (self.me, self.peers.get(&peer)) else {
+            return Vec::new();
+        };
+        self.busy.insert(peer, self.ticks);
+        let mut actions = self.close(peer);
+        if self.max_peers.is_some_and(|cap| self.peers.len() < cap) {
+            let eligible: Vec<PeerId> = self.dialable().collect();
+            actions.extend(
+                self.pick(me, &eligible)
+                    .and_then(|next| self.connect(next, true)),
+            );
+        }
+        actions
+    }
+
+    /// Members we are not connected to and that have not replied busy lately.
+    fn dialable(&self) -> impl Iterator<Item = PeerId> + '_ {
+        let now = self.ticks;
+        self.members
+            .keys()
+            .filter(move |peer| {
+                !self.peers.contains_key(peer)
+                    && self
+                        .busy
+                        .get(peer)
+                        .is_none_or(|since| now >= since + BUSY_TICKS)
+            })
+            .copied()
+    }
+
+    /// Of `eligible`, the closest member of a bucket we have no connection in, otherwise one
+    /// at random.
+    fn pick(&self, me: PeerId, eligible: &[PeerId]) -> Option<PeerId> {
         let covered: Vec<u32> = self.peers.keys().map(|peer| bucket(me, *peer)).collect();
-        let next = one_per_bucket(me, &eligible)
+        one_per_bucket(me, eligible)
             .into_iter()
             .find(|peer| !covered.contains(&bucket(me, *peer)))
             .or_else(|| {
                 eligible
                     .iter()
                     .copied()
-                    .min_by_key(|peer| shuffle(now, me, *peer))
-            });
-        actions.extend(next.and_then(|peer| self.connect(peer, true)));
-        actions
+                    .min_by_key(|peer| shuffle(self.ticks, me, *peer))
+            })
     }
 
     /// The data channel to `peer` opened.
@@ -389,6 +461,7 @@ impl Mesh {
     pub fn leave(&mut self) -> Vec<Action> {
         self.members.clear();
         self.lost.clear();
+        self.busy.clear();
         std::mem::take(&mut self.peers)
             .into_keys()
             .map(Action::Disconnect)
@@ -730,6 +803,44 @@ mod tests {
             !covered.contains(&bucket(me, next[0])),
             "{next:?} after {covered:?}"
         );
+    }
+
+    #[test]
+    fn a_busy_reply_gives_the_offer_up_and_dials_another_member_at_once() {
+        let mut mesh = Mesh::with_max_peers(Some(1));
+        // The largest id: the upkeep would never dial anyone for it.
+        let welcome = mesh.on_welcome(id(9), &[id(1), id(2), id(3)]);
+        let first = connected(&welcome);
+        assert_eq!(first.len(), 1);
+        let busy = mesh.on_busy(first[0]);
+        assert_eq!(busy[0], Action::Disconnect(first[0]));
+        let second = connected(&busy);
+        assert_eq!(second.len(), 1);
+        assert_ne!(second[0], first[0]);
+        // Busy again: the third member, not the first (busy lately).
+        let third = connected(&mesh.on_busy(second[0]));
+        assert_eq!(third.len(), 1);
+        assert!(!first.contains(&third[0]) && !second.contains(&third[0]));
+        assert_eq!(mesh.connection_count(), 1);
+        // All three busy: nobody left to dial until the busy ones may be tried again.
+        assert!(connected(&mesh.on_busy(third[0])).is_empty());
+        assert!(mesh.on_busy(third[0]).is_empty(), "not connecting any more");
+        let retried: Vec<PeerId> = (0..BUSY_TICKS)
+            .flat_map(|_| connected(&mesh.on_tick()))
+            .collect();
+        assert!(
+            retried.is_empty(),
+            "smaller ids are not the upkeep's to dial"
+        );
+        mesh.on_joined(id(12));
+        let dialled: Vec<PeerId> = (0..SETTLE_TICKS + 1)
+            .flat_map(|_| connected(&mesh.on_tick()))
+            .collect();
+        assert_eq!(dialled, vec![id(12)]);
+        // By now the first three may be tried again.
+        let again = connected(&mesh.on_busy(id(12)));
+        assert!(again.len() == 1 && again[0] < id(9), "{again:?}");
+        assert_eq!(mesh.members().count(), 4, "busy members stay members");
     }
 
     #[test]

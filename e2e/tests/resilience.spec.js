@@ -207,3 +207,60 @@ test('a room of 30 pages with a connection cap forms one connected overlay, carr
   const observer = members.find((m) => m !== sharer && m !== far);
   await expect.poll(() => observer.page.evaluate((id) => window.swarm.files().find((f) => f.id === id)?.sources, file.id), { timeout: 20_000 }).toBeGreaterThanOrEqual(2);
 });
+
+test('with the structured layer on, a page that hears of no provider finds one by lookup and downloads from it though it is full', async ({ browser, server }) => {
+  test.setTimeout(150_000);
+  // dhtAbove 0: every share is published in the structured layer, never announced by gossip.
+  const cap = 2;
+  const options = { maxPeers: cap, dhtAbove: 0 };
+  const members = [];
+  for (let i = 0; i < 8; i++) members.push(await joinRoom(browser, server, 'lookup', `lookup-${i}`, options));
+  await expect.poll(async () => {
+    const counts = await Promise.all(members.map((m) => m.page.evaluate(() => window.swarm.peers().length)));
+    return Math.min(...counts);
+  }, { timeout: 60_000 }).toBeGreaterThanOrEqual(1);
+  // The sharer (the page with the most connections) fills its connections up to twice the
+  // cap, where it answers no ordinary offer, dialling pages that have room.
+  const peersOf = (m) => m.page.evaluate(() => window.swarm.peers());
+  const counts = await Promise.all(members.map(async (m) => (await peersOf(m)).length));
+  const sharer = members[counts.indexOf(Math.max(...counts))];
+  const others = members.filter((m) => m !== sharer);
+  await expect.poll(async () => {
+    const peers = await peersOf(sharer);
+    if (peers.length >= 2 * cap) return peers.length;
+    const open = [];
+    for (const m of others) {
+      if (!peers.includes(m.id)) open.push({ m, count: (await peersOf(m)).length });
+    }
+    const roomy = open.filter((o) => o.count < 2 * cap).sort((a, b) => a.count - b.count)[0];
+    if (roomy) await sharer.page.evaluate((id) => window.swarm.connect(id), roomy.m.id);
+    await sharer.page.waitForTimeout(1_000);
+    return (await peersOf(sharer)).length;
+  }, { timeout: 40_000 }).toBe(2 * cap);
+  const full = await peersOf(sharer);
+  const seeker = others.find((m) => !full.includes(m.id));
+
+  const file = await share(sharer, 3 * MiB, 41);
+  // Not a neighbour of the sharer, the seeker hears nothing of the file.
+  await seeker.page.waitForTimeout(3_000);
+  expect(await seeker.page.evaluate((id) => window.swarm.files().some((f) => f.id === id), file.id)).toBe(false);
+
+  // A lookup routed over the overlay finds the provider's record; the seeker dials it, and
+  // its offer says it comes for the file, so the full sharer answers.
+  const logs = [];
+  seeker.page.on('console', (msg) => logs.push(`seeker: ${msg.text()}`));
+  sharer.page.on('console', (msg) => logs.push(`sharer: ${msg.text()}`));
+  await seeker.page.evaluate((id) => window.swarm.lookup(id), file.id);
+  let got;
+  try {
+    got = await download(seeker, file.id, 60_000);
+  } catch (e) {
+    console.log(`seeker ${seeker.id}: ${JSON.stringify(await peersOf(seeker))}; sharer ${sharer.id}: ${JSON.stringify(await peersOf(sharer))}`);
+    console.log(logs.join('\n'));
+    throw e;
+  }
+  expect(got).toEqual({ size: 3 * MiB, hash: file.hash });
+  const now = await peersOf(sharer);
+  expect(now).toContain(seeker.id);
+  expect(now.length).toBeGreaterThan(2 * cap);
+});

@@ -279,6 +279,7 @@ impl LinkTask {
                     }
                 }
                 SignalData::Candidate(_) => {} // the end of the remote candidates
+                SignalData::Busy => {}         // handled by swarm_core::client
             }
         }
         self.flush().await;
@@ -335,6 +336,7 @@ impl LinkTask {
             self.signal(SignalData::Sdp(SessionDescription {
                 kind,
                 sdp: local.sdp,
+                want: None,
             }));
         }
     }

@@ -149,10 +149,11 @@ pub enum IceUrls {
     Many(Vec<String>),
 }
 
-/// What peers put in `data`: a session description or an ICE candidate.
+/// What peers put in `data`: a session description or an ICE candidate, or the answer of a
+/// peer that has no room for another connection.
 ///
-/// On the wire: `{"sdp":{"type":"offer","sdp":"v=0…"}}`, `{"candidate":{…}}`, and
-/// `{"candidate":null}` for the end of candidates.
+/// On the wire: `{"sdp":{"type":"offer","sdp":"v=0…"}}`, `{"candidate":{…}}`,
+/// `{"candidate":null}` for the end of candidates, and `"busy"`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SignalData {
@@ -160,6 +161,10 @@ pub enum SignalData {
     Sdp(SessionDescription),
     /// A trickled ICE candidate; `None` ends candidates.
     Candidate(Option<IceCandidateInit>),
+    /// The reply to an offer the peer will not answer: its connections are full (a partial
+    /// mesh, `swarm_core::mesh`), so the offering side dials someone else at once instead of
+    /// waiting for an answer that never comes. An extension of v1.
+    Busy,
 }
 
 /// `RTCSessionDescriptionInit`.
@@ -170,6 +175,12 @@ pub struct SessionDescription {
     pub kind: SdpType,
     /// The SDP text.
     pub sdp: String,
+    /// On an offer: the content the offering peer dials us for (it downloads it and found us
+    /// as its provider). A peer whose connections are full still answers such an offer for a
+    /// content it provides (`swarm_core::mesh`). Absent otherwise; an extension of v1 that
+    /// older peers ignore.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub want: Option<crate::ContentId>,
 }
 
 /// The `type` of a [`SessionDescription`].
@@ -457,10 +468,33 @@ mod tests {
         let offer = SignalData::Sdp(SessionDescription {
             kind: SdpType::Offer,
             sdp: "v=0\r\n".into(),
+            want: None,
         });
         assert_eq!(
             serde_json::to_value(&offer).expect("json"),
             json!({"sdp": {"type": "offer", "sdp": "v=0\r\n"}})
+        );
+        let wanted = "ab".repeat(32);
+        let for_content = SignalData::Sdp(SessionDescription {
+            kind: SdpType::Offer,
+            sdp: "v=0\r\n".into(),
+            want: Some(wanted.parse().expect("content id")),
+        });
+        let value = json!({"sdp": {"type": "offer", "sdp": "v=0\r\n", "want": wanted}});
+        assert_eq!(serde_json::to_value(&for_content).expect("json"), value);
+        assert_eq!(
+            serde_json::from_value::<SignalData>(value).expect("parse"),
+            for_content
+        );
+        let bad = json!({"sdp": {"type": "offer", "sdp": "", "want": "not hex"}});
+        assert!(serde_json::from_value::<SignalData>(bad).is_err());
+        assert_eq!(
+            serde_json::to_value(SignalData::Busy).expect("json"),
+            json!("busy")
+        );
+        assert_eq!(
+            serde_json::from_value::<SignalData>(json!("busy")).expect("parse"),
+            SignalData::Busy
         );
         let candidate = SignalData::Candidate(Some(IceCandidateInit {
             candidate: "candidate:1 1 udp 1 10.77.0.1 5000 typ host".into(),
@@ -531,7 +565,7 @@ mod tests {
 
         #[test]
         fn signal_round_trip(bytes in any::<[u8; 16]>(), sdp in "\\PC*") {
-            let data = SignalData::Sdp(SessionDescription { kind: SdpType::Answer, sdp });
+            let data = SignalData::Sdp(SessionDescription { kind: SdpType::Answer, sdp, want: None });
             let msg = ClientMsg::signal(PeerId::from_bytes(bytes), &data);
             let ClientMsg::Signal { to, data: raw } = ClientMsg::parse(&msg.to_json()).expect("parses");
             prop_assert_eq!(to, PeerId::from_bytes(bytes));

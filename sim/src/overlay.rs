@@ -19,7 +19,8 @@
 //!   lookups at 1,000 peers with W = 64 from 89 % to 99 % success.)
 //! - Each `Connect` as offerer is carried out within the round: the offer reaches the other
 //!   peer's `on_signal_from`; if that answers with a `Connect`, both channels open
-//!   (`on_channel_open`); if it refuses, or the peer is gone, the offerer's connection fails
+//!   (`on_channel_open`); if it refuses (it is full), the offerer hears busy (`on_busy`, which
+//!   may dial another member); if the peer is gone, the offerer's connection fails
 //!   (`on_channel_closed`). Two peers offering to each other end up with one link.
 //! - Each round, every peer's `on_tick` is called `ticks_per_round` times (the client ticks
 //!   every 250 ms: 40 ticks in a 10 s round), the peers taking turns in a random order. A dial
@@ -497,8 +498,10 @@ impl Overlay {
                 m.on_channel_open(me);
             }
         } else {
+            // A full peer replies busy (`SignalData::Busy`): the offerer dials someone else.
             self.stats.refused += 1;
-            self.dial_failed(p, peer);
+            let actions = self.mesh(p).map(|m| m.on_busy(peer)).unwrap_or_default();
+            self.carry_out(p, actions);
         }
     }
 
