@@ -350,6 +350,10 @@ impl Session {
                         self.files_upload_drained(to);
                     }
                 }
+                Output::Stalled(peer) => {
+                    warn!(%peer, "the link delivers nothing any more: closing it to connect again");
+                    self.on_channel_closed(peer);
+                }
                 Output::Event(event) => self.on_share_event(event),
             }
         }

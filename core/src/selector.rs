@@ -65,6 +65,9 @@ struct PeerPieces {
     slow: bool,
     /// The piece last asked of this peer: the one after it wins a tie.
     last: Option<u32>,
+    /// Since when we have been waiting for data from this peer: its last data, or the first
+    /// request after it had none. `None` while nothing is asked of it. A timeout keeps it.
+    waiting_since: Option<u64>,
 }
 
 /// Chooses pieces for one download.
@@ -167,6 +170,7 @@ impl<P: Ord + Copy> PieceSelector<P> {
                 avoid: BTreeSet::new(),
                 slow: false,
                 last: None,
+                waiting_since: None,
             },
         );
     }
@@ -227,7 +231,24 @@ impl<P: Ord + Copy> PieceSelector<P> {
             && let Some(request) = state.requests.iter_mut().find(|r| r.piece == piece)
         {
             request.deadline = now + timeout;
+            state.waiting_since = Some(now);
         }
+    }
+
+    /// Peers we have asked for pieces and that sent no data for `after_ms` or more, counting
+    /// across the timeouts that moved or repeated their requests: a link that stopped
+    /// delivering (its transport may be wedged), worth replacing.
+    pub fn stalled(&self, now: u64, after_ms: u64) -> Vec<P> {
+        self.peers
+            .iter()
+            .filter(|(_, state)| {
+                !state.requests.is_empty()
+                    && state
+                        .waiting_since
+                        .is_some_and(|since| now >= since + after_ms)
+            })
+            .map(|(peer, _)| *peer)
+            .collect()
     }
 
     /// `piece` from `peer` verified and is stored. Returns the duplicate requests (end game)
@@ -300,6 +321,10 @@ impl<P: Ord + Copy> PieceSelector<P> {
 
     fn record(&mut self, peer: P, piece: u32, now: u64) {
         if let Some(state) = self.peers.get_mut(&peer) {
+            // A peer that timed out keeps counting from before; others start waiting now.
+            if state.waiting_since.is_none() || (state.requests.is_empty() && !state.slow) {
+                state.waiting_since = Some(now);
+            }
             state.requests.push(Outstanding {
                 piece,
                 deadline: now + self.config.request_timeout_ms,
@@ -320,6 +345,9 @@ impl<P: Ord + Copy> PieceSelector<P> {
         {
             state.requests.swap_remove(i);
             self.in_flight[piece as usize] -= 1;
+            if state.requests.is_empty() && !state.slow {
+                state.waiting_since = None;
+            }
         }
     }
 
@@ -563,6 +591,40 @@ mod tests {
         s.next_requests(0);
         s.expire(1000);
         assert_eq!(s.next_requests(1000), vec![('a', 0)]);
+    }
+
+    #[test]
+    fn a_peer_that_sends_nothing_across_retries_is_stalled_and_one_that_delivers_is_not() {
+        // The only source: its requests time out every second and are asked again of it.
+        let mut s = PieceSelector::new(4, config(2), 5);
+        s.add_peer('a', Bitfield::full(4));
+        s.next_requests(0);
+        for t in 1..=12u64 {
+            let now = t * 500;
+            s.expire(now);
+            s.next_requests(now);
+            assert_eq!(
+                s.stalled(now, 3000),
+                if now >= 3000 { vec!['a'] } else { vec![] }
+            );
+        }
+        // Data resets the wait.
+        let piece = s.peers[&'a'].requests[0].piece;
+        s.on_progress('a', piece, 6000);
+        assert!(s.stalled(8000, 3000).is_empty());
+        assert_eq!(s.stalled(9000, 3000), vec!['a']);
+
+        // A peer that delivers, if slowly, is never stalled; once nothing is asked of it,
+        // there is nothing to wait for.
+        let mut s = PieceSelector::new(1, config(1), 5);
+        s.add_peer('b', Bitfield::full(1));
+        s.next_requests(0);
+        for t in 1..=20u64 {
+            s.on_progress('b', 0, t * 500);
+            assert!(s.stalled(t * 500, 3000).is_empty());
+        }
+        s.on_piece_done('b', 0);
+        assert!(s.stalled(100_000, 3000).is_empty());
     }
 
     #[test]

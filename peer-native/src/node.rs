@@ -648,6 +648,11 @@ impl Node {
                         self.apply_share(out);
                     }
                 }
+                Output::Stalled(peer) => {
+                    warn!(%peer, "the link delivers nothing any more: closing it to connect again");
+                    let effects = self.client.on_channel_closed(peer);
+                    self.apply(effects);
+                }
                 Output::Event(event) => self.on_share_event(event),
             }
         }

@@ -213,9 +213,18 @@ pub enum Output<P> {
         /// Piece index.
         piece: u32,
     },
+    /// The link to this peer stopped delivering: we asked it for pieces and nothing came for
+    /// [`STALLED_LINK_MS`], across the timeouts that asked again. Its transport may be wedged
+    /// while the connection looks alive, so close the connection as if it had failed (the
+    /// mesh dials it again, or another provider); the pieces go to other peers meanwhile.
+    Stalled(P),
     /// Tell the application.
     Event(ShareEvent<P>),
 }
+
+/// How long a peer we asked for pieces may send nothing before its link is given up
+/// ([`Output::Stalled`]): two and a half request timeouts.
+pub const STALLED_LINK_MS: u64 = 25_000;
 
 /// Why a request of the owner cannot be carried out.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -841,9 +850,11 @@ impl<P: Ord + Copy> Share<P> {
         out
     }
 
-    /// Time passed: move stalled requests and manifest fetches elsewhere, report speeds.
+    /// Time passed: move stalled requests and manifest fetches elsewhere, give up links that
+    /// stopped delivering, report speeds.
     pub fn tick(&mut self, now: u64) -> Outputs<P> {
         let mut out = Vec::new();
+        let mut stalled = std::collections::BTreeSet::new();
         let ids: Vec<ContentId> = self.downloads.keys().copied().collect();
         for id in ids {
             let Some(download) = self.downloads.get_mut(&id) else {
@@ -865,11 +876,13 @@ impl<P: Ord + Copy> Share<P> {
                         partial.remove(&(piece, peer));
                         send(&mut out, peer, PeerMsg::Cancel { id, piece });
                     }
+                    stalled.extend(selector.stalled(now, STALLED_LINK_MS));
                     self.fill_requests(&mut out, id, now);
                     self.push_progress(&mut out, id, now, true);
                 }
             }
         }
+        out.extend(stalled.into_iter().map(Output::Stalled));
         out
     }
 

@@ -19,11 +19,15 @@ struct Node {
     events: Vec<ShareEvent<u8>>,
     /// Piece-data bytes received, by sender.
     received_from: BTreeMap<u8, u64>,
+    /// Peers reported stalled ([`Output::Stalled`]), with the time.
+    stalled: Vec<(u8, u64)>,
 }
 
 struct Net {
     nodes: BTreeMap<u8, Node>,
     links: BTreeSet<(u8, u8)>,
+    /// Directions (from, to) whose frames are lost: a wedged transport.
+    wedged: BTreeSet<(u8, u8)>,
     queue: VecDeque<(u8, u8, Vec<u8>)>,
     now: u64,
 }
@@ -53,6 +57,7 @@ impl Net {
                     storage: BTreeMap::new(),
                     events: Vec::new(),
                     received_from: BTreeMap::new(),
+                    stalled: Vec::new(),
                 };
                 (*id, node)
             })
@@ -60,6 +65,7 @@ impl Net {
         Self {
             nodes,
             links: BTreeSet::new(),
+            wedged: BTreeSet::new(),
             queue: VecDeque::new(),
             now: 0,
         }
@@ -132,8 +138,11 @@ impl Net {
         while let Some(output) = pending.pop_front() {
             let now = self.now;
             match output {
+                Output::Stalled(peer) => self.node(at).stalled.push((peer, now)),
                 Output::Send { to, frame } => {
-                    if self.links.contains(&(at.min(to), at.max(to))) {
+                    if self.links.contains(&(at.min(to), at.max(to)))
+                        && !self.wedged.contains(&(at, to))
+                    {
                         self.queue.push_back((at, to, frame));
                     }
                 }
@@ -273,6 +282,41 @@ fn a_file_travels_from_a_seeder_to_a_downloader_byte_identical() {
         last.map(|p| (p.received, p.total)),
         Some((300_000, 300_000))
     );
+}
+
+#[test]
+fn a_link_that_stops_delivering_is_reported_stalled_and_a_new_one_finishes_the_file() {
+    let mut net = Net::new(&[1, 2]);
+    net.connect(1, 2);
+    let bytes = data(40 * PS as usize, 3);
+    let id = net.share_file(1, &bytes);
+    net.run(10);
+    net.download(2, id);
+    net.run(60);
+    assert!(net.nodes[&2].received_from.get(&1).is_some_and(|n| *n > 0));
+    // The seeder's frames stop arriving; the downloader's requests time out and are asked
+    // again of its only source, to no avail.
+    net.wedged.insert((1, 2));
+    let wedged_at = net.now;
+    while net.nodes[&2].stalled.is_empty() && net.now < wedged_at + 120_000 {
+        net.run(1_000);
+    }
+    let (peer, at) = net.nodes[&2].stalled[0];
+    assert_eq!(peer, 1);
+    assert!(at >= wedged_at + STALLED_LINK_MS, "{at} after {wedged_at}");
+    assert!(
+        at <= wedged_at + STALLED_LINK_MS + 2_000,
+        "{at} after {wedged_at}"
+    );
+    assert!(!net.completed(2, id));
+    // What the shells do: the connection is closed and made again.
+    net.wedged.clear();
+    net.disconnect(1, 2);
+    net.connect(1, 2);
+    net.run(100_000);
+    assert!(net.completed(2, id));
+    assert_eq!(net.nodes[&2].storage[&id], bytes);
+    assert_eq!(net.nodes[&2].stalled.len(), 1, "reported once");
 }
 
 #[test]
