@@ -1,11 +1,16 @@
-// Temporary: CPU profile of both pages during one Swarm transfer.
+// Where the pages' main threads spend their time during one Swarm transfer: a sampling CPU
+// profile (Chrome DevTools Protocol) of the sender and the receiver, printed as the 30
+// functions with the most self time, in ms per MiB moved. WebAssembly functions appear under
+// their Rust names. Not part of `bench.sh all`: a tool for finding what to speed up.
+//
+// Run through scripts/bench.sh profile [MiB=128].
 import { MiB, openBench } from './common.js';
 
 const size = Number(process.argv[2] || 128) * MiB;
 const bench = await openBench();
 const sender = await bench.page();
 const receiver = await bench.page();
-const room = 'prof';
+const room = 'profile';
 await bench.join(sender, room);
 await bench.join(receiver, room);
 await receiver.waitForFunction(() => window.swarm.peers().length === 1, null, { timeout: 30_000 });
