@@ -152,9 +152,6 @@ pub struct Client {
     provided: BTreeMap<ContentId, Vec<u8>>,
     /// Contents we are downloading, with the tick of the last attempt to reach a provider.
     wanted: BTreeMap<ContentId, u64>,
-    /// Providers we are dialling, and for which content: our offer to each says so, so a
-    /// provider whose connections are full still answers.
-    dialling_for: BTreeMap<PeerId, ContentId>,
     /// Contents looked up with [`Client::find`], and the tick the lookup ends.
     sought: BTreeMap<ContentId, u64>,
     /// Provider records kept for the room, and our own published there.
@@ -188,7 +185,6 @@ impl Client {
             left: false,
             directory: Directory::default(),
             provided: BTreeMap::new(),
-            dialling_for: BTreeMap::new(),
             wanted: BTreeMap::new(),
             sought: BTreeMap::new(),
             dht,
@@ -375,7 +371,13 @@ impl Client {
         if let SignalData::Sdp(description) = &mut data
             && description.kind == SdpType::Offer
         {
-            description.want = self.dialling_for.get(&to).copied();
+            // An offer to a provider of what we download says so, so that it answers even
+            // when its connections are full.
+            description.want = self
+                .wanted
+                .keys()
+                .copied()
+                .find(|id| self.directory.providers(*id).contains(&to));
         }
         if self.server == ServerState::Connected {
             return vec![Effect::ToServer { to, data }];
@@ -650,11 +652,9 @@ impl Client {
             .filter(|peer| self.mesh.knows(*peer))
             .collect();
         for peer in &connecting {
-            let redialled = self.mesh.redial_if_stale(*peer, PROVIDER_RETRY_TICKS * 2);
-            if !redialled.is_empty() {
-                self.dialling_for.insert(*peer, id);
-            }
-            effects.extend(mesh_effects(redialled));
+            effects.extend(mesh_effects(
+                self.mesh.redial_if_stale(*peer, PROVIDER_RETRY_TICKS * 2),
+            ));
         }
         if !connecting.is_empty() {
             return effects;
@@ -670,9 +670,6 @@ impl Client {
         for peer in chosen {
             debug!(%id, provider = %peer, "connecting to a provider");
             if let Some(dialled) = self.mesh.dial_provider(peer) {
-                if !dialled.is_empty() {
-                    self.dialling_for.insert(peer, id);
-                }
                 effects.extend(mesh_effects(dialled));
             }
         }
@@ -696,7 +693,6 @@ impl Client {
             SignalData::Candidate(_) => (false, false),
             SignalData::Busy => {
                 debug!(peer = %from, "our offer was refused: the peer is full");
-                self.dialling_for.remove(&from);
                 return mesh_effects(self.mesh.on_busy(from));
             }
         };
@@ -718,7 +714,6 @@ impl Client {
     /// records (ours and those heard of; in a large room, ours and the structured layer's
     /// it is closer to), so it knows the room's files at once.
     pub fn on_channel_open(&mut self, peer: PeerId) -> Vec<Effect> {
-        self.dialling_for.remove(&peer);
         let mut effects = mesh_effects(self.mesh.on_channel_open(peer));
         if self.mesh.is_open(peer) {
             // In a large room only ours: the others are found in the structured layer, and
@@ -737,7 +732,6 @@ impl Client {
 
     /// The connection to `peer` closed or failed (or could not be created).
     pub fn on_channel_closed(&mut self, peer: PeerId) -> Vec<Effect> {
-        self.dialling_for.remove(&peer);
         let mut effects = mesh_effects(self.mesh.on_channel_closed(peer));
         self.forget_provider(peer, &mut effects);
         effects

@@ -854,7 +854,7 @@ impl<P: Ord + Copy> Share<P> {
     /// stopped delivering, report speeds.
     pub fn tick(&mut self, now: u64) -> Outputs<P> {
         let mut out = Vec::new();
-        let mut stalled = std::collections::BTreeSet::new();
+        let mut stalled = BTreeSet::new();
         let ids: Vec<ContentId> = self.downloads.keys().copied().collect();
         for id in ids {
             let Some(download) = self.downloads.get_mut(&id) else {
