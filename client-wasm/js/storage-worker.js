@@ -6,7 +6,7 @@
 // Requests: {seq, op: 'open', name, size} | {seq, op: 'write', name, offset, data, sha256?} |
 //           {seq, op: 'read', name, offset, len} | {seq, op: 'close', name} |
 //           {seq, op: 'remove', name}
-// Replies:  {seq, ok: true, data?} | {seq, ok: false, error}
+// Replies:  {seq, ok: true, data?, buffer?} | {seq, ok: false, error}
 // A write with `sha256` (32 bytes) hashes `data` first and writes it only if it matches: its
 // reply's `data` says whether it did. (The browser's SHA-256 is many times faster than one
 // compiled to WebAssembly, and here it does not hold up the page.)
@@ -15,7 +15,10 @@
 // up to GATHER bytes or once IDLE_MS pass without the next one: each write to the file costs
 // a round trip to the browser process, so 4 MiB at a time take about half the CPU of 256 KiB
 // at a time. Their replies wait for the write; any other request writes what is gathered
-// first, so replies still come in order and a read sees every write before it.
+// first, so replies still come in order and a read sees every write before it. Pieces are
+// gathered into one buffer kept for the worker's life, and the reply to a write that was
+// stored hands its `data` buffer back (`buffer`, transferred) for the page to fill again:
+// allocating and faulting in fresh memory for every piece cost more than copying it.
 const GATHER = 4 * 1024 * 1024;
 const IDLE_MS = 20;
 const handles = new Map();
@@ -23,6 +26,8 @@ let dir = null;
 /** Gathered writes: {name, offset, length, parts: [Uint8Array], seqs: [seq]}, or null. */
 let gathered = null;
 let idle = null;
+/** Where gathered pieces are put together (allocated once). */
+let gatherBuffer = null;
 
 async function directory() {
   if (!dir) {
@@ -51,7 +56,9 @@ function flush() {
     if (!access) throw new Error(`${name} is not open`);
     let bytes = parts[0];
     if (parts.length > 1) {
-      bytes = new Uint8Array(length);
+      // Several parts are together at most GATHER bytes (see `gather`).
+      gatherBuffer ||= new Uint8Array(GATHER);
+      bytes = gatherBuffer.subarray(0, length);
       let at = 0;
       for (const part of parts) {
         bytes.set(part, at);
@@ -59,7 +66,10 @@ function flush() {
       }
     }
     writeAll(access, bytes, offset);
-    for (const seq of seqs) self.postMessage({ seq, ok: true, data: true });
+    seqs.forEach((seq, i) => {
+      const buffer = parts[i].buffer;
+      self.postMessage({ seq, ok: true, data: true, buffer }, [buffer]);
+    });
   } catch (err) {
     for (const seq of seqs) self.postMessage({ seq, ok: false, error: `${err.name}: ${err.message}` });
   }

@@ -1,7 +1,8 @@
 // Where the pages' main threads spend their time during one Swarm transfer: a sampling CPU
 // profile (Chrome DevTools Protocol) of the sender and the receiver, printed as the 30
 // functions with the most self time, in ms per MiB moved. WebAssembly functions appear under
-// their Rust names. Not part of `bench.sh all`: a tool for finding what to speed up.
+// their Rust names. Also counts the data-channel messages each page sends, by peer-protocol
+// tag. Not part of `bench.sh all`: a tool for finding what to speed up.
 //
 // Run through scripts/bench.sh profile [MiB=128].
 import { MiB, openBench } from './common.js';
@@ -11,6 +12,20 @@ const bench = await openBench();
 const sender = await bench.page();
 const receiver = await bench.page();
 const room = 'profile';
+// Count every data-channel message each page sends, by its first byte (the frame's tag).
+for (const p of [sender, receiver]) {
+  await p.evaluate(() => {
+    window.sentByTag = {};
+    const send = RTCDataChannel.prototype.send;
+    RTCDataChannel.prototype.send = function (data) {
+      const tag = typeof data === 'string' ? 'text' : `0x${new Uint8Array(data.buffer || data, data.byteOffset || 0, 1)[0].toString(16).padStart(2, '0')}`;
+      const entry = (window.sentByTag[tag] ||= { messages: 0, bytes: 0 });
+      entry.messages += 1;
+      entry.bytes += data.byteLength ?? data.length;
+      return send.call(this, data);
+    };
+  });
+}
 await bench.join(sender, room);
 await bench.join(receiver, room);
 await receiver.waitForFunction(() => window.swarm.peers().length === 1, null, { timeout: 30_000 });
@@ -30,6 +45,11 @@ const result = await receiver.evaluate(async (id) => {
   return { bytes: blob.size, ms: performance.now() - started };
 }, id);
 console.log(`${(result.bytes / MiB / (result.ms / 1000)).toFixed(1)} MiB/s`);
+for (const [name, p] of [['sender', sender], ['receiver', receiver]]) {
+  const counts = await p.evaluate(() => window.sentByTag);
+  const line = Object.entries(counts).sort().map(([tag, c]) => `${tag}: ${(c.messages / (size / MiB)).toFixed(2)} messages per MiB`).join(', ');
+  console.log(`${name} sent: ${line}`);
+}
 for (const [name, cdp] of [['sender', cdps[0]], ['receiver', cdps[1]]]) {
   const { profile } = await cdp.send('Profiler.stop');
   const byId = new Map(profile.nodes.map((n) => [n.id, n]));

@@ -18,6 +18,7 @@
 //! elsewhere. A download announces itself as soon as it has the manifest, so every downloader
 //! serves the pieces it has to everyone else.
 
+mod ranges;
 mod rate;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -25,7 +26,9 @@ use std::ops::Range;
 
 pub use rate::RateMeter;
 use swarm_protocol::content::{MAX_PIECES, Manifest};
-use swarm_protocol::wire::{CHUNK_LEN, MANIFEST_CHUNK_LEN, PEER_PROTOCOL_VERSION};
+use swarm_protocol::wire::{
+    CHUNK_LEN, CHUNKS_SINCE_VERSION, ChunksWriter, MANIFEST_CHUNK_LEN, PEER_PROTOCOL_VERSION,
+};
 use swarm_protocol::{ContentId, PeerMsg};
 
 use crate::bitfield::Bitfield;
@@ -267,7 +270,7 @@ struct ManifestFetch<P> {
 #[derive(Debug)]
 struct Partial {
     buf: Vec<u8>,
-    received: u32,
+    received: ranges::Ranges,
 }
 
 #[derive(Debug)]
@@ -300,6 +303,36 @@ struct PeerState {
     reading: Vec<(ContentId, u32)>,
     /// Pieces read and handed to the owner to send, not yet reported drained.
     queued: Vec<(ContentId, u32)>,
+    /// A `chunks` frame not yet full, held back while more pieces for this peer are on
+    /// their way, so the end of one piece and the start of the next share a frame.
+    packing: Option<ChunksWriter>,
+    /// Contents with pieces stored since this peer, which holds all of them, was last told:
+    /// it needs none of them, so instead of a `have` per piece it gets one `bitfield` per
+    /// [`Share::tick`] (for its view of who holds what).
+    untold: BTreeSet<ContentId>,
+}
+
+impl PeerState {
+    /// Whether it reads [`PeerMsg::Chunks`] frames.
+    fn reads_chunks(&self) -> bool {
+        self.version.is_some_and(|v| v >= CHUNKS_SINCE_VERSION)
+    }
+
+    /// Whether another piece for this peer will be handed over (one is being read, or
+    /// waits to be read).
+    fn more_coming(&self) -> bool {
+        !self.reading.is_empty() || !self.serving.is_empty()
+    }
+
+    /// Sends the held `chunks` frame, if any.
+    fn flush<P: Copy>(&mut self, out: &mut Outputs<P>, to: P) {
+        if let Some(writer) = self.packing.take().filter(|w| !w.is_empty()) {
+            out.push(Output::Send {
+                to,
+                frame: writer.finish(),
+            });
+        }
+    }
 }
 
 /// Pieces read ahead for one peer: at most this many are being read or waiting in the send
@@ -325,6 +358,47 @@ fn send<P>(out: &mut Outputs<P>, to: P, msg: PeerMsg<'_>) {
         to,
         frame: msg.encode(),
     });
+}
+
+/// Adds `data`, piece `piece` of `id`, to the `chunks` frames for `to`: continues the held
+/// frame, sends every frame that fills, and holds the last one if it has room left. Returns
+/// how many frames it sent.
+fn pack_chunks<P: Copy>(
+    out: &mut Outputs<P>,
+    to: P,
+    state: &mut PeerState,
+    id: ContentId,
+    piece: u32,
+    data: &[u8],
+) -> usize {
+    let mut sent = 0;
+    let mut at = 0;
+    while at < data.len() {
+        let mut writer = match state.packing.take() {
+            Some(w) if w.id() == id => w,
+            Some(other) => {
+                out.push(Output::Send {
+                    to,
+                    frame: other.finish(),
+                });
+                sent += 1;
+                ChunksWriter::new(id)
+            }
+            None => ChunksWriter::new(id),
+        };
+        // `at` < piece length, which fits in u32.
+        at += writer.push(piece, at as u32, &data[at..]);
+        if writer.room() == 0 {
+            out.push(Output::Send {
+                to,
+                frame: writer.finish(),
+            });
+            sent += 1;
+        } else {
+            state.packing = Some(writer);
+        }
+    }
+    sent
 }
 
 impl<P: Ord + Copy> Share<P> {
@@ -704,6 +778,19 @@ impl<P: Ord + Copy> Share<P> {
                 self.on_manifest_part(&mut out, peer, id, offset, total, data, now);
             }
             PeerMsg::NotFound { id } => self.drop_source(&mut out, id, peer, now),
+            PeerMsg::Chunks { id, segments } => {
+                for chunk in segments.iter() {
+                    self.on_chunk(
+                        &mut out,
+                        peer,
+                        id,
+                        chunk.piece,
+                        chunk.offset,
+                        chunk.data,
+                        now,
+                    );
+                }
+            }
         }
         out
     }
@@ -730,6 +817,15 @@ impl<P: Ord + Copy> Share<P> {
         } else {
             data
         };
+        if state.reads_chunks() {
+            let sent = pack_chunks(&mut out, to, state, id, piece, data);
+            // Held only while another piece will follow and this one gave the send queue
+            // something, whose draining starts the next read: nothing waits forever.
+            if sent == 0 || !state.more_coming() {
+                state.flush(&mut out, to);
+            }
+            return out;
+        }
         for (n, chunk) in data.chunks(CHUNK_LEN as usize).enumerate() {
             // n * CHUNK_LEN < piece length, which fits in u32.
             let offset = n as u32 * CHUNK_LEN;
@@ -770,14 +866,15 @@ impl<P: Ord + Copy> Share<P> {
     }
 
     /// Starts reading requested pieces for `peer` while fewer than [`UPLOAD_PIECES_AHEAD`]
-    /// are being read or waiting to be sent.
+    /// are being read or waiting to be sent; sends the held `chunks` frame when no other
+    /// piece will follow it.
     fn start_reads(&mut self, out: &mut Outputs<P>, peer: P) {
         let Some(state) = self.peers.get_mut(&peer) else {
             return;
         };
         while state.reading.len() + state.queued.len() < UPLOAD_PIECES_AHEAD {
             let Some((id, piece)) = state.serving.pop_front() else {
-                return;
+                break;
             };
             // It may have been dropped since it was requested.
             let Some(local) = self.local.get(&id).filter(|l| l.stored.get(piece)) else {
@@ -792,6 +889,9 @@ impl<P: Ord + Copy> Share<P> {
                 offset: local.manifest.piece_offset(piece),
                 len: local.manifest.piece_len(piece),
             });
+        }
+        if !state.more_coming() {
+            state.flush(out, peer);
         }
     }
 
@@ -836,8 +936,17 @@ impl<P: Ord + Copy> Share<P> {
         if !local.stored.set(piece) {
             return out;
         }
-        for peer in self.peers.keys() {
-            send(&mut out, *peer, PeerMsg::Have { id, piece });
+        let sources = self.offers.get(&id).map(|o| &o.sources);
+        let pieces = local.manifest.piece_count();
+        for (peer, state) in &mut self.peers {
+            let holds_all = sources
+                .and_then(|s| s.get(peer))
+                .is_some_and(|raw| holds_all(raw, pieces));
+            if holds_all {
+                state.untold.insert(id);
+            } else {
+                send(&mut out, *peer, PeerMsg::Have { id, piece });
+            }
         }
         if local.stored.is_complete() && self.downloads.contains_key(&id) {
             if let Some(mut progress) = self.progress(id, now) {
@@ -883,6 +992,14 @@ impl<P: Ord + Copy> Share<P> {
             }
         }
         out.extend(stalled.into_iter().map(Output::Stalled));
+        for (peer, state) in &mut self.peers {
+            for id in std::mem::take(&mut state.untold) {
+                if let Some(local) = self.local.get(&id) {
+                    let bits = local.stored.as_bytes();
+                    send(&mut out, *peer, PeerMsg::Bitfield { id, bits });
+                }
+            }
+        }
         out
     }
 
@@ -1151,11 +1268,12 @@ impl<P: Ord + Copy> Share<P> {
         selector.on_progress(peer, piece, now);
         let part = partial.entry((piece, peer)).or_insert_with(|| Partial {
             buf: vec![0; len as usize],
-            received: 0,
+            received: ranges::Ranges::default(),
         });
         part.buf[offset as usize..end].copy_from_slice(data);
-        part.received += data.len() as u32;
-        if part.received < len {
+        // `end` <= piece length, which fits in u32.
+        part.received.add(offset, end as u32);
+        if !part.received.covers(len) {
             return;
         }
         let Some(part) = partial.remove(&(piece, peer)) else {
@@ -1422,6 +1540,14 @@ fn announce<P: Copy>(out: &mut Outputs<P>, peer: P, id: ContentId, local: &Local
             bits: local.stored.as_bytes(),
         },
     );
+}
+
+/// Whether packed bits gathered from `Bitfield` and `Have` messages have all of `n` pieces.
+fn holds_all(raw: &[u8], n: u32) -> bool {
+    let (whole, rest) = ((n / 8) as usize, n % 8);
+    raw.len() >= whole + usize::from(rest > 0)
+        && raw[..whole].iter().all(|b| *b == 0xff)
+        && (rest == 0 || raw[whole] & (0xff << (8 - rest)) == 0xff << (8 - rest))
 }
 
 /// Reads packed bits gathered from `Bitfield` and `Have` messages as a bitfield of `n` pieces.

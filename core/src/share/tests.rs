@@ -30,6 +30,10 @@ struct Net {
     wedged: BTreeSet<(u8, u8)>,
     queue: VecDeque<(u8, u8, Vec<u8>)>,
     now: u64,
+    /// Frames delivered, by (from, to, tag).
+    delivered: BTreeMap<(u8, u8, u8), usize>,
+    /// Every frame of piece data is delivered twice.
+    duplicate_chunks: bool,
 }
 
 fn data(len: usize, salt: u8) -> Vec<u8> {
@@ -68,6 +72,8 @@ impl Net {
             wedged: BTreeSet::new(),
             queue: VecDeque::new(),
             now: 0,
+            delivered: BTreeMap::new(),
+            duplicate_chunks: false,
         }
     }
 
@@ -115,7 +121,13 @@ impl Net {
     }
 
     fn share_file(&mut self, id: u8, bytes: &[u8]) -> ContentId {
-        let (content, manifest) = manifest_of("file.bin", "application/octet-stream", PS, bytes);
+        self.share_file_in(id, bytes, PS)
+    }
+
+    /// Shares `bytes` in pieces of `piece_size`.
+    fn share_file_in(&mut self, id: u8, bytes: &[u8], piece_size: u32) -> ContentId {
+        let (content, manifest) =
+            manifest_of("file.bin", "application/octet-stream", piece_size, bytes);
         let node = self.node(id);
         node.storage.insert(content, bytes.to_vec());
         let out = node.share.share(content, manifest);
@@ -143,6 +155,9 @@ impl Net {
                     if self.links.contains(&(at.min(to), at.max(to)))
                         && !self.wedged.contains(&(at, to))
                     {
+                        if self.duplicate_chunks && matches!(frame[0], 0x07 | 0x0e) {
+                            self.queue.push_back((at, to, frame.clone()));
+                        }
                         self.queue.push_back((at, to, frame));
                     }
                 }
@@ -210,12 +225,18 @@ impl Net {
             };
             self.now += 1;
             let now = self.now;
+            *self.delivered.entry((from, to, frame[0])).or_default() += 1;
             let Ok(BinaryFrame::Peer(msg)) = decode_binary(&frame) else {
                 panic!("undecodable frame");
             };
             let node = self.node(to);
-            if let PeerMsg::Piece { data, .. } = msg {
-                *node.received_from.entry(from).or_default() += data.len() as u64;
+            let piece_bytes = match msg {
+                PeerMsg::Piece { data, .. } => data.len(),
+                PeerMsg::Chunks { segments, .. } => segments.iter().map(|s| s.data.len()).sum(),
+                _ => 0,
+            };
+            if piece_bytes > 0 {
+                *node.received_from.entry(from).or_default() += piece_bytes as u64;
             }
             let out = node.share.on_message(from, msg, now);
             self.apply(to, out);
@@ -460,6 +481,61 @@ fn a_downloader_serves_others_after_the_seeder_is_gone() {
 }
 
 #[test]
+fn a_chunk_that_arrives_twice_is_counted_once() {
+    // Stale chunks of an earlier request for the same piece can arrive after it was asked
+    // again; counted twice, they made a piece look complete with bytes missing, and the
+    // honest seeder was dropped for a failed hash.
+    let mut net = Net::new(&[1, 2]);
+    net.duplicate_chunks = true;
+    net.connect(1, 2);
+    // Pieces larger than a frame, so most frames hold part of a piece.
+    let bytes = data(6 * BIG_PS as usize + 100, 9);
+    let id = net.share_file_in(1, &bytes, BIG_PS);
+    net.run(20);
+    net.download(2, id);
+    net.run(100_000);
+    assert!(net.completed(2, id));
+    assert_eq!(net.nodes[&2].storage[&id], bytes);
+    assert!(net.bad_peers(2).is_empty());
+}
+
+#[test]
+fn a_peer_that_holds_everything_gets_one_bitfield_per_tick_instead_of_haves() {
+    const HAVE: u8 = 0x04;
+    const BITFIELD: u8 = 0x03;
+    let mut net = Net::new(&[1, 2, 3]);
+    net.connect(1, 2);
+    net.connect(2, 3);
+    let bytes = data(40 * PS as usize, 5);
+    let id = net.share_file(1, &bytes);
+    net.run(20);
+    net.download(2, id);
+    net.run(100_000);
+    assert!(net.completed(2, id));
+    // The seeder was told of the downloader's 40 pieces in a few bitfields, not 40 haves,
+    // and knows it holds them all; peer 3, which holds nothing, got a have for each.
+    assert_eq!(net.delivered.get(&(2, 1, HAVE)), None);
+    let bitfields = net.delivered[&(2, 1, BITFIELD)];
+    assert!((2..40).contains(&bitfields), "{bitfields} bitfields");
+    let seen = net.nodes[&1].share.source_pieces(id);
+    assert_eq!(seen.len(), 1);
+    assert!(seen[0].1.is_complete());
+    assert_eq!(net.delivered[&(2, 3, HAVE)], 40);
+}
+
+#[test]
+fn holding_everything_is_read_from_packed_bits() {
+    assert!(holds_all(&[], 0));
+    assert!(holds_all(&[0xff], 8));
+    assert!(!holds_all(&[0xff], 9));
+    assert!(holds_all(&[0xff, 0x80], 9));
+    assert!(!holds_all(&[0xff, 0x40], 9));
+    assert!(holds_all(&[0xff, 0xfe], 15));
+    assert!(!holds_all(&[0xff, 0xfc], 15));
+    assert!(!holds_all(&[0x7f], 3));
+}
+
+#[test]
 fn a_partial_downloader_already_serves_the_pieces_it_has() {
     let mut net = Net::new(&[1, 2, 3]);
     net.connect(1, 2);
@@ -606,6 +682,133 @@ fn a_seeder_reads_only_a_couple_of_pieces_ahead_per_peer() {
         }
     }
     assert_eq!(read_pieces, vec![2, 3, 4]);
+}
+
+/// A seeder of a 1 MiB file of 256 KiB pieces, peer 7 connected and said hello with
+/// `version`.
+fn seeder_for(version: u8) -> (Share<u8>, ContentId, Vec<u8>) {
+    let mut share: Share<u8> = Share::new(ShareConfig::default(), 1);
+    let bytes = data(4 * BIG_PS as usize, 1);
+    let (id, manifest) = manifest_of("f", "", BIG_PS, &bytes);
+    share.share(id, manifest);
+    share.add_peer(7);
+    share.on_message(7, PeerMsg::Hello { version }, 0);
+    (share, id, bytes)
+}
+
+const BIG_PS: u32 = 256 * 1024;
+
+/// Peer 7 asks for every piece; the seeder reads each when told and the send queue drains
+/// at once. Returns the frames sent, in order.
+fn serve_all(share: &mut Share<u8>, id: ContentId, bytes: &[u8]) -> Vec<Vec<u8>> {
+    let mut frames = Vec::new();
+    let mut reads = VecDeque::new();
+    let mut take = |out: Vec<Output<u8>>, reads: &mut VecDeque<u32>| {
+        for o in out {
+            match o {
+                Output::Send { frame, .. } => frames.push(frame),
+                Output::ReadPiece { piece, .. } => reads.push_back(piece),
+                _ => {}
+            }
+        }
+    };
+    for piece in 0..4 {
+        take(
+            share.on_message(7, PeerMsg::Request { id, piece }, 0),
+            &mut reads,
+        );
+    }
+    while !reads.is_empty() {
+        while let Some(piece) = reads.pop_front() {
+            let data = &bytes[(piece * BIG_PS) as usize..][..BIG_PS as usize];
+            take(share.piece_read(7, id, piece, data), &mut reads);
+        }
+        take(share.upload_drained(7), &mut reads);
+    }
+    frames
+}
+
+/// The file put back together from piece frames (either kind).
+fn reassemble(frames: &[Vec<u8>], len: usize) -> Vec<u8> {
+    let mut file = vec![0u8; len];
+    let mut put = |piece: u32, offset: u32, data: &[u8]| {
+        let at = (piece * BIG_PS + offset) as usize;
+        file[at..at + data.len()].copy_from_slice(data);
+    };
+    for frame in frames {
+        assert!(frame.len() <= swarm_protocol::wire::MAX_FRAME_LEN);
+        match decode_binary(frame) {
+            Ok(BinaryFrame::Peer(PeerMsg::Piece {
+                piece,
+                offset,
+                data,
+                ..
+            })) => put(piece, offset, data),
+            Ok(BinaryFrame::Peer(PeerMsg::Chunks { segments, .. })) => {
+                for s in segments.iter() {
+                    put(s.piece, s.offset, s.data);
+                }
+            }
+            other => panic!("not piece data: {other:?}"),
+        }
+    }
+    file
+}
+
+#[test]
+fn pieces_to_a_version_2_peer_share_frames() {
+    let (mut share, id, bytes) = seeder_for(PEER_PROTOCOL_VERSION);
+    let frames = serve_all(&mut share, id, &bytes);
+    // 1 MiB in frames of at most 64 KiB, the end of each piece sharing a frame with the
+    // start of the next: 17 frames (16 full ones cannot hold the headers too), not 20.
+    assert_eq!(frames.len(), 17);
+    assert!(frames[..16].iter().all(|f| f.len() == 64 * 1024));
+    assert_eq!(reassemble(&frames, bytes.len()), bytes);
+}
+
+#[test]
+fn pieces_to_a_version_1_peer_travel_as_piece_frames() {
+    let (mut share, id, bytes) = seeder_for(1);
+    let frames = serve_all(&mut share, id, &bytes);
+    assert_eq!(frames.len(), 20, "five frames per 256 KiB piece");
+    assert!(frames.iter().all(|f| f[0] == 0x07));
+    assert_eq!(reassemble(&frames, bytes.len()), bytes);
+}
+
+#[test]
+fn a_held_frame_goes_out_when_no_other_piece_will_follow() {
+    let (mut share, id, bytes) = seeder_for(PEER_PROTOCOL_VERSION);
+    for piece in 0..2 {
+        share.on_message(7, PeerMsg::Request { id, piece }, 0);
+    }
+    let piece = |p: u32| &bytes[(p * BIG_PS) as usize..][..BIG_PS as usize];
+    let sent = |out: &[Output<u8>]| {
+        out.iter()
+            .filter_map(|o| match o {
+                Output::Send { frame, .. } => Some(frame.clone()),
+                _ => None,
+            })
+            .collect::<Vec<_>>()
+    };
+    // Piece 1 is being read: the end of piece 0 waits for it.
+    let first = sent(&share.piece_read(7, id, 0, piece(0)));
+    assert_eq!(first.len(), 4);
+    // Piece 1 is cancelled while it is read: the end of piece 0 goes out alone.
+    let flushed = sent(&share.on_message(7, PeerMsg::Cancel { id, piece: 1 }, 0));
+    assert_eq!(flushed.len(), 1);
+    let frames: Vec<Vec<u8>> = first.into_iter().chain(flushed).collect();
+    assert_eq!(
+        reassemble(&frames, bytes.len())[..BIG_PS as usize],
+        *piece(0)
+    );
+    assert!(sent(&share.piece_read(7, id, 1, piece(1))).is_empty());
+    // The last piece asked for is never held back.
+    share.on_message(7, PeerMsg::Request { id, piece: 3 }, 0);
+    share.upload_drained(7);
+    let last = sent(&share.piece_read(7, id, 3, piece(3)));
+    assert_eq!(last.len(), 5);
+    let total: usize = last.iter().map(Vec::len).sum();
+    assert!(total > BIG_PS as usize);
 }
 
 #[test]
