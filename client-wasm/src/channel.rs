@@ -192,16 +192,13 @@ fn pump(
     let mut sent = false;
     while channel.buffered_amount() < HIGH_WATER {
         let Some(len) = queue.borrow().front().map(Vec::len) else {
-            if sent {
-                drained();
-            }
-            return;
+            break;
         };
         if !cap.take(len) {
             return; // the session's tick pumps again
         }
         let Some(frame) = queue.borrow_mut().pop_front() else {
-            return;
+            break;
         };
         if let Err(err) = channel.send_with_u8_array(&frame) {
             warn!(error = %describe(&err), "a data channel refused a frame");
@@ -209,6 +206,11 @@ fn pump(
             return;
         }
         sent = true;
+    }
+    // Also when the last frame filled the buffer: no later pump would find anything to send,
+    // so this is the only time to tell.
+    if sent && queue.borrow().is_empty() {
+        drained();
     }
 }
 

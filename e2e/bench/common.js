@@ -1,5 +1,7 @@
 // Shared by the benchmarks: a browser, a signal-server, and pages that join rooms.
-import { readFileSync, readdirSync } from 'node:fs';
+import { chmodSync, mkdtempSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { chromium } from 'playwright';
 import { startServer } from '../tests/harness.js';
 import config from '../playwright.config.js';
@@ -42,14 +44,32 @@ export function formatCpu(byType) {
   return `${parts.join(', ')} (total ${total.toFixed(1)})`;
 }
 
-export async function openBench() {
-  const browser = await chromium.launch(config.use.launchOptions);
+/** Chromium's launch options, its processes bound to CPU `cpu` (with `taskset`). */
+function pinnedLaunchOptions(cpu) {
+  const options = config.use.launchOptions;
+  const wrapper = join(mkdtempSync(join(tmpdir(), 'bench-chromium-')), 'chromium');
+  writeFileSync(wrapper, `#!/bin/sh\nexec taskset -c ${cpu} ${options.executablePath} "$@"\n`);
+  chmodSync(wrapper, 0o755);
+  return { ...options, executablePath: wrapper };
+}
+
+/**
+ * A signal-server and Chromium for a benchmark. With `{ pinned: true }`, two Chromiums of the
+ * same build instead of one, each bound to a CPU of its own (0 and 1): `page(0)` opens a page
+ * in the first, `page(1)` in the second, so two peers each have a core as if they were on two
+ * machines, and neither pays for the other's work.
+ */
+export async function openBench({ pinned = false } = {}) {
+  const browsers = pinned
+    ? await Promise.all([0, 1].map((cpu) => chromium.launch(pinnedLaunchOptions(cpu))))
+    : [await chromium.launch(config.use.launchOptions)];
   const server = await startServer();
   return {
     /** The server's URL (`http://127.0.0.1:PORT`). */
     serverUrl: server.url,
-    /** A fresh page (its own context) on the server's origin. */
-    async page() {
+    /** A fresh page (its own context) on the server's origin, in browser `which` when pinned. */
+    async page(which = 0) {
+      const browser = browsers[which % browsers.length];
       const context = await browser.newContext();
       const p = await context.newPage();
       await p.goto(`${server.url}/`);
@@ -75,7 +95,7 @@ export async function openBench() {
     },
     async close() {
       await server.stop();
-      await browser.close();
+      await Promise.all(browsers.map((b) => b.close()));
     },
   };
 }

@@ -3,8 +3,12 @@
 // Reports CPU per MiB by Chromium process type for each; after the timed rounds, samples the
 // receiver's JS heap and the browser's memory in one more transfer of each kind.
 //
+// Two layouts (the third argument): `shared` (the default), both pages in one Chromium
+// sharing the machine's two cores; `pinned`, the sender in one Chromium bound to core 0 and
+// the receiver in another bound to core 1, as if each peer had a machine (a core) of its own.
+//
 // Run through scripts/bench.sh (it builds, and runs this inside a network namespace).
-// Usage: node bench/throughput.js [MiB=512] [rounds=2]
+// Usage: node bench/throughput.js [MiB=512] [rounds=2] [shared|pinned]
 import { execFileSync } from 'node:child_process';
 import { MiB, chromiumCpu, cpuPerMiB, formatCpu, openBench } from './common.js';
 
@@ -47,9 +51,13 @@ async function sampleMemory(receiver) {
 
 const size = Number(process.argv[2] || 512) * MiB;
 const rounds = Number(process.argv[3] || 2);
+const layout = process.argv[4] || 'shared';
+if (!['shared', 'pinned'].includes(layout)) throw new Error(`unknown layout ${layout} (shared, pinned)`);
 
-const bench = await openBench();
-const page = () => bench.page();
+const bench = await openBench({ pinned: layout === 'pinned' });
+let opened = 0;
+/** Pages alternate sender, receiver (browser 0, browser 1 when pinned). */
+const page = () => bench.page(opened++ % 2);
 
 /** Raw RTCDataChannel: 64 KiB messages with back-pressure, SDP relayed by this script. */
 async function raw(sender, receiver, sample = false) {
@@ -151,5 +159,5 @@ console.log(`memory: receiver peak JS heap ${(memory.peakHeap / MiB).toFixed(1)}
 const mean = (k) => rows.reduce((a, r) => a + r[k], 0) / rows.length;
 console.log(`\n| file | raw RTCDataChannel | Swarm | ratio | CPU per MiB: raw / Swarm | receiver peak JS heap |`);
 console.log(`|---|---|---|---|---|---|`);
-console.log(`| ${size / MiB} MiB (mean of ${rows.length}) | ${mean('raw').toFixed(1)} MiB/s | ${mean('swarm').toFixed(1)} MiB/s | ${mean('ratio').toFixed(2)} | ${mean('rawCpu').toFixed(1)} / ${mean('swarmCpu').toFixed(1)} ms (${(mean('swarmCpu') / mean('rawCpu')).toFixed(2)}) | ${(memory.peakHeap / MiB).toFixed(1)} MiB |`);
+console.log(`| ${size / MiB} MiB, ${layout} (mean of ${rows.length}) | ${mean('raw').toFixed(1)} MiB/s | ${mean('swarm').toFixed(1)} MiB/s | ${mean('ratio').toFixed(2)} | ${mean('rawCpu').toFixed(1)} / ${mean('swarmCpu').toFixed(1)} ms (${(mean('swarmCpu') / mean('rawCpu')).toFixed(2)}) | ${(memory.peakHeap / MiB).toFixed(1)} MiB |`);
 await bench.close();
