@@ -1,5 +1,5 @@
 // Shared by the benchmarks: a browser, a signal-server, and pages that join rooms.
-import { chmodSync, mkdtempSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { chromium } from 'playwright';
@@ -44,10 +44,11 @@ export function formatCpu(byType) {
   return `${parts.join(', ')} (total ${total.toFixed(1)})`;
 }
 
-/** Chromium's launch options, its processes bound to CPU `cpu` (with `taskset`). */
-function pinnedLaunchOptions(cpu) {
+/** Chromium's launch options, its processes bound to CPU `cpu` (with `taskset`) by a
+ *  wrapper script written into `dir`. */
+function pinnedLaunchOptions(cpu, dir) {
   const options = config.use.launchOptions;
-  const wrapper = join(mkdtempSync(join(tmpdir(), 'bench-chromium-')), 'chromium');
+  const wrapper = join(dir, `chromium-${cpu}`);
   writeFileSync(wrapper, `#!/bin/sh\nexec taskset -c ${cpu} ${options.executablePath} "$@"\n`);
   chmodSync(wrapper, 0o755);
   return { ...options, executablePath: wrapper };
@@ -60,8 +61,9 @@ function pinnedLaunchOptions(cpu) {
  * machines, and neither pays for the other's work.
  */
 export async function openBench({ pinned = false } = {}) {
+  const wrappers = pinned ? mkdtempSync(join(tmpdir(), 'bench-chromium-')) : null;
   const browsers = pinned
-    ? await Promise.all([0, 1].map((cpu) => chromium.launch(pinnedLaunchOptions(cpu))))
+    ? await Promise.all([0, 1].map((cpu) => chromium.launch(pinnedLaunchOptions(cpu, wrappers))))
     : [await chromium.launch(config.use.launchOptions)];
   const server = await startServer();
   return {
@@ -96,6 +98,7 @@ export async function openBench({ pinned = false } = {}) {
     async close() {
       await server.stop();
       await Promise.all(browsers.map((b) => b.close()));
+      if (wrappers) rmSync(wrappers, { recursive: true, force: true });
     },
   };
 }

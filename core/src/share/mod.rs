@@ -374,28 +374,17 @@ fn pack_chunks<P: Copy>(
     let mut sent = 0;
     let mut at = 0;
     while at < data.len() {
-        let mut writer = match state.packing.take() {
-            Some(w) if w.id() == id => w,
-            Some(other) => {
-                out.push(Output::Send {
-                    to,
-                    frame: other.finish(),
-                });
-                sent += 1;
-                ChunksWriter::new(id)
-            }
-            None => ChunksWriter::new(id),
-        };
+        // A held frame of another content goes first: one frame holds chunks of one content.
+        if state.packing.as_ref().is_some_and(|w| w.id() != id) {
+            state.flush(out, to);
+            sent += 1;
+        }
+        let writer = state.packing.get_or_insert_with(|| ChunksWriter::new(id));
         // `at` < piece length, which fits in u32.
         at += writer.push(piece, at as u32, &data[at..]);
         if writer.room() == 0 {
-            out.push(Output::Send {
-                to,
-                frame: writer.finish(),
-            });
+            state.flush(out, to);
             sent += 1;
-        } else {
-            state.packing = Some(writer);
         }
     }
     sent
