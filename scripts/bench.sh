@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Benchmarks (not tests), each side by side in one run; results are recorded in BENCHMARKS.md.
 #   scripts/bench.sh                      all benchmarks with their defaults
-#   scripts/bench.sh throughput [MiB] [rounds] [shared|pinned]
+#   scripts/bench.sh throughput [MiB] [rounds] [shared|pinned|incognito]
 #                                                Swarm vs a raw RTCDataChannel, receiver JS heap;
 #                                                pinned: each page in its own Chromium on a core of its own
 #   scripts/bench.sh scaling [MiB] [cap MiB/s]   1 downloader, N = 1, 2, 4 capped seeders

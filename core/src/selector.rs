@@ -23,7 +23,7 @@
 //! - **Priority**: an optional window of pieces (the playhead of a stream) is served before
 //!   rarity counts.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::ops::Range;
 
 use crate::bitfield::Bitfield;
@@ -31,8 +31,17 @@ use crate::bitfield::Bitfield;
 /// Tuning of a [`PieceSelector`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SelectorConfig {
-    /// Requests outstanding per peer.
+    /// Requests outstanding per peer, at least.
     pub pipeline: usize,
+    /// Requests outstanding per peer, at most.
+    pub pipeline_max: usize,
+    /// A peer that delivers fast gets as many requests outstanding as it delivered pieces in
+    /// this long (within `pipeline..=pipeline_max`). Then the sender always has a next piece
+    /// waiting when it sends one, even with a full channel buffer and more on the wire, and
+    /// packs the end of one piece and the start of the next into one frame, while a slow peer
+    /// is not asked for more than it sends in seconds (a seek in a stream would wait behind
+    /// it).
+    pub pipeline_ms: u64,
     /// A request without data for this long is moved elsewhere.
     pub request_timeout_ms: u64,
     /// Most peers asked for the same piece in the end game.
@@ -43,6 +52,8 @@ impl Default for SelectorConfig {
     fn default() -> Self {
         Self {
             pipeline: 6,
+            pipeline_max: 16,
+            pipeline_ms: 150,
             request_timeout_ms: 10_000,
             endgame_duplicates: 3,
         }
@@ -68,7 +79,14 @@ struct PeerPieces {
     /// Since when we have been waiting for data from this peer: its last data, or the first
     /// request after it had none. `None` while nothing is asked of it. A timeout keeps it.
     waiting_since: Option<u64>,
+    /// When its pieces of the last [`DELIVERY_WINDOW_MS`] were done, oldest first.
+    delivered: VecDeque<u64>,
+    /// Requests it may have outstanding, from how fast it delivers.
+    depth: usize,
 }
+
+/// How far back a peer's deliveries count towards its pipeline depth.
+const DELIVERY_WINDOW_MS: u64 = 1_000;
 
 /// Chooses pieces for one download.
 #[derive(Debug)]
@@ -171,6 +189,8 @@ impl<P: Ord + Copy> PieceSelector<P> {
                 slow: false,
                 last: None,
                 waiting_since: None,
+                delivered: VecDeque::new(),
+                depth: self.config.pipeline,
             },
         );
     }
@@ -251,11 +271,24 @@ impl<P: Ord + Copy> PieceSelector<P> {
             .collect()
     }
 
-    /// `piece` from `peer` verified and is stored. Returns the duplicate requests (end game)
-    /// to cancel. Returns nothing new if we already had it.
-    pub fn on_piece_done(&mut self, peer: P, piece: u32) -> Vec<(P, u32)> {
+    /// `piece` from `peer` arrived whole at `now` (and verified, or is being checked).
+    /// Returns the duplicate requests (end game) to cancel. Returns nothing new if we already
+    /// had it.
+    pub fn on_piece_done(&mut self, peer: P, piece: u32, now: u64) -> Vec<(P, u32)> {
+        let config = self.config;
         if let Some(state) = self.peers.get_mut(&peer) {
             state.slow = false;
+            state.delivered.push_back(now);
+            while state
+                .delivered
+                .front()
+                .is_some_and(|at| at + DELIVERY_WINDOW_MS <= now)
+            {
+                state.delivered.pop_front();
+            }
+            let per_window = state.delivered.len() as u64 * config.pipeline_ms;
+            let depth = per_window.div_ceil(DELIVERY_WINDOW_MS) as usize;
+            state.depth = depth.clamp(config.pipeline, config.pipeline_max.max(config.pipeline));
         }
         self.drop_request(peer, piece);
         if !self.have.set(piece) {
@@ -311,6 +344,13 @@ impl<P: Ord + Copy> PieceSelector<P> {
         expired
     }
 
+    /// How many requests `peer` may have outstanding now (from how fast it delivers).
+    pub fn depth(&self, peer: P) -> Option<usize> {
+        self.peers
+            .get(&peer)
+            .map(|state| if state.slow { 1 } else { state.depth })
+    }
+
     /// The earliest deadline of any outstanding request, for scheduling the next `expire`.
     pub fn next_deadline(&self) -> Option<u64> {
         self.peers
@@ -354,7 +394,7 @@ impl<P: Ord + Copy> PieceSelector<P> {
     /// The next piece to ask `peer` for, if its pipeline has room and it has something useful.
     fn pick_for(&mut self, peer: P) -> Option<u32> {
         let state = self.peers.get(&peer)?;
-        let limit = if state.slow { 1 } else { self.config.pipeline };
+        let limit = if state.slow { 1 } else { state.depth };
         if state.requests.len() >= limit {
             return None;
         }
@@ -467,6 +507,8 @@ mod tests {
     fn config(pipeline: usize) -> SelectorConfig {
         SelectorConfig {
             pipeline,
+            pipeline_max: pipeline,
+            pipeline_ms: 150,
             request_timeout_ms: 1000,
             endgame_duplicates: 2,
         }
@@ -509,11 +551,72 @@ mod tests {
     }
 
     #[test]
+    fn a_peer_that_delivers_fast_gets_a_deeper_pipeline() {
+        let cfg = SelectorConfig {
+            pipeline: 2,
+            pipeline_max: 5,
+            pipeline_ms: 100,
+            ..config(2)
+        };
+        let asked = |s: &PieceSelector<char>, peer: char| {
+            s.outstanding().filter(|(p, _)| *p == peer).count()
+        };
+        // `peer` delivers one of its outstanding pieces at `now`; the selector refills.
+        let deliver = |s: &mut PieceSelector<char>, peer: char, now: u64| {
+            let Some((_, piece)) = s.outstanding().find(|(p, _)| *p == peer) else {
+                panic!("{peer} has nothing outstanding");
+            };
+            s.on_piece_done(peer, piece, now);
+            s.next_requests(now);
+        };
+        let mut s = PieceSelector::new(1000, cfg, 1);
+        s.add_peer('f', Bitfield::full(1000));
+        s.add_peer('s', Bitfield::full(1000));
+        s.next_requests(0);
+        assert_eq!(
+            (asked(&s, 'f'), asked(&s, 's')),
+            (2, 2),
+            "both start at the minimum"
+        );
+        // `peer` delivers `times` pieces, one every `every` ms.
+        let deliver_every = |s: &mut PieceSelector<char>, peer, times, every, now: &mut u64| {
+            for _ in 0..times {
+                *now += every;
+                deliver(s, peer, *now);
+            }
+        };
+        // `f` delivers 40 pieces a second (4 per 100 ms), `s` one every two seconds.
+        let mut now = 0;
+        deliver_every(&mut s, 'f', 40, 25, &mut now);
+        assert_eq!((s.depth('f'), asked(&s, 'f')), (Some(4), 4));
+        deliver_every(&mut s, 's', 3, 2000, &mut now);
+        assert_eq!(
+            (s.depth('s'), asked(&s, 's')),
+            (Some(2), 2),
+            "a slow peer stays at the minimum"
+        );
+        // `f` delivers again after two seconds: one delivery in the last second.
+        deliver(&mut s, 'f', now);
+        assert_eq!(s.depth('f'), Some(2), "back to the minimum");
+        assert_eq!(
+            asked(&s, 'f'),
+            3,
+            "what is outstanding stays, nothing new is asked"
+        );
+        deliver_every(&mut s, 'f', 60, 10, &mut now);
+        assert_eq!(
+            (s.depth('f'), asked(&s, 'f')),
+            (Some(5), 5),
+            "100 pieces a second would be 10 per 100 ms: capped at the maximum"
+        );
+    }
+
+    #[test]
     fn a_rarer_piece_beats_continuing_a_run() {
         let mut s = PieceSelector::new(8, config(1), 5);
         s.add_peer('a', Bitfield::full(8));
         let (_, first) = s.next_requests(0)[0];
-        s.on_piece_done('a', first);
+        s.on_piece_done('a', first, 0);
         // `b` has every piece but `rare` (not the one after `first`), which only `a` has now:
         // it comes before the run goes on.
         let rare = if first == 5 { 2 } else { 6 };
@@ -549,14 +652,14 @@ mod tests {
         let dups = s.next_requests(0);
         assert_eq!(dups.len(), 2, "b duplicates both: {dups:?}");
         assert!(dups.iter().all(|(p, _)| *p == 'b'));
-        let cancels = s.on_piece_done('a', 0);
+        let cancels = s.on_piece_done('a', 0, 0);
         assert_eq!(cancels, vec![('b', 0)]);
         assert!(
-            s.on_piece_done('b', 0).is_empty(),
+            s.on_piece_done('b', 0, 0).is_empty(),
             "a late duplicate changes nothing"
         );
         assert!(!s.is_complete());
-        s.on_piece_done('b', 1);
+        s.on_piece_done('b', 1, 0);
         assert!(s.is_complete());
         assert_eq!(s.outstanding().count(), 0);
     }
@@ -623,7 +726,7 @@ mod tests {
             s.on_progress('b', 0, t * 500);
             assert!(s.stalled(t * 500, 3000).is_empty());
         }
-        s.on_piece_done('b', 0);
+        s.on_piece_done('b', 0, 10_000);
         assert!(s.stalled(100_000, 3000).is_empty());
     }
 
@@ -698,7 +801,7 @@ mod tests {
             steps in proptest::collection::vec(step(), 0..120),
             seed in any::<u64>(),
         ) {
-            let cfg = config(3);
+            let cfg = SelectorConfig { pipeline_max: 6, ..config(3) };
             let mut s = PieceSelector::new(pieces, cfg, seed);
             let peer_field = |p: u8| {
                 let mut f = Bitfield::new(pieces);
@@ -720,7 +823,7 @@ mod tests {
                     *per_piece.entry(piece).or_default() += 1;
                     *per_peer.entry(peer).or_default() += 1;
                 }
-                for n in per_peer.values() { prop_assert!(*n <= cfg.pipeline); }
+                for n in per_peer.values() { prop_assert!(*n <= cfg.pipeline_max); }
                 for n in per_piece.values() { prop_assert!(*n <= cfg.endgame_duplicates); }
                 Ok(())
             };
@@ -742,7 +845,7 @@ mod tests {
                         if !outstanding.is_empty() {
                             let (peer, piece) = outstanding[k % outstanding.len()];
                             s.on_progress(peer, piece, now);
-                            s.on_piece_done(peer, piece);
+                            s.on_piece_done(peer, piece, now);
                         }
                     }
                     Step::Stall(ms) => { now += ms; s.expire(now); }
@@ -759,7 +862,7 @@ mod tests {
                 check(&s, &present)?;
                 let outstanding: Vec<(u8, u32)> = s.outstanding().collect();
                 match outstanding.first() {
-                    Some((peer, piece)) => { s.on_piece_done(*peer, *piece); }
+                    Some((peer, piece)) => { s.on_piece_done(*peer, *piece, now); }
                     None => { now += 2000; s.expire(now); }
                 }
             }

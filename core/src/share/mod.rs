@@ -1292,7 +1292,7 @@ impl<P: Ord + Copy> Share<P> {
             data: part.buf,
             check,
         });
-        for (other, dup) in selector.on_piece_done(peer, piece) {
+        for (other, dup) in selector.on_piece_done(peer, piece, now) {
             partial.remove(&(dup, other));
             send(out, other, PeerMsg::Cancel { id, piece: dup });
         }
