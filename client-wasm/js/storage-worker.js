@@ -12,13 +12,14 @@
 // compiled to WebAssembly, and here it does not hold up the page.)
 //
 // Writes that continue one another (pieces arrive in runs) are gathered and written together,
-// up to GATHER bytes or once IDLE_MS pass without the next one: each write to the file costs
-// a round trip to the browser process, so 4 MiB at a time take about half the CPU of 256 KiB
-// at a time. Their replies wait for the write; any other request writes what is gathered
-// first, so replies still come in order and a read sees every write before it. Pieces are
-// gathered into one buffer kept for the worker's life, and the reply to a write that was
-// stored hands its `data` buffer back (`buffer`, transferred) for the page to fill again:
-// allocating and faulting in fresh memory for every piece cost more than copying it.
+// up to GATHER bytes or once IDLE_MS pass without the next one: each write costs a system call
+// (and in an incognito context, where the file lives in the browser process's memory, a round
+// trip to that process), so 4 MiB at a time took about half the CPU of 256 KiB at a time
+// (measured in incognito). Their replies wait for the write; any other request writes what
+// is gathered first, so replies still come in order and a read sees every write before it.
+// Pieces are gathered into one buffer kept for the worker's life, and the reply to a write
+// that was stored hands its `data` buffer back (`buffer`, transferred) for the page to fill
+// again: allocating and faulting in fresh memory for every piece cost more than copying it.
 const GATHER = 4 * 1024 * 1024;
 const IDLE_MS = 20;
 const handles = new Map();
