@@ -25,10 +25,19 @@ const MAX_BUFFERED: u32 = 8 * 1024 * 1024;
 
 /// Peer-protocol frames are handed to the browser while less than this is buffered; the rest
 /// wait in our queue until the buffer drains to [`LOW_WATER`].
-const HIGH_WATER: u32 = 1024 * 1024;
+///
+/// Small on purpose. With much buffered, SCTP's congestion window grows large and it sends
+/// in large bursts, and some of a burst is lost inside Chromium (most likely where the page
+/// hands packets to the network process, which allows only 64 KiB in flight). An ordered
+/// channel then waits for SCTP's retransmission timer, about 400 ms, often several times in
+/// a row while the window grows back. With 1 MiB buffered, a raw channel between two pages
+/// stalled like that two to five times per 128 MiB and averaged 22.8 MiB/s; with 128 KiB it
+/// never stalled and averaged 33.2 MiB/s (BENCHMARKS.md). The buffer holds only what SCTP
+/// has not sent yet, so it does not cap the window a long path needs.
+const HIGH_WATER: u32 = 128 * 1024;
 
 /// `bufferedAmountLowThreshold`: when the buffer drains to this, queued frames go out.
-const LOW_WATER: u32 = 256 * 1024;
+const LOW_WATER: u32 = 32 * 1024;
 
 /// The channel and its callbacks; dropping it unregisters them and closes the channel.
 pub(crate) struct Channel {

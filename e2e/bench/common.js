@@ -83,6 +83,14 @@ export function formatCpu(byType) {
   return `${parts.join(', ')} (total ${total.toFixed(1)})`;
 }
 
+/** `size` deterministic bytes as a Blob (the same size gives the same bytes). It runs in a
+ *  page: pass it to `evaluate`. */
+export function deterministicBlob(size) {
+  const bytes = new Uint8Array(size);
+  for (let i = 0; i < size; i += 4096) bytes[i] = (i * 2654435761) >>> 24;
+  return new Blob([bytes]);
+}
+
 /** Chromium's launch options, its processes bound to CPU `cpu` (with `taskset`) by a
  *  wrapper script written into `dir`. */
 function pinnedLaunchOptions(cpu, dir) {
@@ -149,11 +157,7 @@ export async function openBench({ pinned = false, onDisk = false } = {}) {
     },
     /** Shares `size` deterministic bytes from `page`; the same size gives the same id. */
     async shareBytes(page, size) {
-      return page.evaluate(async (size) => {
-        const bytes = new Uint8Array(size);
-        for (let i = 0; i < size; i += 4096) bytes[i] = (i * 2654435761) >>> 24;
-        return window.swarm.shareFile(new Blob([bytes]));
-      }, size);
+      return page.evaluate(`window.swarm.shareFile((${deterministicBlob})(${size}))`);
     },
     async close() {
       await server.stop();

@@ -19,7 +19,7 @@
 // Run through scripts/bench.sh (it builds, and runs this inside a network namespace).
 // Usage: node bench/throughput.js [MiB=512] [rounds=2] [shared|pinned|incognito]
 import { execFileSync } from 'node:child_process';
-import { MiB, chromiumCpu, chromiumThreads, cpuPerMiB, formatCpu, idleShare, machineCpu, openBench, threadsPerMiB } from './common.js';
+import { MiB, chromiumCpu, deterministicBlob, chromiumThreads, cpuPerMiB, formatCpu, idleShare, machineCpu, openBench, threadsPerMiB } from './common.js';
 
 /** Resident memory of every Chromium process together, in bytes. */
 function chromiumRss() {
@@ -107,8 +107,25 @@ let opened = 0;
 /** Pages alternate sender, receiver (browser 0, browser 1 when pinned). */
 const page = () => bench.page(opened++ % 2);
 
-/** Raw RTCDataChannel: 64 KiB messages with back-pressure, SDP relayed by this script. */
-async function raw(sender, receiver, sample = false) {
+/**
+ * The raw transfers, each 64 KiB messages on one ordered channel with back-pressure: up to
+ * `high` bytes in the send buffer, refilled when it drains to `low`.
+ * - `usual`: the channel alone, the same 64 KiB sent again and again and nothing kept, with
+ *   the common 1 MiB buffer (what Swarm kept before this was measured).
+ * - `small`: the same with the buffer Swarm keeps.
+ * - `file`: a file transfer as the WebRTC samples write one: the sender reads the same Blob
+ *   Swarm shares (4 MiB at a time, the next read under way while one is sent) and the
+ *   receiver keeps the messages and makes a Blob of them, timed until it is made. It neither
+ *   verifies nor bounds its memory, and it cannot resume or use a second source.
+ */
+const RAW = {
+  usual: { high: 1024 * 1024, low: 256 * 1024, file: false },
+  small: { high: 128 * 1024, low: 32 * 1024, file: false },
+  file: { high: 128 * 1024, low: 32 * 1024, file: true },
+};
+
+/** A raw RTCDataChannel transfer (`kind`, one of `RAW`), SDP relayed by this script. */
+async function raw(sender, receiver, kind, sample = false) {
   await receiver.evaluate(installStallWatch);
   await receiver.evaluate(() => {
     window.pc = new RTCPeerConnection();
@@ -118,10 +135,14 @@ async function raw(sender, receiver, sample = false) {
         channel.binaryType = 'arraybuffer';
         let bytes = 0;
         let started = 0;
+        const kept = [];
         channel.onmessage = (e) => {
           if (!started) started = performance.now();
           bytes += e.data.byteLength;
-          if (bytes >= window.expected) resolve({ bytes, ms: performance.now() - started });
+          if (window.keep) kept.push(e.data);
+          if (bytes < window.expected) return;
+          const size = window.keep ? new Blob(kept).size : bytes;
+          resolve({ bytes: size, ms: performance.now() - started });
         };
       };
     });
@@ -144,7 +165,8 @@ async function raw(sender, receiver, sample = false) {
     sender.evaluate(() => window.candidates || []), receiver.evaluate(() => window.candidates || [])]);
   await receiver.evaluate(async (cs) => { for (const c of cs) await window.pc.addIceCandidate(c); }, senderCandidates);
   await sender.evaluate(async (cs) => { for (const c of cs) await window.pc.addIceCandidate(c); }, receiverCandidates);
-  await receiver.evaluate((size) => { window.expected = size; }, size);
+  await receiver.evaluate(([size, keep]) => { window.expected = size; window.keep = keep; }, [size, kind.file]);
+  if (kind.file) await sender.evaluate(`window.file = (${deterministicBlob})(${size})`);
   await sender.evaluate(async () => {
     const channel = window.channel;
     if (channel.readyState !== 'open') await new Promise((r) => { channel.onopen = r; });
@@ -154,19 +176,35 @@ async function raw(sender, receiver, sample = false) {
   const cpuBefore = chromiumCpu();
   const threadsBefore = chromiumThreads();
   const machineBefore = machineCpu();
-  await sender.evaluate(async (size) => {
+  await sender.evaluate(async ([size, { high, low, file }]) => {
     const channel = window.channel;
-    const message = new Uint8Array(64 * 1024);
-    channel.bufferedAmountLowThreshold = 256 * 1024;
-    let sent = 0;
-    while (sent < size) {
-      while (channel.bufferedAmount < 1024 * 1024 && sent < size) {
-        channel.send(message);
-        sent += message.length;
+    channel.bufferedAmountLowThreshold = low;
+    const drained = () => new Promise((r) => { channel.onbufferedamountlow = r; });
+    const MESSAGE = 64 * 1024;
+    if (!file) {
+      const message = new Uint8Array(MESSAGE);
+      let sent = 0;
+      while (sent < size) {
+        while (channel.bufferedAmount < high && sent < size) {
+          channel.send(message);
+          sent += message.length;
+        }
+        await drained();
       }
-      await new Promise((r) => { channel.onbufferedamountlow = r; });
+      return;
     }
-  }, size);
+    const BLOCK = 4 * 1024 * 1024;
+    const read = (at) => window.file.slice(at, at + BLOCK).arrayBuffer();
+    let next = read(0);
+    for (let at = 0; at < size; at += BLOCK) {
+      const block = await next;
+      if (at + BLOCK < size) next = read(at + BLOCK);
+      for (let offset = 0; offset < block.byteLength; offset += MESSAGE) {
+        if (channel.bufferedAmount >= high) await drained();
+        channel.send(new Uint8Array(block, offset, Math.min(MESSAGE, block.byteLength - offset)));
+      }
+    }
+  }, [size, kind]);
   const { bytes, ms } = await receiver.evaluate(() => window.received);
   const cpu = cpuPerMiB(cpuBefore, size);
   const threads = threadsPerMiB(threadsBefore, size);
@@ -216,30 +254,47 @@ async function swarm(sender, receiver, sample = false) {
 const rows = [];
 let lastThreads = null;
 const cpuTotal = (byType) => Object.values(byType).reduce((a, b) => a + b, 0);
+const KINDS = ['usual', 'small', 'file', 'swarm'];
+const LABELS = { usual: 'raw channel, 1 MiB buffer', small: 'raw channel, 128 KiB buffer', file: 'raw file transfer', swarm: 'Swarm' };
 for (let round = 1; round <= rounds; round++) {
-  const r = await raw(await page(), await page());
-  const s = await swarm(await page(), await page());
-  lastThreads = { raw: r.threads, swarm: s.threads };
-  rows.push({ round, raw: r.mibps, swarm: s.mibps, ratio: s.mibps / r.mibps, steady: s.steady / r.steady, rawCpu: cpuTotal(r.cpu), swarmCpu: cpuTotal(s.cpu) });
-  console.log(`round ${round}: CPU ms per MiB (all Chromium processes, by type): raw ${formatCpu(r.cpu)}; swarm ${formatCpu(s.cpu)}`);
-  console.log(`round ${round}: machine CPU idle during the transfer: raw ${(100 * r.idle).toFixed(0)} %, swarm ${(100 * s.idle).toFixed(0)} %`);
-  console.log(`round ${round}: transport stalls (no message for 300 ms or more): raw ${r.stalls.count} (${r.stalls.ms.toFixed(0)} ms), swarm ${s.stalls.count} (${s.stalls.ms.toFixed(0)} ms)`);
-  console.log(`round ${round}: raw ${r.mibps.toFixed(1)} MiB/s, swarm ${s.mibps.toFixed(1)} MiB/s, ratio ${(s.mibps / r.mibps).toFixed(2)}; without the stalls: raw ${r.steady.toFixed(1)}, swarm ${s.steady.toFixed(1)}, ratio ${(s.steady / r.steady).toFixed(2)}`);
+  const t = {};
+  for (const kind of KINDS) {
+    t[kind] = kind === 'swarm' ? await swarm(await page(), await page()) : await raw(await page(), await page(), RAW[kind]);
+  }
+  // The raw channel alone: the faster of its two buffers this round.
+  const channel = t.usual.mibps > t.small.mibps ? t.usual : t.small;
+  lastThreads = { raw: t.file.threads, swarm: t.swarm.threads };
+  const row = { round, channelRatio: t.swarm.mibps / channel.mibps, fileRatio: t.swarm.mibps / t.file.mibps };
+  row.channelSteady = t.swarm.steady / Math.max(t.usual.steady, t.small.steady);
+  row.fileSteady = t.swarm.steady / t.file.steady;
+  for (const kind of KINDS) {
+    row[kind] = t[kind].mibps;
+    row[`${kind}Cpu`] = cpuTotal(t[kind].cpu);
+  }
+  rows.push(row);
+  const each = (f) => KINDS.map((k) => `${LABELS[k]} ${f(t[k])}`).join('; ');
+  console.log(`round ${round}: CPU ms per MiB (all Chromium processes, by type): ${each((x) => formatCpu(x.cpu))}`);
+  console.log(`round ${round}: machine CPU idle during the transfer: ${each((x) => `${(100 * x.idle).toFixed(0)} %`)}`);
+  console.log(`round ${round}: transport stalls (no message for 300 ms or more): ${each((x) => `${x.stalls.count} (${x.stalls.ms.toFixed(0)} ms)`)}`);
+  console.log(`round ${round}: ${each((x) => `${x.mibps.toFixed(1)} MiB/s (${x.steady.toFixed(1)} without the stalls)`)}`);
+  console.log(`round ${round}: Swarm / the faster raw channel ${row.channelRatio.toFixed(2)} (${row.channelSteady.toFixed(2)} without the stalls); Swarm / raw file transfer ${row.fileRatio.toFixed(2)} (${row.fileSteady.toFixed(2)})`);
 }
 if (process.env.BENCH_THREADS) {
-  // CPU ms per MiB by thread (summed over threads of one name), both kinds, last round.
+  // CPU ms per MiB by thread (summed over threads of one name), last round: Swarm and the raw
+  // file transfer.
   const last = lastThreads;
   const names = [...new Set([...Object.keys(last.raw), ...Object.keys(last.swarm)])]
     .filter((n) => (last.raw[n] || 0) + (last.swarm[n] || 0) >= 0.3)
     .sort((a, b) => (last.swarm[b] || 0) - (last.swarm[a] || 0));
-  for (const n of names) console.log(`  ${n.padEnd(56)} raw ${(last.raw[n] || 0).toFixed(1).padStart(5)}  swarm ${(last.swarm[n] || 0).toFixed(1).padStart(5)}`);
+  for (const n of names) console.log(`  ${n.padEnd(56)} raw file ${(last.raw[n] || 0).toFixed(1).padStart(5)}  swarm ${(last.swarm[n] || 0).toFixed(1).padStart(5)}`);
 }
 // Memory, in a transfer of each kind of its own (sampled, so not timed).
-const rawMemory = await raw(await page(), await page(), true);
+const rawMemory = await raw(await page(), await page(), RAW.small, true);
 const memory = await swarm(await page(), await page(), true);
 console.log(`memory: receiver peak JS heap ${(memory.peakHeap / MiB).toFixed(1)} MiB (raw ${(rawMemory.peakHeap / MiB).toFixed(1)} MiB), all Chromium processes ${(memory.rssBefore / MiB).toFixed(0)} MiB RSS before the download, ${(memory.peakRss / MiB).toFixed(0)} MiB peak during it`);
 const mean = (k) => rows.reduce((a, r) => a + r[k], 0) / rows.length;
-console.log(`\n| file | raw RTCDataChannel | Swarm | ratio | ratio without transport stalls | CPU per MiB: raw / Swarm | receiver peak JS heap |`);
-console.log(`|---|---|---|---|---|---|---|`);
-console.log(`| ${size / MiB} MiB, ${layout} (mean of ${rows.length}) | ${mean('raw').toFixed(1)} MiB/s | ${mean('swarm').toFixed(1)} MiB/s | ${mean('ratio').toFixed(2)} | ${mean('steady').toFixed(2)} | ${mean('rawCpu').toFixed(1)} / ${mean('swarmCpu').toFixed(1)} ms (${(mean('swarmCpu') / mean('rawCpu')).toFixed(2)}) | ${(memory.peakHeap / MiB).toFixed(1)} MiB |`);
+const speed = (k) => `${mean(k).toFixed(1)} MiB/s (${mean(`${k}Cpu`).toFixed(1)} ms)`;
+console.log(`\n| file | raw channel, 1 MiB buffer | raw channel, 128 KiB buffer | raw file transfer | Swarm | Swarm / raw channel | Swarm / raw file transfer | receiver peak JS heap |`);
+console.log(`|---|---|---|---|---|---|---|---|`);
+console.log(`| ${size / MiB} MiB, ${layout} (mean of ${rows.length}; CPU per MiB in brackets) | ${speed('usual')} | ${speed('small')} | ${speed('file')} | ${speed('swarm')} | ${mean('channelRatio').toFixed(2)} (${mean('channelSteady').toFixed(2)} without stalls) | ${mean('fileRatio').toFixed(2)} (${mean('fileSteady').toFixed(2)}) | ${(memory.peakHeap / MiB).toFixed(1)} MiB |`);
 await bench.close();
