@@ -4,8 +4,9 @@
 //! about as much as copying a quarter of a MiB: read piece by piece (256 KiB), serving a file
 //! takes twice the CPU it takes in 4 MiB blocks (measured in BENCHMARKS.md). The piece
 //! selector asks each peer for runs of neighbouring pieces, so one block read serves the
-//! next fifteen requests of the run. Blocks are kept for a few seconds, a handful at most
-//! (one per run being served), and a read in flight is shared by every piece that needs it.
+//! next fifteen requests of the run, and the next block is read while the second half of one
+//! is served. Blocks are kept for a few seconds, a handful at most (one or two per run being
+//! served), and a read in flight is shared by every piece that needs it.
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -59,6 +60,12 @@ impl BlobReads {
             return read_blob(blob, offset, len).await;
         }
         let data = self.block(id, blob, start, now)?;
+        // Past the middle of a block, read the next one too: a run goes on into it, and a
+        // send buffer kept small (see `channel`) would otherwise run dry during that read.
+        let next = start + BLOCK;
+        if offset - start >= BLOCK / 2 && (next as f64) < blob.size() {
+            let _ = self.block(id, blob, next, now);
+        }
         match JsFuture::from(data).await {
             Ok(buffer) => {
                 let buffer: ArrayBuffer = buffer.unchecked_into();

@@ -160,7 +160,15 @@ async function raw(sender, receiver, kind, sample = false) {
     return window.pc.localDescription.toJSON();
   }, offer);
   await sender.evaluate((answer) => window.pc.setRemoteDescription(answer), answer);
-  await new Promise((r) => setTimeout(r, 500));
+  // Every candidate gathered on both sides (a fixed wait missed some once, and the transfer
+  // then never started).
+  const gathered = () => new Promise((resolve) => {
+    const check = () => window.pc.iceGatheringState === 'complete' && resolve();
+    window.pc.addEventListener('icegatheringstatechange', check);
+    check();
+    setTimeout(resolve, 5000);
+  });
+  await Promise.all([sender.evaluate(gathered), receiver.evaluate(gathered)]);
   const [senderCandidates, receiverCandidates] = await Promise.all([
     sender.evaluate(() => window.candidates || []), receiver.evaluate(() => window.candidates || [])]);
   await receiver.evaluate(async (cs) => { for (const c of cs) await window.pc.addIceCandidate(c); }, senderCandidates);
