@@ -30,10 +30,11 @@ const MAX_BUFFERED: u32 = 8 * 1024 * 1024;
 /// in large bursts, and some of a burst is lost inside Chromium (most likely where the page
 /// hands packets to the network process, which allows only 64 KiB in flight). An ordered
 /// channel then waits for SCTP's retransmission timer, about 400 ms, often several times in
-/// a row while the window grows back. With 1 MiB buffered, a raw channel between two pages
-/// stalled like that two to five times per 128 MiB and averaged 22.8 MiB/s; with 128 KiB it
-/// never stalled and averaged 33.2 MiB/s (BENCHMARKS.md). The buffer holds only what SCTP
-/// has not sent yet, so it does not cap the window a long path needs.
+/// a row while the window grows back. With 1 MiB buffered, every one of 8 raw transfers of
+/// 128 MiB between two pages stalled like that (22.3 MiB/s on average); with 128 KiB, none
+/// of 5 did (33.1 MiB/s; BENCHMARKS.md). It makes stalls rare, not impossible.
+/// `bufferedAmount` counts what is queued to be sent, not what is in flight, so this does not
+/// cap the window a long path needs.
 const HIGH_WATER: u32 = 128 * 1024;
 
 /// `bufferedAmountLowThreshold`: when the buffer drains to this, queued frames go out.
