@@ -1,12 +1,14 @@
-// Benchmark: one file between two pages through the Swarm API, against a raw JavaScript
-// RTCDataChannel sender/receiver between two pages of the same Chromium, in the same run.
-// Reports CPU per MiB by Chromium process type for each, the share of the machine's CPU left
-// idle, and the transport's stalls: gaps of 300 ms or more in what the receiver gets, after
-// which a retransmission timer restarted an ordered channel. Both kinds of transfer have them,
-// at random (often several in a row in a transfer's first seconds), and they move a single
-// round's ratio more than anything either side does, so the ratio is also given over the
-// time not stalled. After the timed rounds, samples the receiver's JS heap and the browser's
-// memory in one more transfer of each kind.
+// Benchmark: one file between two pages through the Swarm API, against raw JavaScript
+// RTCDataChannel senders/receivers between two pages of the same Chromium, in the same run:
+// the channel alone with two send buffers, and a raw file transfer (see `RAW`). Swarm's ratio
+// is given to the faster raw channel and to the raw file transfer. Reports CPU per MiB by
+// Chromium process type for each, the share of the machine's CPU left idle, and the
+// transport's stalls: gaps of 300 ms or more in what the receiver gets, after which a
+// retransmission timer restarted an ordered channel. They come at random (often several in a
+// row in a transfer's first seconds, far more often with a large send buffer), and move a
+// single round's ratio more than anything either side does, so the ratios are also given over
+// the time not stalled. After the timed rounds, samples the receiver's JS heap and the
+// browser's memory in one more transfer of each kind.
 //
 // Three layouts (the third argument): `shared` (the default), both pages in one Chromium
 // sharing the machine's two cores; `pinned`, the sender in one Chromium bound to core 0 and
