@@ -79,10 +79,22 @@ struct PeerPieces {
     /// Since when we have been waiting for data from this peer: its last data, or the first
     /// request after it had none. `None` while nothing is asked of it. A timeout keeps it.
     waiting_since: Option<u64>,
-    /// When its pieces of the last [`DELIVERY_WINDOW_MS`] were done, oldest first.
+    /// When its pieces of the last [`DELIVERY_WINDOW_MS`] were done, oldest first (as of its
+    /// last delivery).
     delivered: VecDeque<u64>,
-    /// Requests it may have outstanding, from how fast it delivers.
-    depth: usize,
+}
+
+impl PeerPieces {
+    /// Requests it may have outstanding: one while it is slow, else as many as it delivered
+    /// pieces in [`SelectorConfig::pipeline_ms`], within the configured bounds.
+    fn limit(&self, config: &SelectorConfig) -> usize {
+        if self.slow {
+            return 1;
+        }
+        let per_window = self.delivered.len() as u64 * config.pipeline_ms;
+        let depth = per_window.div_ceil(DELIVERY_WINDOW_MS) as usize;
+        depth.clamp(config.pipeline, config.pipeline_max.max(config.pipeline))
+    }
 }
 
 /// How far back a peer's deliveries count towards its pipeline depth.
@@ -190,7 +202,6 @@ impl<P: Ord + Copy> PieceSelector<P> {
                 last: None,
                 waiting_since: None,
                 delivered: VecDeque::new(),
-                depth: self.config.pipeline,
             },
         );
     }
@@ -275,7 +286,6 @@ impl<P: Ord + Copy> PieceSelector<P> {
     /// Returns the duplicate requests (end game) to cancel. Returns nothing new if we already
     /// had it.
     pub fn on_piece_done(&mut self, peer: P, piece: u32, now: u64) -> Vec<(P, u32)> {
-        let config = self.config;
         if let Some(state) = self.peers.get_mut(&peer) {
             state.slow = false;
             state.delivered.push_back(now);
@@ -286,9 +296,6 @@ impl<P: Ord + Copy> PieceSelector<P> {
             {
                 state.delivered.pop_front();
             }
-            let per_window = state.delivered.len() as u64 * config.pipeline_ms;
-            let depth = per_window.div_ceil(DELIVERY_WINDOW_MS) as usize;
-            state.depth = depth.clamp(config.pipeline, config.pipeline_max.max(config.pipeline));
         }
         self.drop_request(peer, piece);
         if !self.have.set(piece) {
@@ -346,9 +353,7 @@ impl<P: Ord + Copy> PieceSelector<P> {
 
     /// How many requests `peer` may have outstanding now (from how fast it delivers).
     pub fn depth(&self, peer: P) -> Option<usize> {
-        self.peers
-            .get(&peer)
-            .map(|state| if state.slow { 1 } else { state.depth })
+        self.peers.get(&peer).map(|state| state.limit(&self.config))
     }
 
     /// The earliest deadline of any outstanding request, for scheduling the next `expire`.
@@ -394,7 +399,7 @@ impl<P: Ord + Copy> PieceSelector<P> {
     /// The next piece to ask `peer` for, if its pipeline has room and it has something useful.
     fn pick_for(&mut self, peer: P) -> Option<u32> {
         let state = self.peers.get(&peer)?;
-        let limit = if state.slow { 1 } else { state.depth };
+        let limit = state.limit(&self.config);
         if state.requests.len() >= limit {
             return None;
         }

@@ -8,6 +8,13 @@ import config from '../playwright.config.js';
 
 export const MiB = 1024 * 1024;
 
+/** User and system CPU seconds from a `/proc/.../stat` line (fields after the name, which may
+ *  itself hold spaces and parentheses). */
+function statSeconds(stat) {
+  const fields = stat.slice(stat.lastIndexOf(') ') + 2).split(' ');
+  return (Number(fields[11]) + Number(fields[12])) / 100;
+}
+
 /** CPU time of every Chromium process so far, by pid: `{type, seconds}` (type from its
  *  command line: browser, renderer, utility:NetworkService, gpu-process…). */
 export function chromiumCpu() {
@@ -17,11 +24,10 @@ export function chromiumCpu() {
       // Chromium rewrites its command line into one space-separated string.
       const args = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split(/[\0 ]/);
       if (!args[0].includes('chrom')) continue;
-      const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
       const arg = (name) => (args.find((a) => a.startsWith(`--${name}=`)) || '').slice(name.length + 3);
       const sub = arg('utility-sub-type').split('.').pop();
       const type = (arg('type') || 'browser') + (sub ? `:${sub}` : '');
-      out.set(pid, { type, seconds: (Number(fields[11]) + Number(fields[12])) / 100 });
+      out.set(pid, { type, seconds: statSeconds(readFileSync(`/proc/${pid}/stat`, 'utf8')) });
     } catch { /* the process ended */ }
   }
   return out;
@@ -36,8 +42,7 @@ export function chromiumThreads() {
       for (const tid of readdirSync(`/proc/${pid}/task`)) {
         const stat = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
         const comm = stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')')).replace(/[0-9]+$/, 'N');
-        const fields = stat.slice(stat.lastIndexOf(') ') + 2).split(' ');
-        out.set(`${pid}/${tid}`, { type: `${type} / ${comm}`, seconds: (Number(fields[11]) + Number(fields[12])) / 100 });
+        out.set(`${pid}/${tid}`, { type: `${type} / ${comm}`, seconds: statSeconds(stat) });
       }
     } catch { /* the process ended */ }
   }
