@@ -1,7 +1,5 @@
 //! The WebSocket to the signalling server.
 
-use std::rc::Weak;
-
 use swarm_protocol::{ClientMsg, RoomName};
 use tracing::warn;
 use wasm_bindgen::JsCast;
@@ -9,7 +7,7 @@ use wasm_bindgen::prelude::Closure;
 use web_sys::{CloseEvent, Event, MessageEvent, WebSocket};
 
 use crate::error::{ClientError, describe};
-use crate::session::Session;
+use crate::inbox::{self, Inbox};
 
 /// Close code sent when the application leaves the room.
 const NORMAL_CLOSURE: u16 = 1000;
@@ -45,33 +43,33 @@ pub(crate) fn room_url(server: &str, room: &RoomName) -> Result<String, ClientEr
 }
 
 impl SignalSocket {
-    /// Opens the socket; frames and the end of the connection are reported to `session`.
-    pub(crate) fn connect(url: &str, session: Weak<Session>) -> Result<Self, ClientError> {
+    /// Opens the socket; its frames and its end are posted to `inbox` as events of
+    /// connection `serial`.
+    pub(crate) fn connect(url: &str, inbox: Inbox, serial: u32) -> Result<Self, ClientError> {
         let ws = WebSocket::new(url).map_err(|err| ClientError::InvalidUrl {
             url: url.to_owned(),
             reason: describe(&err),
         })?;
 
         let on_message = {
-            let session = session.clone();
+            let inbox = inbox.clone();
             Closure::<dyn FnMut(MessageEvent)>::new(move |event: MessageEvent| {
-                let Some(session) = session.upgrade() else {
-                    return;
-                };
                 match event.data().as_string() {
-                    Some(text) => session.on_server_frame(&text),
+                    Some(text) => inbox.post(inbox::Event::ServerFrame {
+                        socket: serial,
+                        text,
+                    }),
                     None => warn!("ignoring a binary frame from the signalling server"),
                 }
             })
         };
-        let on_close = {
-            let session = session.clone();
-            Closure::<dyn FnMut(CloseEvent)>::new(move |event: CloseEvent| {
-                if let Some(session) = session.upgrade() {
-                    session.on_server_closed(event.code(), &event.reason());
-                }
-            })
-        };
+        let on_close = Closure::<dyn FnMut(CloseEvent)>::new(move |event: CloseEvent| {
+            inbox.post(inbox::Event::ServerClosed {
+                socket: serial,
+                code: event.code(),
+                reason: event.reason(),
+            });
+        });
         // An `error` event is always followed by `close`, which carries the details.
         let on_error = Closure::<dyn FnMut(Event)>::new(|_: Event| {});
 

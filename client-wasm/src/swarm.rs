@@ -1,19 +1,29 @@
 //! The `Swarm` class: what a web page uses.
 
+use std::cell::RefCell;
 use std::rc::Rc;
 
 use js_sys::Array;
+use swarm_core::identity::Identity;
+use swarm_core::node::{Node, NodeConfig};
+use swarm_core::share::ShareConfig;
 use swarm_protocol::RoomName;
+use tracing::info;
 use wasm_bindgen::prelude::wasm_bindgen;
 use wasm_bindgen::{JsCast, JsValue};
+use web_sys::RtcConfiguration;
 
 use crate::channel::OutgoingMessage;
 use crate::download::Download;
 use crate::error::ClientError;
-use crate::files::file_object;
+use crate::files::{file_object, manifest_of};
 use crate::options::JoinOptions;
-use crate::session::Session;
+use crate::shell::Shell;
 use crate::signalling::room_url;
+use crate::state::{JoinWaiter, State};
+use crate::storage::Storage;
+use crate::streaming::{self, RangeReader};
+use crate::timer::{now_ms, random_seed};
 
 #[wasm_bindgen(typescript_custom_section)]
 const TS_TYPES: &'static str = r#"
@@ -95,7 +105,16 @@ export type SwarmErrorCode =
 /// A member of one room: connected to the others directly over WebRTC data channels.
 #[wasm_bindgen]
 pub struct Swarm {
-    session: Rc<Session>,
+    shell: Rc<Shell>,
+    /// Our reader registered with the page's streaming bridge, once `streamUrl` was called.
+    range_reader: RefCell<Option<RangeReader>>,
+}
+
+/// Converts a list of peer ids to a JavaScript array of strings.
+fn id_array(ids: Vec<swarm_protocol::PeerId>) -> Array {
+    ids.into_iter()
+        .map(|id| JsValue::from(id.to_string()))
+        .collect()
 }
 
 #[wasm_bindgen]
@@ -117,25 +136,64 @@ impl Swarm {
         if let Some(token) = &options.token {
             url = format!("{url}?token={}", js_sys::encode_uri_component(token));
         }
-        let session = Session::new(
-            url,
-            room,
-            options.ice_transport_policy,
-            options.max_peers,
-            options.dht_above,
-        )?;
-        if let Err(err) = session.connect().await {
-            session.leave();
+        let rtc_config = RtcConfiguration::new();
+        if let Some(policy) = options.ice_transport_policy {
+            rtc_config.set_ice_transport_policy(policy);
+        }
+        let seed = random_seed()?;
+        let mut config = NodeConfig::new(
+            room.clone(),
+            Identity::from_seed(seed),
+            js_sys::Date::now() as u64,
+            u64::from_le_bytes([
+                seed[0], seed[9], seed[3], seed[27], seed[5], seed[18], seed[7], seed[30],
+            ]),
+        );
+        config.max_peers = options.max_peers;
+        if let Some(dht_above) = options.dht_above {
+            config.dht_above = dht_above;
+        }
+        config.share = ShareConfig {
+            // Hashed by the storage worker with the browser's SHA-256.
+            owner_checks_pieces: Storage::can_hash(),
+            ..ShareConfig::default()
+        };
+        let node = Node::new(config, now_ms());
+        let shell = Shell::new(|inbox| State::new(url, room, node, rtc_config, inbox));
+        let swarm = Swarm {
+            shell,
+            range_reader: RefCell::new(None),
+        };
+        if let Err(err) = swarm.welcomed().await {
+            swarm.leave();
             return Err(err);
         }
-        Ok(Swarm { session })
+        Ok(swarm)
+    }
+
+    /// Connects to the server; resolves once `welcome` arrives, rejects if the connection
+    /// ends first.
+    async fn welcomed(&self) -> Result<(), JsValue> {
+        let mut waiter = None;
+        let welcomed = js_sys::Promise::new(&mut |resolve, reject| {
+            waiter = Some(JoinWaiter { resolve, reject });
+        });
+        self.shell.with(|state| {
+            if let Some(waiter) = waiter {
+                state.set_join_waiter(waiter);
+            }
+            state.open_socket()
+        })?;
+        wasm_bindgen_futures::JsFuture::from(welcomed)
+            .await
+            .map(drop)
     }
 
     /// This peer's id in the room (32 hex digits).
     #[wasm_bindgen(getter)]
     pub fn id(&self) -> String {
-        self.session
-            .me()
+        self.shell
+            .read(|state| state.node.me())
             .map(|id| id.to_string())
             .unwrap_or_default()
     }
@@ -143,41 +201,34 @@ impl Swarm {
     /// The room's name.
     #[wasm_bindgen(getter)]
     pub fn room(&self) -> String {
-        self.session.room().to_string()
+        self.shell.read(|state| state.room().to_string())
     }
 
     /// The state of the link to the signalling server: `"connected"` or `"reconnecting"`.
     #[wasm_bindgen(getter, js_name = serverState, unchecked_return_type = "\"connected\" | \"reconnecting\"")]
     pub fn server_state(&self) -> String {
-        self.session.server_state().as_str().to_owned()
+        self.shell
+            .read(|state| state.server_state().as_str().to_owned())
     }
 
     /// The ids of every member of the room this peer knows of, connected or not (in a
     /// partial mesh, more than `peers()`), sorted.
     #[wasm_bindgen(unchecked_return_type = "string[]")]
     pub fn members(&self) -> Array {
-        self.session
-            .members()
-            .into_iter()
-            .map(|id| JsValue::from(id.to_string()))
-            .collect()
+        id_array(self.shell.read(|state| state.node.members()))
     }
 
     /// Opens a direct connection to room member `id` (through the signalling server, or
     /// through the mesh while the server is away); `peer-joined` tells when it is open.
     /// Throws `unknown-peer` for an id that is not a member this peer knows of.
     pub fn connect(&self, id: &str) -> Result<(), JsValue> {
-        Ok(self.session.dial(id)?)
+        Ok(self.shell.with(|state| state.dial(id))?)
     }
 
     /// The ids of the peers with an open data channel, sorted.
     #[wasm_bindgen(unchecked_return_type = "string[]")]
     pub fn peers(&self) -> Array {
-        self.session
-            .open_peers()
-            .into_iter()
-            .map(|id| JsValue::from(id.to_string()))
-            .collect()
+        id_array(self.shell.read(|state| state.node.open_peers()))
     }
 
     /// Registers `listener` for `event`: `'peer-joined'`, `'peer-left'`, `'message'`,
@@ -187,7 +238,7 @@ impl Swarm {
         #[wasm_bindgen(unchecked_param_type = "keyof SwarmEvents")] event: &str,
         #[wasm_bindgen(unchecked_param_type = "SwarmEvents[keyof SwarmEvents]")] listener: JsValue,
     ) -> Result<(), JsValue> {
-        Ok(self.session.listeners().add(event, listener)?)
+        Ok(self.shell.listeners().add(event, listener)?)
     }
 
     /// Removes a listener registered with `on`. Returns whether it was registered.
@@ -196,7 +247,7 @@ impl Swarm {
         #[wasm_bindgen(unchecked_param_type = "keyof SwarmEvents")] event: &str,
         #[wasm_bindgen(unchecked_param_type = "SwarmEvents[keyof SwarmEvents]")] listener: JsValue,
     ) -> Result<bool, JsValue> {
-        Ok(self.session.listeners().remove(event, listener)?)
+        Ok(self.shell.listeners().remove(event, listener)?)
     }
 
     /// Sends `data` to the peer `id` over its data channel. Throws a `SwarmError`
@@ -207,9 +258,9 @@ impl Swarm {
         id: &str,
         #[wasm_bindgen(unchecked_param_type = "SwarmMessage")] data: JsValue,
     ) -> Result<(), JsValue> {
-        self.session.check_joined()?;
+        self.shell.read(State::check_joined)?;
         let message = OutgoingMessage::from_js(&data)?;
-        Ok(self.session.send_to(id, &message)?)
+        Ok(self.shell.read(|state| state.send_to(id, &message))?)
     }
 
     /// Sends `data` to every peer with an open data channel; returns how many peers it was
@@ -218,9 +269,9 @@ impl Swarm {
         &self,
         #[wasm_bindgen(unchecked_param_type = "SwarmMessage")] data: JsValue,
     ) -> Result<u32, JsValue> {
-        self.session.check_joined()?;
+        self.shell.read(State::check_joined)?;
         let message = OutgoingMessage::from_js(&data)?;
-        Ok(self.session.broadcast(&message)?)
+        Ok(self.shell.read(|state| state.broadcast(&message))?)
     }
 
     /// Shares a `File` or `Blob` with the room: hashes it piece by piece, then offers it to
@@ -239,14 +290,25 @@ impl Swarm {
             .dyn_ref::<web_sys::File>()
             .map(web_sys::File::name)
             .unwrap_or_else(|| "blob".to_owned());
-        let id = self.session.share_blob(blob, name).await?;
+        self.shell.read(State::check_joined)?;
+        let (id, manifest) = manifest_of(&blob, name).await?;
+        info!(%id, size = manifest.size, "hashed a file to share");
+        self.shell.with(|state| {
+            state.check_joined()?;
+            state.share(id, manifest, blob);
+            Ok::<_, ClientError>(())
+        })?;
         Ok(id.to_string())
     }
 
     /// The files known in the room: those peers offer and those this peer holds.
     #[wasm_bindgen(unchecked_return_type = "SwarmFile[]")]
     pub fn files(&self) -> Array {
-        self.session.files_list().iter().map(file_object).collect()
+        self.shell
+            .read(State::files_list)
+            .iter()
+            .map(file_object)
+            .collect()
     }
 
     /// Starts downloading content `id` from every peer that has pieces of it, and returns its
@@ -254,7 +316,8 @@ impl Swarm {
     /// (`invalid-content-id`, `unknown-content` when no peer offers it, `left`). A file
     /// larger than the storage quota fails with `storage-quota` before any transfer.
     pub fn download(&self, id: &str) -> Result<Download, JsValue> {
-        Ok(Download::new(self.session.start_download(id)?))
+        let state = self.shell.with(|state| state.start_download(id))?;
+        Ok(Download::new(state, self.shell.weak()))
     }
 
     /// Looks for peers that provide content `id` through the room's structured layer (in a
@@ -262,7 +325,7 @@ impl Swarm {
     /// found. What is found arrives as a `file` event and in `files()`, after which
     /// `download(id)` works. Throws a `SwarmError` (`invalid-content-id`, `left`).
     pub fn lookup(&self, id: &str) -> Result<(), JsValue> {
-        Ok(self.session.lookup(id)?)
+        Ok(self.shell.with(|state| state.lookup(id))?)
     }
 
     /// A URL that plays content `id` in a `<video>` or `<audio>` element while it downloads,
@@ -278,7 +341,10 @@ impl Swarm {
         worker_url: Option<String>,
     ) -> Result<String, JsValue> {
         let worker = worker_url.unwrap_or_else(|| "swarm-sw.js".to_owned());
-        Ok(self.session.stream_url(&id, &worker).await?)
+        if self.range_reader.borrow().is_none() && !self.shell.read(State::has_left) {
+            *self.range_reader.borrow_mut() = Some(RangeReader::register(self.shell.weak()));
+        }
+        Ok(streaming::stream_url(&self.shell, &id, &worker).await?)
     }
 
     /// Which pieces of content `id` this peer and each source have (`null` until its manifest
@@ -288,14 +354,14 @@ impl Swarm {
         let id = id
             .parse()
             .map_err(|_| ClientError::InvalidContentId(id.to_owned()))?;
-        Ok(self.session.piece_map(id))
+        Ok(self.shell.read(|state| state.piece_map(id)))
     }
 
     /// **Testing only**: when on, every piece this peer serves is corrupted, to exercise the
     /// verification of the others.
     #[wasm_bindgen(js_name = _corruptUploads)]
     pub fn corrupt_uploads(&self, on: bool) {
-        self.session.corrupt_uploads(on);
+        self.shell.with(|state| state.node.set_corrupt_uploads(on));
     }
 
     /// Sends `stream`'s tracks (from `getUserMedia` or `getDisplayMedia`) to every peer in
@@ -304,11 +370,11 @@ impl Swarm {
         &self,
         #[wasm_bindgen(unchecked_param_type = "MediaStream")] stream: JsValue,
     ) -> Result<(), JsValue> {
-        self.session.check_joined()?;
+        self.shell.read(State::check_joined)?;
         let stream = stream
             .dyn_into::<web_sys::MediaStream>()
             .map_err(|_| ClientError::NotAStream)?;
-        self.session.publish(stream);
+        self.shell.with(|state| state.publish(stream));
         Ok(())
     }
 
@@ -321,31 +387,32 @@ impl Swarm {
         let stream = stream
             .dyn_into::<web_sys::MediaStream>()
             .map_err(|_| ClientError::NotAStream)?;
-        self.session.unpublish(&stream);
+        self.shell.with(|state| state.unpublish(&stream));
         Ok(())
     }
 
     /// `RTCPeerConnection.getStats()` of the connection to peer `id` (throws `unknown-peer`).
     #[wasm_bindgen(js_name = getStats, unchecked_return_type = "Promise<RTCStatsReport>")]
     pub fn get_stats(&self, id: &str) -> Result<js_sys::Promise, JsValue> {
-        let link = id
+        let stats = id
             .parse()
             .ok()
-            .and_then(|peer| self.session.link(peer))
+            .and_then(|peer| self.shell.read(|state| state.link(peer).map(|l| l.stats())))
             .ok_or_else(|| ClientError::UnknownPeer(id.to_owned()))?;
-        Ok(link.stats())
+        Ok(stats)
     }
 
     /// **Testing and benchmarks only**: caps this peer's upload of file data to
     /// `bytes_per_second` across all its peers (0 removes the cap).
     #[wasm_bindgen(js_name = _capUpload)]
     pub fn cap_upload(&self, bytes_per_second: f64) {
-        self.session.upload_cap().set(bytes_per_second);
+        self.shell.with(|state| state.cap_upload(bytes_per_second));
     }
 
     /// Leaves the room: closes every peer connection and the signalling connection, and
     /// removes all listeners. Calling it again does nothing.
     pub fn leave(&self) {
-        self.session.leave();
+        self.range_reader.borrow_mut().take();
+        self.shell.leave();
     }
 }

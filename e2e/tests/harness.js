@@ -66,11 +66,39 @@ export const test = base.extend({
     await use(server);
     await server.stop();
   },
-  // Every page a test opened is closed after it, so cameras and transfers of one test do not
-  // take the CPU of the next (the browser is shared by the tests of a worker).
-  closePages: [async ({ browser }, use) => {
-    await use();
-    await Promise.all(browser.contexts().map((context) => context.close()));
+  // Every page a test opens, through any helper or its own `browser.newContext()`, is watched:
+  // an uncaught page error (a WebAssembly panic shows as `RuntimeError: unreachable`) or a Rust
+  // panic message on the console fails the test, once, here. Then every page is closed, so
+  // cameras and transfers of one test do not take the CPU of the next (the browser is shared by
+  // the tests of a worker).
+  pageErrors: [async ({ browser }, use, testInfo) => {
+    const errors = [];
+    const watchContext = (context) => {
+      const watchPage = (page) => {
+        page.on('pageerror', (err) => errors.push(`${page.url()}: page error: ${err.message}`));
+        page.on('console', (msg) => {
+          if (/panicked at/.test(msg.text())) errors.push(`${page.url()}: ${msg.text()}`);
+        });
+      };
+      context.pages().forEach(watchPage);
+      context.on('page', watchPage);
+    };
+    browser.contexts().forEach(watchContext);
+    const newContext = browser.newContext;
+    browser.newContext = async (...args) => {
+      const context = await newContext.apply(browser, args);
+      watchContext(context);
+      return context;
+    };
+    try {
+      await use(errors);
+    } finally {
+      browser.newContext = newContext;
+      await Promise.all(browser.contexts().map((context) => context.close()));
+    }
+    if (testInfo.status === testInfo.expectedStatus) {
+      expect(errors, 'uncaught page errors').toEqual([]);
+    }
   }, { auto: true }],
 });
 

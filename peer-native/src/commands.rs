@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
-use swarm_core::share::{ShareError, ShareEvent};
+use swarm_core::share::ShareError;
 use swarm_protocol::ContentId;
 use tokio::io::AsyncBufReadExt;
 
@@ -217,12 +217,12 @@ async fn fetch(
             }
         };
         match event {
-            NodeEvent::Share(ShareEvent::ManifestReady { id: of, manifest }) if of == id => {
+            NodeEvent::ManifestReady { id: of, manifest } if of == id => {
                 total = manifest.size;
                 bar.set_length(total);
                 bar.set_message(manifest.name.clone());
             }
-            NodeEvent::Share(ShareEvent::Progress { id: of, progress }) if of == id => {
+            NodeEvent::Progress { id: of, progress } if of == id => {
                 received = progress.received;
                 bar.set_length(progress.total);
                 bar.set_position(progress.received);
@@ -238,7 +238,7 @@ async fn fetch(
                 return Err(PeerError::SaveFailed { id, error });
             }
             other => {
-                if !matches!(other, NodeEvent::Share(ShareEvent::Progress { .. })) {
+                if !matches!(other, NodeEvent::Progress { .. }) {
                     bar.suspend(|| report(&other));
                 }
             }
@@ -341,10 +341,10 @@ fn report(event: &NodeEvent) {
         NodeEvent::PeerLeft(peer) => eprintln!("peer left: {peer}"),
         NodeEvent::Server(state) => eprintln!("signalling server: {}", state.as_str()),
         NodeEvent::Message { from, text } => eprintln!("{from}: {text}"),
-        NodeEvent::Share(ShareEvent::Offered(info)) => {
+        NodeEvent::Offered(info) => {
             eprintln!("offered: {} {} ({} bytes)", info.id, info.name, info.size)
         }
-        NodeEvent::Share(ShareEvent::BadPeer { id, peer, reason }) => {
+        NodeEvent::BadPeer { id, peer, reason } => {
             eprintln!("peer {peer} sent bad data for {id}: {reason}")
         }
         _ => {}

@@ -2,8 +2,9 @@
 //! the same peer wire protocol, WebRTC data channels through webrtc-rs) to seed and fetch
 //! files from the command line.
 //!
-//! The room logic is `swarm-core`'s, the same code the browser client runs: [`node`] only
-//! carries out its effects with tokio, webrtc-rs and the disk.
+//! The room logic is `swarm-core`'s sans-I/O `Node`, the same code the browser client runs:
+//! [`node`] only feeds it what happens and carries out its outputs with tokio, webrtc-rs and
+//! the disk.
 //!
 //! # Layout
 //! - [`room`]: a joined room as the commands use it, and the errors they report.

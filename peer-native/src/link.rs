@@ -6,7 +6,6 @@
 //! tagged with the link's serial number, so that events of a link already replaced are
 //! recognised and ignored. Who offers and who is polite come from `swarm-core`.
 
-use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
@@ -14,7 +13,7 @@ use std::time::Duration;
 use bytes::BytesMut;
 use futures_util::FutureExt;
 use swarm_core::negotiation::{Negotiation, RemoteDescription};
-use swarm_protocol::wire;
+use swarm_core::send_queue::{Frame, SendQueue};
 use swarm_protocol::{
     ContentId, IceCandidateInit, PeerId, SdpType, SessionDescription, SignalData,
 };
@@ -47,27 +46,18 @@ pub(crate) struct LinkConfig {
     pub(crate) ice_servers: Vec<RTCIceServer>,
 }
 
-/// A frame waiting to go out on the channel.
-#[derive(Debug)]
-pub(crate) enum Outgoing {
-    /// A binary frame of the peer protocol (or an application binary message).
-    Binary(Vec<u8>),
-    /// An application text message.
-    Text(String),
-}
-
 /// Frames waiting for the channel, shared between the node and the writer task.
 #[derive(Debug, Default)]
-struct SendQueue {
-    frames: Mutex<VecDeque<Outgoing>>,
+struct Outbox {
+    frames: Mutex<SendQueue>,
     ready: Notify,
     /// The writer took a frame and has not finished handing it to the channel. Set and read
     /// with the lock held, so the queue and this together tell whether anything is unsent.
     sending: AtomicBool,
 }
 
-impl SendQueue {
-    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Outgoing>> {
+impl Outbox {
+    fn lock(&self) -> std::sync::MutexGuard<'_, SendQueue> {
         // A panic while holding the lock leaves a queue that is still consistent.
         self.frames
             .lock()
@@ -89,7 +79,7 @@ const FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 pub(crate) struct Link {
     serial: u64,
     signals: mpsc::UnboundedSender<SignalData>,
-    queue: Arc<SendQueue>,
+    queue: Arc<Outbox>,
     task: JoinHandle<()>,
     /// Whether the node was told the channel opened (it may hear it twice).
     pub(crate) open: bool,
@@ -106,7 +96,7 @@ impl Link {
         inputs: mpsc::UnboundedSender<Input>,
     ) -> Self {
         let (signals, signals_rx) = mpsc::unbounded_channel();
-        let queue = Arc::new(SendQueue::default());
+        let queue = Arc::new(Outbox::default());
         let task = LinkTask {
             me,
             peer,
@@ -143,20 +133,17 @@ impl Link {
     }
 
     /// Queues a frame; the writer sends it as the channel's buffer allows.
-    pub(crate) fn send(&self, frame: Outgoing) {
-        self.queue.lock().push_back(frame);
+    pub(crate) fn send(&self, frame: Frame) {
+        self.queue.lock().push(frame);
         self.queue.ready.notify_one();
     }
 
-    /// Drops the queued chunks of `piece` of `id`; returns whether that emptied the queue.
+    /// Drops the queued chunks of `piece` of `id`; returns whether the queue has drained
+    /// (to be reported as [`Input::Drained`]).
     pub(crate) fn withdraw(&self, id: ContentId, piece: u32) -> bool {
         let mut queue = self.queue.lock();
-        let before = queue.len();
-        queue.retain(|frame| match frame {
-            Outgoing::Binary(frame) => !wire::is_piece_chunk(frame, id, piece),
-            Outgoing::Text(_) => true,
-        });
-        queue.len() < before && queue.is_empty()
+        queue.withdraw(id, piece);
+        queue.take_drained()
     }
 }
 
@@ -167,7 +154,7 @@ struct LinkTask {
     peer: PeerId,
     serial: u64,
     inputs: mpsc::UnboundedSender<Input>,
-    queue: Arc<SendQueue>,
+    queue: Arc<Outbox>,
     /// The `swarm` channel, once there is one.
     channel: Arc<OnceLock<Arc<dyn DataChannel>>>,
     /// Told when the connection failed or closed, so the channel's reader reports the end
@@ -423,26 +410,29 @@ impl LinkTask {
     }
 
     /// Sends queued frames in order; sending waits while the channel's buffer is full. Tells
-    /// the node each time the queue empties, so the sharing engine reads the next pieces.
+    /// the node each time the queue has drained, so the sharing engine reads the next pieces.
     async fn write(self, channel: Arc<dyn DataChannel>) {
-        let mut sent = false;
         loop {
-            let next = {
+            let (next, drained) = {
                 let mut frames = self.queue.lock();
-                let next = frames.pop_front();
+                // webrtc-rs's `send` itself waits while its buffer is full: nothing is
+                // buffered as far as the queue is concerned.
+                let next = frames.next(0);
                 self.queue.sending.store(next.is_some(), Ordering::Relaxed);
-                next
+                // Asked only once the last frame has been sent, not as it is taken.
+                let drained = next.is_none() && frames.take_drained();
+                (next, drained)
             };
             let Some(frame) = next else {
-                if std::mem::take(&mut sent) {
+                if drained {
                     self.tell(Input::Drained { peer: self.peer });
                 }
                 self.queue.ready.notified().await;
                 continue;
             };
             let result = match frame {
-                Outgoing::Binary(frame) => channel.send(BytesMut::from(&frame[..])).await,
-                Outgoing::Text(text) => channel.send_text(&text).await,
+                Frame::Binary(frame) => channel.send(BytesMut::from(&frame[..])).await,
+                Frame::Text(text) => channel.send_text(&text).await,
             };
             self.queue.sending.store(false, Ordering::Relaxed);
             if let Err(err) = result {
@@ -450,7 +440,6 @@ impl LinkTask {
                 self.queue.lock().clear();
                 return;
             }
-            sent = true;
         }
     }
 }

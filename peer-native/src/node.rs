@@ -1,36 +1,35 @@
 //! The node: one task that owns a joined room and carries out what `swarm-core` decides.
 //!
 //! Everything that happens (a server frame, a channel opening, a frame from a peer, a piece
-//! read from disk, a tick, a command from the front end) arrives as an [`Input`] on one
-//! queue and is handled in order, so no state is shared between tasks. The room logic lives
-//! in [`Client`] (mesh, relay, server link) and [`Share`] (files), the same code the browser
-//! client runs; this module only performs their effects with tokio, webrtc-rs and the disk.
+//! read from disk, a command from the front end) arrives as an [`Input`] on one queue and is
+//! handled in order, so no state is shared between tasks. The room logic, and every rule
+//! that joins its parts, is [`swarm_core::node::Node`], the same code the browser client
+//! runs: this module hands it what happened with the time on a monotonic clock, sleeps until
+//! its next deadline, and carries out each [`Output`] with tokio, webrtc-rs and the disk.
 
 use std::collections::HashMap;
 use std::fs::File;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use swarm_core::client::{Client, Effect, ServerState};
+use swarm_core::client::ServerState;
 use swarm_core::identity::Identity;
 use swarm_core::merkle;
-use swarm_core::mesh::Event;
-use swarm_core::share::{FileInfo, Output, PieceCheck, Share, ShareConfig, ShareError, ShareEvent};
+use swarm_core::node::{self as engine, Node, Output};
+use swarm_core::send_queue::Frame;
+use swarm_core::share::{FileInfo, PieceCheck, Progress, ShareConfig, ShareError};
 use swarm_protocol::content::Manifest;
 use swarm_protocol::signal::IceUrls;
-use swarm_protocol::wire::{self, BinaryFrame};
 use swarm_protocol::{ClientMsg, ContentId, ErrorCode, IceServer, PeerId, RoomName};
 use tokio::sync::{mpsc, oneshot};
-use tracing::{debug, info, warn};
+use tokio::time::Instant;
+use tracing::{debug, info};
 use webrtc::peer_connection::RTCIceServer;
 
-use crate::link::{Link, LinkConfig, Outgoing};
+use crate::link::{Link, LinkConfig};
 use crate::signalling::ServerLink;
 use crate::store::{self, Store};
-
-/// Period of the engine's tick.
-const TICK: Duration = Duration::from_millis(250);
 
 /// Something that happened, for the node to handle.
 #[derive(Debug)]
@@ -43,8 +42,6 @@ pub(crate) enum Input {
         code: u16,
         reason: String,
     },
-    /// Time to try the server again.
-    Reconnect,
     /// A link produced a signal (description or candidate) for its peer.
     SignalOut {
         peer: PeerId,
@@ -83,8 +80,6 @@ pub(crate) enum Input {
         id: ContentId,
         result: Result<PathBuf, store::StoreError>,
     },
-    /// The periodic tick.
-    Tick,
     /// A request of the front end.
     Command(Command),
 }
@@ -158,8 +153,36 @@ pub enum NodeEvent {
         /// The message.
         text: String,
     },
-    /// The sharing engine's news.
-    Share(ShareEvent<PeerId>),
+    /// A content we had not heard of is offered in the room.
+    Offered(FileInfo),
+    /// A download's manifest arrived and verified.
+    ManifestReady {
+        /// The content.
+        id: ContentId,
+        /// Its manifest.
+        manifest: Manifest,
+    },
+    /// A download made progress.
+    Progress {
+        /// The content.
+        id: ContentId,
+        /// Where it stands.
+        progress: Progress<PeerId>,
+    },
+    /// Every piece of a download is verified and written ([`NodeEvent::Saved`] follows once
+    /// it is moved to its target).
+    Completed(ContentId),
+    /// A download was cancelled.
+    Cancelled(ContentId),
+    /// A peer sent data for `id` that failed verification; it is no longer used for `id`.
+    BadPeer {
+        /// The content.
+        id: ContentId,
+        /// The offender.
+        peer: PeerId,
+        /// What was wrong.
+        reason: &'static str,
+    },
     /// A download was verified and moved to `path`.
     Saved {
         /// The content.
@@ -198,23 +221,23 @@ pub(crate) fn start(
 ) {
     let (inputs, inputs_rx) = mpsc::unbounded_channel();
     let (events, events_rx) = mpsc::unbounded_channel();
-    let first_seq = unix_millis();
-    let node = Node {
+    let mut engine_config =
+        engine::NodeConfig::new(config.room, config.identity, unix_millis(), rand::random());
+    engine_config.max_peers = config.max_peers;
+    engine_config.dht_above = config.dht_above;
+    engine_config.share = ShareConfig {
+        owner_checks_pieces: true,
+        ..ShareConfig::default()
+    };
+    let shell = Shell {
         url: config.url,
-        client: Client::new(config.room, config.identity, config.max_peers, first_seq)
-            .with_dht_above(config.dht_above),
-        share: Share::new(
-            ShareConfig {
-                owner_checks_pieces: true,
-                ..ShareConfig::default()
-            },
-            first_seq ^ 0x5eed,
-        ),
+        node: Node::new(engine_config, 0),
         links: HashMap::new(),
         closing: Vec::new(),
         next_serial: 0,
         server: None,
         generation: 0,
+        reconnect_at: None,
         link_config: LinkConfig {
             udp_addrs: config.udp_addrs,
             ice_servers: Vec::new(),
@@ -224,24 +247,27 @@ pub(crate) fn start(
         events,
         started: Instant::now(),
     };
-    tokio::spawn(node.run(inputs_rx));
+    tokio::spawn(shell.run(inputs_rx));
     (inputs, events_rx)
 }
 
-struct Node {
+/// The node's task: the sans-I/O node and the connections, files and timers it drives.
+struct Shell {
     url: String,
-    client: Client,
-    share: Share<PeerId>,
+    node: Node,
     links: HashMap<PeerId, Link>,
     /// Links being closed: they flush what is queued first.
     closing: Vec<tokio::task::JoinHandle<()>>,
     next_serial: u64,
     server: Option<ServerLink>,
     generation: u64,
+    /// When to open a new server connection (node milliseconds), after one ended.
+    reconnect_at: Option<u64>,
     link_config: LinkConfig,
     store: Store,
     inputs: mpsc::UnboundedSender<Input>,
     events: mpsc::UnboundedSender<NodeEvent>,
+    /// Time zero of the node's clock.
     started: Instant,
 }
 
@@ -252,28 +278,28 @@ fn unix_millis() -> u64 {
         .unwrap_or_default()
 }
 
-impl Node {
+impl Shell {
     async fn run(mut self, mut inputs: mpsc::UnboundedReceiver<Input>) {
         self.open_server();
-        let ticks = self.inputs.clone();
-        let ticker = tokio::spawn(async move {
-            let mut interval = tokio::time::interval(TICK);
-            loop {
-                interval.tick().await;
-                if ticks.send(Input::Tick).is_err() {
-                    return;
-                }
+        loop {
+            let due = self.reconnect_at.map_or(self.node.poll_timeout(), |at| {
+                at.min(self.node.poll_timeout())
+            });
+            let deadline = self.started + Duration::from_millis(due);
+            tokio::select! {
+                input = inputs.recv() => match input {
+                    // Never `None`: the shell holds a sender itself.
+                    None | Some(Input::Command(Command::Leave)) => {
+                        self.node.leave(self.now());
+                        self.carry_out();
+                        break;
+                    }
+                    Some(input) => self.handle(input),
+                },
+                () = tokio::time::sleep_until(deadline) => self.on_timeout(),
             }
-        });
-        while let Some(input) = inputs.recv().await {
-            if matches!(input, Input::Command(Command::Leave)) {
-                let effects = self.client.leave();
-                self.apply(effects);
-                break;
-            }
-            self.handle(input);
+            self.carry_out();
         }
-        ticker.abort();
         // The links send what they still hold, then close the peer connections. Only then is
         // the server connection closed (with a close frame): the server's `left` must not
         // reach a peer before our last messages do, or it drops them with the connection.
@@ -290,9 +316,20 @@ impl Node {
         }
     }
 
-    /// Milliseconds since the node started: the sharing engine's clock.
+    /// Milliseconds since the node started: the node's clock.
     fn now(&self) -> u64 {
         self.started.elapsed().as_millis() as u64
+    }
+
+    fn on_timeout(&mut self) {
+        let now = self.now();
+        if self.reconnect_at.is_some_and(|at| at <= now) {
+            self.reconnect_at = None;
+            if !self.node.has_left() && self.server.is_none() {
+                self.open_server();
+            }
+        }
+        self.node.handle_timeout(now);
     }
 
     fn open_server(&mut self) {
@@ -301,7 +338,7 @@ impl Node {
         let url = format!(
             "{}{separator}{}",
             self.url,
-            self.client.server_query(unix_millis() / 1000)
+            self.node.server_query(unix_millis() / 1000)
         );
         self.server = Some(ServerLink::connect(
             url,
@@ -320,12 +357,14 @@ impl Node {
             .filter(|link| link.serial() == serial)
     }
 
+    /// Hands one platform event to the node (events of replaced links and connections are
+    /// dropped here).
     fn handle(&mut self, input: Input) {
+        let now = self.now();
         match input {
             Input::ServerFrame { generation, text } => {
                 if generation == self.generation {
-                    let effects = self.client.on_server_frame(&text);
-                    self.apply(effects);
+                    self.node.handle(engine::Input::ServerFrame(&text), now);
                 }
             }
             Input::ServerClosed {
@@ -335,33 +374,29 @@ impl Node {
             } => {
                 if generation == self.generation {
                     self.server = None;
-                    let effects = self.client.on_server_closed(code, &reason, rand::random());
-                    self.apply(effects);
-                }
-            }
-            Input::Reconnect => {
-                if !self.client.has_left() && self.server.is_none() {
-                    self.open_server();
+                    let input = engine::Input::ServerClosed {
+                        code,
+                        reason: &reason,
+                    };
+                    self.node.handle(input, now);
                 }
             }
             Input::SignalOut { peer, data } => {
                 if self.links.contains_key(&peer) {
-                    let effects = self.client.send_signal(peer, &data);
-                    self.apply(effects);
+                    self.node
+                        .handle(engine::Input::LocalSignal { to: peer, data }, now);
                 }
             }
             Input::ChannelOpen { peer, serial } => {
                 if let Some(link) = self.current_link(peer, serial)
                     && !std::mem::replace(&mut link.open, true)
                 {
-                    let effects = self.client.on_channel_open(peer);
-                    self.apply(effects);
+                    self.node.handle(engine::Input::ChannelOpen(peer), now);
                 }
             }
             Input::LinkClosed { peer, serial } => {
                 if self.current_link(peer, serial).is_some() {
-                    let effects = self.client.on_channel_closed(peer);
-                    self.apply(effects);
+                    self.node.handle(engine::Input::ChannelClosed(peer), now);
                 }
             }
             Input::Frame {
@@ -370,28 +405,39 @@ impl Node {
                 text,
                 data,
             } => {
-                if self.current_link(peer, serial).is_some() {
-                    self.on_frame(peer, text, &data);
+                if self.current_link(peer, serial).is_none() {
+                    return;
+                }
+                if text {
+                    // Text messages are the application's: they do not pass through the node.
+                    let text = String::from_utf8_lossy(&data).into_owned();
+                    self.tell(NodeEvent::Message { from: peer, text });
+                } else {
+                    let input = engine::Input::Frame {
+                        from: peer,
+                        data: &data,
+                    };
+                    self.node.handle(input, now);
                 }
             }
-            Input::Drained { peer } => {
-                let out = self.share.upload_drained(peer);
-                self.apply_share(out);
-            }
+            Input::Drained { peer } => self.node.handle(engine::Input::Drained(peer), now),
             Input::PieceRead {
                 to,
                 id,
                 piece,
                 result,
             } => {
-                let out = match result {
-                    Ok(data) => self.share.piece_read(to, id, piece, &data),
-                    Err(err) => {
-                        warn!(%id, piece, error = %err, "cannot read a piece to serve");
-                        self.share.piece_unreadable(to, id, piece)
-                    }
+                if let Err(err) = &result {
+                    debug!(%id, piece, error = %err, "reading a piece failed");
+                }
+                let data = result.as_deref().ok();
+                let input = engine::Input::PieceRead {
+                    to,
+                    id,
+                    piece,
+                    data,
                 };
-                self.apply_share(out);
+                self.node.handle(input, now);
             }
             Input::PieceStored {
                 id,
@@ -399,18 +445,16 @@ impl Node {
                 from,
                 result,
             } => match result {
-                Ok(matched) => {
-                    let now = self.now();
-                    let out = match from {
-                        Some(from) => self.share.piece_checked(id, piece, from, matched, now),
-                        None => self.share.piece_stored(id, piece, now),
+                Ok(stored) => {
+                    let input = engine::Input::PieceStored {
+                        id,
+                        piece,
+                        from,
+                        stored,
                     };
-                    self.apply_share(out);
+                    self.node.handle(input, now);
                 }
-                Err(err) => self.tell(NodeEvent::SaveFailed {
-                    id,
-                    error: err.to_string(),
-                }),
+                Err(err) => self.cannot_store(id, err.to_string()),
             },
             Input::Saved { id, result } => match result {
                 Ok(path) => self.tell(NodeEvent::Saved { id, path }),
@@ -419,249 +463,195 @@ impl Node {
                     error: err.to_string(),
                 }),
             },
-            Input::Tick => {
-                let out = self.share.tick(self.now());
-                self.apply_share(out);
-                let effects = self.client.on_tick();
-                self.apply(effects);
-            }
-            Input::Command(command) => self.command(command),
+            Input::Command(command) => self.command(command, now),
         }
     }
 
-    fn command(&mut self, command: Command) {
+    fn command(&mut self, command: Command, now: u64) {
         match command {
             Command::Share { id, manifest, file } => {
-                info!(%id, name = manifest.name, size = manifest.size, "sharing");
                 self.store.add_shared(id, file);
-                let out = self.share.share(id, manifest);
-                self.apply_share(out);
-                let effects = self.client.provide_held(&self.share, id);
-                self.apply(effects);
+                self.node.share(id, manifest, now);
             }
             Command::Download { id, target, reply } => {
                 self.store.expect(id, target);
-                let now = self.now();
-                match self.client.start_download(&mut self.share, id, now) {
-                    Ok((out, effects)) => {
-                        let _ = reply.send(Ok(()));
-                        self.apply(effects);
-                        self.apply_share(out);
-                    }
-                    Err(err) => {
-                        let _ = reply.send(Err(err));
-                    }
-                }
+                let _ = reply.send(self.node.download(id, now));
             }
-            Command::Lookup { id } => {
-                let effects = self.client.find(id);
-                self.apply(effects);
-            }
+            Command::Lookup { id } => self.node.lookup(id, now),
             Command::Broadcast { text, reply } => {
-                let open = self.client.open_peers();
+                let open = self.node.open_peers();
                 for peer in &open {
                     if let Some(link) = self.links.get(peer) {
-                        link.send(Outgoing::Text(text.clone()));
+                        link.send(Frame::Text(text.clone()));
                     }
                 }
                 let _ = reply.send(open.len());
             }
             Command::Status { reply } => {
                 let _ = reply.send(Status {
-                    me: self.client.me(),
-                    members: self.client.members(),
-                    open: self.client.open_peers(),
-                    files: self.client.room_files(self.share.files()),
+                    me: self.node.me(),
+                    members: self.node.members(),
+                    open: self.node.open_peers(),
+                    files: self.node.files(),
                 });
             }
             Command::Leave => {} // handled by the loop
         }
     }
 
-    /// A message from `peer` on its `swarm` channel.
-    fn on_frame(&mut self, peer: PeerId, text: bool, data: &[u8]) {
-        if text {
-            let text = String::from_utf8_lossy(data).into_owned();
-            self.tell(NodeEvent::Message { from: peer, text });
-            return;
-        }
-        match wire::decode_binary(data) {
-            Ok(BinaryFrame::App(payload)) => {
-                debug!(%peer, len = payload.len(), "a binary application message");
-            }
-            Ok(BinaryFrame::Peer(msg)) => {
-                let out = self.share.on_message(peer, msg, self.now());
-                self.apply_share(out);
-            }
-            Ok(BinaryFrame::Relay(relay)) => {
-                let effects = self.client.on_relay(peer, relay);
-                self.apply(effects);
-            }
-            Ok(BinaryFrame::Route(route)) => {
-                let effects = self.client.on_route(peer, route);
-                self.apply(effects);
-            }
-            Err(err) => debug!(%peer, error = %err, "dropping a frame"),
+    /// A download cannot be written: the front end hears why, and the node gives it up.
+    fn cannot_store(&mut self, id: ContentId, error: String) {
+        self.tell(NodeEvent::SaveFailed { id, error });
+        self.node.abandon(id, self.now());
+    }
+
+    /// Carries out everything the node asks for (which may make it ask for more).
+    fn carry_out(&mut self) {
+        while let Some(output) = self.node.poll_output() {
+            self.carry(output);
         }
     }
 
-    fn apply(&mut self, effects: Vec<Effect>) {
-        for effect in effects {
-            match effect {
-                Effect::Connect { peer, offerer, .. } => {
-                    let Some(me) = self.client.me() else { continue };
-                    debug!(%peer, offerer, "connecting");
-                    self.next_serial += 1;
-                    let link = Link::start(
-                        me,
-                        peer,
-                        offerer,
-                        self.next_serial,
-                        self.link_config.clone(),
-                        self.inputs.clone(),
-                    );
-                    self.links.insert(peer, link);
-                }
-                Effect::Disconnect(peer) => {
-                    if let Some(link) = self.links.remove(&peer) {
-                        self.closing.retain(|task| !task.is_finished());
-                        self.closing.push(link.close());
-                        let out = self.share.remove_peer(peer, self.now());
-                        self.apply_share(out);
-                    }
-                }
-                Effect::ToServer { to, data } => {
-                    let text = ClientMsg::signal(to, &data).to_json();
-                    let sent = self.server.as_ref().is_some_and(|server| server.send(text));
-                    if !sent {
-                        let effects = self.client.relay_signal(to, &data);
-                        self.apply(effects);
-                    }
-                }
-                Effect::ToPeer { peer, frame } => {
-                    if let Some(link) = self.links.get(&peer) {
-                        link.send(Outgoing::Binary(frame));
-                    }
-                }
-                Effect::Signal { from, data } => match self.links.get(&from) {
-                    Some(link) => link.on_signal(data),
-                    None => debug!(peer = %from, "signal for a connection that is gone"),
-                },
-                Effect::Welcomed {
+    fn carry(&mut self, output: Output) {
+        match output {
+            Output::Connect { peer, offerer, .. } => {
+                let Some(me) = self.node.me() else { return };
+                debug!(%peer, offerer, "connecting");
+                self.next_serial += 1;
+                let link = Link::start(
                     me,
-                    ice_servers,
-                    first,
-                } => {
-                    self.link_config.ice_servers = ice_servers.iter().map(rtc_ice_server).collect();
-                    if first {
-                        self.tell(NodeEvent::Welcomed { me });
-                    }
-                }
-                Effect::JoinFailed { code, message } => {
-                    self.tell(NodeEvent::JoinFailed { code, message })
-                }
-                Effect::Server(state) => {
-                    info!(state = state.as_str(), "signalling server");
-                    self.tell(NodeEvent::Server(state));
-                }
-                Effect::ReconnectIn(delay) => {
-                    // `ServerClosed` already dropped the connection that ended.
-                    let inputs = self.inputs.clone();
-                    tokio::spawn(async move {
-                        tokio::time::sleep(Duration::from_millis(delay)).await;
-                        let _ = inputs.send(Input::Reconnect);
-                    });
-                }
-                Effect::Emit(Event::PeerJoined(peer)) => {
-                    info!(%peer, "peer joined");
-                    let out = self.share.add_peer(peer);
-                    self.apply_share(out);
-                    self.tell(NodeEvent::PeerJoined(peer));
-                }
-                Effect::Emit(Event::PeerLeft(peer)) => {
-                    info!(%peer, "peer left");
-                    self.tell(NodeEvent::PeerLeft(peer));
-                }
-                Effect::Provided { file, new } => {
-                    debug!(id = %file.id, providers = file.providers.len(), "heard of a provider");
-                    if new && self.share.file(file.id).is_none() {
-                        self.tell(NodeEvent::Share(ShareEvent::Offered(FileInfo {
-                            id: file.id,
-                            sources: file.providers.len(),
-                            name: file.name,
-                            size: file.size,
-                            mime: file.mime,
-                            complete: false,
-                        })));
-                    }
-                }
-                Effect::ProvidersGone => {}
+                    peer,
+                    offerer,
+                    self.next_serial,
+                    self.link_config.clone(),
+                    self.inputs.clone(),
+                );
+                self.links.insert(peer, link);
             }
-        }
-    }
-
-    fn apply_share(&mut self, outputs: Vec<Output<PeerId>>) {
-        for output in outputs {
-            match output {
-                Output::Send { to, frame } => {
-                    if let Some(link) = self.links.get(&to) {
-                        link.send(Outgoing::Binary(frame));
-                    }
+            Output::Disconnect(peer) => {
+                if let Some(link) = self.links.remove(&peer) {
+                    self.closing.retain(|task| !task.is_finished());
+                    self.closing.push(link.close());
                 }
-                Output::ReadPiece {
-                    to,
-                    id,
-                    piece,
-                    offset,
-                    len,
-                } => {
-                    let Some(file) = self.store.file(id) else {
-                        let out = self.share.piece_unreadable(to, id, piece);
-                        self.apply_share(out);
-                        continue;
-                    };
+            }
+            Output::ToServer { to, data } => {
+                let text = ClientMsg::signal(to, &data).to_json();
+                let sent = self.server.as_ref().is_some_and(|server| server.send(text));
+                if !sent {
+                    let input = engine::Input::ServerRefused { to, data };
+                    self.node.handle(input, self.now());
+                }
+            }
+            Output::Send { to, frame } => {
+                if let Some(link) = self.links.get(&to) {
+                    link.send(Frame::Binary(frame));
+                }
+            }
+            Output::Signal { from, data } => match self.links.get(&from) {
+                Some(link) => link.on_signal(data),
+                None => debug!(peer = %from, "signal for a connection that is gone"),
+            },
+            Output::ReadPiece {
+                to,
+                id,
+                piece,
+                offset,
+                len,
+            } => self.read_piece(to, id, piece, offset, len),
+            Output::WritePiece {
+                id,
+                piece,
+                offset,
+                data,
+                check,
+            } => self.store_piece(id, piece, offset, data, check),
+            Output::Withdraw { to, id, piece } => {
+                let drained = self
+                    .links
+                    .get(&to)
+                    .is_some_and(|link| link.withdraw(id, piece));
+                if drained {
+                    self.node.handle(engine::Input::Drained(to), self.now());
+                }
+            }
+            Output::ReconnectIn(delay) => {
+                // `ServerClosed` already dropped the connection that ended.
+                self.reconnect_at = Some(self.now() + delay);
+            }
+            Output::Welcomed {
+                me,
+                ice_servers,
+                first,
+            } => {
+                self.link_config.ice_servers = ice_servers.iter().map(rtc_ice_server).collect();
+                if first {
+                    self.tell(NodeEvent::Welcomed { me });
+                }
+            }
+            Output::JoinFailed { code, message } => {
+                self.tell(NodeEvent::JoinFailed { code, message })
+            }
+            Output::Server(state) => {
+                info!(state = state.as_str(), "signalling server");
+                self.tell(NodeEvent::Server(state));
+            }
+            Output::PeerJoined(peer) => self.tell(NodeEvent::PeerJoined(peer)),
+            Output::PeerLeft(peer) => self.tell(NodeEvent::PeerLeft(peer)),
+            Output::Message { from, data } => {
+                debug!(peer = %from, len = data.len(), "a binary application message");
+            }
+            Output::FileFound(info) => self.tell(NodeEvent::Offered(info)),
+            Output::FilesChanged => {} // the front end asks for the list when it wants it
+            Output::ManifestReady { id, manifest } => match self.store.prepare(id, &manifest) {
+                Ok(()) => self.tell(NodeEvent::ManifestReady { id, manifest }),
+                Err(err) => self.cannot_store(id, err.to_string()),
+            },
+            Output::Progress { id, progress } => self.tell(NodeEvent::Progress { id, progress }),
+            Output::Completed(id) => {
+                if let Some((file, temp, target)) = self.store.take_partial(id) {
                     let inputs = self.inputs.clone();
                     tokio::task::spawn_blocking(move || {
-                        let result = store::read_at(&file, offset, len);
-                        let _ = inputs.send(Input::PieceRead {
-                            to,
-                            id,
-                            piece,
-                            result,
-                        });
+                        let result = store::finish(&file, &temp, &target).map(|()| target);
+                        let _ = inputs.send(Input::Saved { id, result });
                     });
                 }
-                Output::WritePiece {
-                    id,
-                    piece,
-                    offset,
-                    data,
-                    check,
-                } => self.store_piece(id, piece, offset, data, check),
-                Output::Withdraw { to, id, piece } => {
-                    let emptied = self
-                        .links
-                        .get(&to)
-                        .is_some_and(|link| link.withdraw(id, piece));
-                    if emptied {
-                        let out = self.share.upload_drained(to);
-                        self.apply_share(out);
-                    }
-                }
-                Output::Stalled(peer) => {
-                    warn!(%peer, "the link delivers nothing any more: closing it to connect again");
-                    let effects = self.client.on_channel_closed(peer);
-                    self.apply(effects);
-                }
-                Output::Event(event) => self.on_share_event(event),
+                self.tell(NodeEvent::Completed(id));
+            }
+            Output::Cancelled(id) => self.tell(NodeEvent::Cancelled(id)),
+            Output::BadPeer { id, peer, reason } => {
+                self.tell(NodeEvent::BadPeer { id, peer, reason })
             }
         }
+    }
+
+    /// Reads a piece to serve on the blocking pool.
+    fn read_piece(&mut self, to: PeerId, id: ContentId, piece: u32, offset: u64, len: u32) {
+        let Some(file) = self.store.file(id) else {
+            let input = engine::Input::PieceRead {
+                to,
+                id,
+                piece,
+                data: None,
+            };
+            self.node.handle(input, self.now());
+            return;
+        };
+        let inputs = self.inputs.clone();
+        tokio::task::spawn_blocking(move || {
+            let result = store::read_at(&file, offset, len);
+            let _ = inputs.send(Input::PieceRead {
+                to,
+                id,
+                piece,
+                result,
+            });
+        });
     }
 
     /// Writes a piece on the blocking pool, hashing it there first if it comes with a
     /// `check`: the node's loop neither hashes nor waits for the disk.
     fn store_piece(
-        &self,
+        &mut self,
         id: ContentId,
         piece: u32,
         offset: u64,
@@ -669,10 +659,7 @@ impl Node {
         check: Option<PieceCheck<PeerId>>,
     ) {
         let Some(file) = self.store.file(id) else {
-            self.tell(NodeEvent::SaveFailed {
-                id,
-                error: "no file to write the download to".into(),
-            });
+            self.cannot_store(id, "no file to write the download to".into());
             return;
         };
         let inputs = self.inputs.clone();
@@ -689,35 +676,6 @@ impl Node {
                 result,
             });
         });
-    }
-
-    fn on_share_event(&mut self, event: ShareEvent<PeerId>) {
-        match &event {
-            ShareEvent::ManifestReady { id, manifest } => {
-                if let Err(err) = self.store.prepare(*id, manifest) {
-                    self.tell(NodeEvent::SaveFailed {
-                        id: *id,
-                        error: err.to_string(),
-                    });
-                }
-            }
-            ShareEvent::Completed { id } => {
-                let effects = self.client.provide_held(&self.share, *id);
-                self.apply(effects);
-                if let Some((file, temp, target)) = self.store.take_partial(*id) {
-                    let (inputs, id) = (self.inputs.clone(), *id);
-                    tokio::task::spawn_blocking(move || {
-                        let result = store::finish(&file, &temp, &target).map(|()| target);
-                        let _ = inputs.send(Input::Saved { id, result });
-                    });
-                }
-            }
-            ShareEvent::BadPeer { id, peer, reason } => {
-                warn!(%id, %peer, reason, "a peer sent bad data; it is no longer used for this file");
-            }
-            _ => {}
-        }
-        self.tell(NodeEvent::Share(event));
     }
 }
 

@@ -1,42 +1,9 @@
-//! Timers: a repeating one (`setInterval`) and a one-shot one (`setTimeout`), each
-//! cancelled when dropped.
+//! Time in the browser: the monotonic clock every input to the node is stamped with, a
+//! one-shot timer (`setTimeout`) cancelled when dropped, and the secure random seed.
 
 use js_sys::{Function, Reflect};
 use wasm_bindgen::prelude::Closure;
 use wasm_bindgen::{JsCast, JsValue};
-
-/// Calls a closure every `period` milliseconds until dropped.
-pub(crate) struct Ticker {
-    id: JsValue,
-    _callback: Closure<dyn FnMut()>,
-}
-
-fn global_function(name: &str) -> Result<Function, JsValue> {
-    Reflect::get(&js_sys::global(), &name.into())?.dyn_into::<Function>()
-}
-
-impl Ticker {
-    pub(crate) fn start(period: i32, tick: impl FnMut() + 'static) -> Result<Self, JsValue> {
-        let callback = Closure::<dyn FnMut()>::new(tick);
-        let id = global_function("setInterval")?.call2(
-            &JsValue::NULL,
-            callback.as_ref(),
-            &period.into(),
-        )?;
-        Ok(Self {
-            id,
-            _callback: callback,
-        })
-    }
-}
-
-impl Drop for Ticker {
-    fn drop(&mut self) {
-        if let Ok(clear) = global_function("clearInterval") {
-            let _ = clear.call1(&JsValue::NULL, &self.id);
-        }
-    }
-}
 
 /// Calls a closure once after `delay` milliseconds, unless dropped first.
 pub(crate) struct Timeout {
@@ -82,4 +49,23 @@ pub(crate) fn random_seed() -> Result<[u8; 32], JsValue> {
     let mut seed = [0u8; 32];
     bytes.copy_to(&mut seed);
     Ok(seed)
+}
+
+/// Milliseconds on the page's monotonic clock (`performance.now()`), which, unlike
+/// `Date.now()`, never jumps when the system clock is set.
+pub(crate) fn now_ms() -> u64 {
+    let performance = Reflect::get(&js_sys::global(), &"performance".into()).ok();
+    let now = performance.and_then(|p| {
+        let now = Reflect::get(&p, &"now".into())
+            .ok()?
+            .dyn_into::<Function>()
+            .ok()?;
+        now.call0(&p).ok()?.as_f64()
+    });
+    // Every page and worker has `performance`; the wall clock is a fallback that works.
+    now.unwrap_or_else(js_sys::Date::now) as u64
+}
+
+fn global_function(name: &str) -> Result<Function, JsValue> {
+    Reflect::get(&js_sys::global(), &name.into())?.dyn_into::<Function>()
 }
