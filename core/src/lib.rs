@@ -26,6 +26,14 @@
 //!   effects the browser client and the native peer both carry out.
 //! - [`mesh`]: a client's view of its room: which peers to connect to, in which role, and
 //!   when the application hears `peer-joined` and `peer-left`.
+//! - [`node`]: one peer: [`client`] and [`share`] composed, fed with inputs (server frames,
+//!   channel events, peer frames, storage results, time) and drained of outputs. The browser
+//!   client and the native peer are both thin shells around it.
+//! - [`send_queue`]: the per-peer send queue both shells use: back-pressure against the
+//!   transport's buffer, withdrawal of pieces not yet sent, and the "drained" signal.
+//! - [`cluster`]: what a signalling server knows of peers other instances serve.
+//! - [`gossip`]: duplicate suppression for messages flooded over the overlay.
+//! - [`kademlia`]: the XOR-distance routing behind [`dht`].
 
 pub mod backoff;
 pub mod bitfield;
