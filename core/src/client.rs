@@ -3,7 +3,7 @@
 //! [`Client`] holds what one joined room needs beyond the peer connections themselves: our
 //! key, the partial [`Mesh`], the [`SignalRelay`] used while the server is away, the resume
 //! token, and the state of the link to the server with its reconnection [`Backoff`]. The I/O
-//! shell feeds it server frames, channel events, relay frames and ticks, and carries out the
+//! shell feeds it server frames, channel events, relay frames and the time, and carries out the
 //! [`Effect`]s that come back; it never decides anything about the room itself.
 
 use std::collections::BTreeMap;
@@ -27,15 +27,15 @@ use crate::share::{FileInfo, Output, Share, ShareError};
 /// Providers dialled at once for a content we want and no neighbour provides.
 const PROVIDERS_DIALLED: usize = 2;
 
-/// Ticks between two attempts to reach a provider of a content we want.
-const PROVIDER_RETRY_TICKS: u64 = 20;
+/// Time between two attempts to reach a provider of a content we want (ms).
+const PROVIDER_RETRY_MS: u64 = 5_000;
 
 /// Rooms with more members than this publish provide records in the structured layer
 /// ([`crate::dht`]) instead of flooding them (see [`Client::with_dht_above`]).
 pub const DHT_ABOVE: usize = 64;
 
-/// Ticks a lookup asked for with [`Client::find`] goes on (60 s) while nothing is found.
-const FIND_TICKS: u64 = 240;
+/// How long a lookup asked for with [`Client::find`] goes on while nothing is found (ms).
+const FIND_MS: u64 = 60_000;
 
 /// Close code with which the server tells a connection that a newer one resumed its peer.
 pub const CLOSE_REPLACED: u16 = 4000;
@@ -150,15 +150,18 @@ pub struct Client {
     directory: Directory,
     /// Our own provide records (signed frames), handed to each new neighbour.
     provided: BTreeMap<ContentId, Vec<u8>>,
-    /// Contents we are downloading, with the tick of the last attempt to reach a provider.
+    /// Contents we are downloading, with the time of the last attempt to reach a provider.
     wanted: BTreeMap<ContentId, u64>,
-    /// Contents looked up with [`Client::find`], and the tick the lookup ends.
+    /// Contents looked up with [`Client::find`], and the time the lookup ends.
     sought: BTreeMap<ContentId, u64>,
+    /// When the lookups in `sought` are next retried.
+    sought_retry_at: u64,
     /// Provider records kept for the room, and our own published there.
     dht: Dht,
     /// Room size above which we publish in `dht` rather than flood.
     dht_above: usize,
-    ticks: u64,
+    /// The latest time we were given (ms on the caller's monotonic clock).
+    now: u64,
 }
 
 impl Client {
@@ -189,7 +192,8 @@ impl Client {
             sought: BTreeMap::new(),
             dht,
             dht_above: DHT_ABOVE,
-            ticks: 0,
+            sought_retry_at: 0,
+            now: 0,
         }
     }
 
@@ -500,7 +504,7 @@ impl Client {
                         id,
                         record,
                         &neighbours,
-                        self.ticks,
+                        self.now,
                     )));
                 }
                 effects
@@ -581,7 +585,7 @@ impl Client {
     /// gossip (and try again now and then until one connects, or [`Client::provide`] or
     /// [`Client::unwant`] is called).
     pub fn want(&mut self, id: ContentId) -> Vec<Effect> {
-        self.wanted.insert(id, self.ticks);
+        self.wanted.insert(id, self.now);
         let mut effects = self.dial_providers(id);
         effects.extend(self.lookup_if_unknown(id));
         effects
@@ -592,7 +596,7 @@ impl Client {
     /// as one opened from a link in a large room. What is found arrives as
     /// [`Effect::Provided`].
     pub fn find(&mut self, id: ContentId) -> Vec<Effect> {
-        self.sought.insert(id, self.ticks + FIND_TICKS);
+        self.sought.insert(id, self.now + FIND_MS);
         self.lookup_if_unknown(id)
     }
 
@@ -602,14 +606,14 @@ impl Client {
             return Vec::new();
         }
         let neighbours = self.open_peers();
-        let routed = self.dht.find(id, &neighbours, self.ticks);
+        let routed = self.dht.find(id, &neighbours, self.now);
         self.on_routed(routed)
     }
 
     /// A frame of the structured layer arrived from neighbour `from`.
     pub fn on_route(&mut self, from: PeerId, route: Route<'_>) -> Vec<Effect> {
         let neighbours = self.open_peers();
-        let routed = self.dht.on_route(from, route, &neighbours, self.ticks);
+        let routed = self.dht.on_route(from, route, &neighbours, self.now);
         self.on_routed(routed)
     }
 
@@ -653,14 +657,14 @@ impl Client {
             .collect();
         for peer in &connecting {
             effects.extend(mesh_effects(
-                self.mesh.redial_if_stale(*peer, PROVIDER_RETRY_TICKS * 2),
+                self.mesh.redial_if_stale(*peer, PROVIDER_RETRY_MS * 2),
             ));
         }
         if !connecting.is_empty() {
             return effects;
         }
         // Another pair each attempt, in case the last ones did not answer.
-        let skip = (self.ticks / PROVIDER_RETRY_TICKS) as usize * PROVIDERS_DIALLED;
+        let skip = (self.now / PROVIDER_RETRY_MS) as usize * PROVIDERS_DIALLED;
         let count = providers.len();
         let chosen = providers
             .into_iter()
@@ -674,7 +678,7 @@ impl Client {
             }
         }
         if let Some(last) = self.wanted.get_mut(&id) {
-            *last = self.ticks;
+            *last = self.now;
         }
         effects
     }
@@ -737,15 +741,24 @@ impl Client {
         effects
     }
 
-    /// Periodic upkeep of the partial mesh, and of the connections to providers of what we
-    /// download.
-    pub fn on_tick(&mut self) -> Vec<Effect> {
-        self.ticks += 1;
-        let mut effects = mesh_effects(self.mesh.on_tick());
+    /// Moves the clock to `now` (ms on the caller's monotonic clock; it never goes back).
+    /// The methods without a time argument act at the latest time given, so the caller
+    /// advances the clock before it hands in what happened ([`crate::node::Node`] does).
+    pub fn advance(&mut self, now: u64) {
+        self.now = self.now.max(now);
+        self.mesh.advance(now);
+    }
+
+    /// Periodic upkeep at `now` (ms) of the partial mesh, and of the connections to
+    /// providers of what we download.
+    pub fn on_tick(&mut self, now: u64) -> Vec<Effect> {
+        self.advance(now);
+        let now = self.now;
+        let mut effects = mesh_effects(self.mesh.on_tick(now));
         let due: Vec<ContentId> = self
             .wanted
             .iter()
-            .filter(|(_, last)| self.ticks >= *last + PROVIDER_RETRY_TICKS)
+            .filter(|(_, last)| now >= *last + PROVIDER_RETRY_MS)
             .map(|(id, _)| *id)
             .collect();
         for id in due {
@@ -753,9 +766,9 @@ impl Client {
             effects.extend(self.lookup_if_unknown(id));
         }
         // Lookups asked for: again every few seconds until found, or the time is up.
-        let ticks = self.ticks;
-        self.sought.retain(|_, until| *until > ticks);
-        let retry: Vec<ContentId> = if ticks.is_multiple_of(PROVIDER_RETRY_TICKS) {
+        self.sought.retain(|_, until| *until > now);
+        let retry: Vec<ContentId> = if now >= self.sought_retry_at {
+            self.sought_retry_at = now + PROVIDER_RETRY_MS;
             self.sought.keys().copied().collect()
         } else {
             Vec::new()
@@ -768,7 +781,7 @@ impl Client {
             }
         }
         let neighbours = self.open_peers();
-        effects.extend(to_peers(self.dht.tick(&neighbours, ticks)));
+        effects.extend(to_peers(self.dht.tick(&neighbours, now)));
         effects
     }
 
@@ -1094,8 +1107,9 @@ mod tests {
         let other = swarm_protocol::ContentId::from_bytes([8; 32]);
         let lookup = net[2].want(other);
         assert!(!lookup.is_empty());
-        let retried = (0..PROVIDER_RETRY_TICKS)
-            .flat_map(|_| net[2].on_tick())
+        let step = crate::node::UPKEEP_MS;
+        let retried = (1..=PROVIDER_RETRY_MS / step)
+            .flat_map(|n| net[2].on_tick(n * step))
             .any(|e| matches!(e, Effect::ToPeer { .. }));
         assert!(retried);
     }

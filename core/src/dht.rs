@@ -16,8 +16,8 @@
 //! - **Publishing** ([`Dht::publish`]): the provider's signed `provide` record (the same
 //!   frame that is flooded in small rooms, [`crate::relay`]) is routed on, and kept at every
 //!   peer where its route stalls, and by that peer's [`REPLICAS`]` - 1` neighbours closest to
-//!   the key, for [`RECORD_TTL_TICKS`]; the provider publishes again every
-//!   [`REPUBLISH_TICKS`], which also finds the new closest peers after churn.
+//!   the key, for [`RECORD_TTL_MS`]; the provider publishes again every
+//!   [`REPUBLISH_MS`], which also finds the new closest peers after churn.
 //! - **Finding** ([`Dht::find`]): a request routed the same way is answered by the first
 //!   peer on its way that keeps records of the content (or where it ends, with none); the
 //!   answer goes back hop by hop along the path the request recorded.
@@ -25,7 +25,7 @@
 //! Records are checked (signature, content) before they are kept, so no peer can announce
 //! a provider in another's name; the answering peer's records reach the asker unchanged and
 //! are checked again there ([`crate::client`] feeds them to its directory). Sans-I/O: time
-//! is the caller's tick count, frames come in and go out as bytes.
+//! is milliseconds on the caller's clock, frames come in and go out as bytes.
 
 use std::collections::BTreeMap;
 
@@ -43,11 +43,11 @@ use crate::relay::Frames;
 /// neighbours.
 pub const REPLICAS: usize = 3;
 
-/// How long a kept record counts, in ticks (30 minutes at the shells' 250 ms tick).
-pub const RECORD_TTL_TICKS: u64 = 30 * 60 * 4;
+/// How long a kept record counts (30 minutes, in ms).
+pub const RECORD_TTL_MS: u64 = crate::kademlia::DEFAULT_PROVIDER_TTL_MS;
 
-/// How often a provider publishes its records again, in ticks (10 minutes).
-pub const REPUBLISH_TICKS: u64 = 10 * 60 * 4;
+/// How often a provider publishes its records again (10 minutes, in ms).
+pub const REPUBLISH_MS: u64 = crate::kademlia::DEFAULT_REPUBLISH_MS;
 
 /// Hops a routed message may make (a route fixes at least one bit of the key per hop).
 pub const HOP_LIMIT: u8 = MAX_PATH as u8;
@@ -81,7 +81,7 @@ pub struct Dht {
     store: ProviderStore,
     /// The signed record behind each kept (content, provider).
     records: BTreeMap<(ContentId, PeerId), Vec<u8>>,
-    /// Our own records and the tick each is due to be published again.
+    /// Our own records and the time each is due to be published again.
     published: BTreeMap<ContentId, (Vec<u8>, u64)>,
 }
 
@@ -97,7 +97,7 @@ impl Dht {
         }
     }
 
-    /// Publishes our signed `provide` `record` of `id` now and every [`REPUBLISH_TICKS`].
+    /// Publishes our signed `provide` `record` of `id` now and every [`REPUBLISH_MS`].
     pub fn publish(
         &mut self,
         id: ContentId,
@@ -106,7 +106,7 @@ impl Dht {
         now: u64,
     ) -> Frames {
         self.published
-            .insert(id, (record.clone(), now + REPUBLISH_TICKS));
+            .insert(id, (record.clone(), now + REPUBLISH_MS));
         let out = RouteOut {
             kind: RouteKind::AddProvider,
             id,
@@ -155,7 +155,7 @@ impl Dht {
     /// neighbours (or only poor ones) is found once it has better ones. Records we keep for
     /// others are not handed on: in the simulation, handing them to every closer newcomer
     /// multiplied them across the room under churn (tens of frames per peer per round at 5 %
-    /// churn), and their providers publish them again every [`REPUBLISH_TICKS`] anyway.
+    /// churn), and their providers publish them again every [`REPUBLISH_MS`] anyway.
     pub fn on_neighbour(&self, peer: PeerId) -> Frames {
         let closer = |id: &ContentId| {
             let key = Key::for_content(id);
@@ -382,7 +382,7 @@ impl Dht {
         if self.store.len() >= MAX_KEYS && self.store.providers(&key, now).is_empty() {
             return;
         }
-        if self.store.add(key, provider, now + RECORD_TTL_TICKS) {
+        if self.store.add(key, provider, now + RECORD_TTL_MS) {
             self.records.insert((id, provider), record);
         }
     }
@@ -694,7 +694,7 @@ mod tests {
         assert_eq!(dht.kept(), 1);
         assert_eq!(dht.records(id, 0).len(), 1);
         // It expires, unless published again; the provider leaving drops it at once.
-        assert!(dht.records(id, RECORD_TTL_TICKS + 1).is_empty());
+        assert!(dht.records(id, RECORD_TTL_MS + 1).is_empty());
         dht.forget_provider(provider);
         assert_eq!(dht.kept(), 0);
     }
@@ -732,10 +732,10 @@ mod tests {
         // Whether the neighbour is closer decides whether it goes there; either way our own
         // record answers a lookup that reaches us.
         assert!(first.len() <= REPLICAS);
-        assert!(dht.tick(&[next], REPUBLISH_TICKS - 1).is_empty());
-        let again = dht.tick(&[next], REPUBLISH_TICKS);
+        assert!(dht.tick(&[next], REPUBLISH_MS - 1).is_empty());
+        let again = dht.tick(&[next], REPUBLISH_MS);
         assert_eq!(again.len(), first.len());
-        assert_eq!(dht.records(id, REPUBLISH_TICKS).len(), 1);
+        assert_eq!(dht.records(id, REPUBLISH_MS).len(), 1);
     }
 
     /// A room of `n` peers where each links to the closest peer of every bucket of its

@@ -33,7 +33,8 @@
 //!   transport's buffer, withdrawal of pieces not yet sent, and the "drained" signal.
 //! - [`cluster`]: what a signalling server knows of peers other instances serve.
 //! - [`gossip`]: duplicate suppression for messages flooded over the overlay.
-//! - [`kademlia`]: the XOR-distance routing behind [`dht`].
+//! - [`kademlia`]: the id space behind [`dht`] and [`mesh`]: keys, XOR distance, the
+//!   provider store.
 
 pub mod backoff;
 pub mod bitfield;

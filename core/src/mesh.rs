@@ -10,7 +10,7 @@
 //!   ends it first: a `left` from the server, the channel closing, or the connection failing.
 //! - A peer that closed is forgotten; if it shows up again (a new `joined`), it starts afresh.
 //!   In a full mesh, a connection that fails while the server still counts the peer in the
-//!   room (no `left` came) is tried again: after [`REDIAL_TICKS`], by the side with the
+//!   room (no `left` came) is tried again: after [`REDIAL_MS`], by the side with the
 //!   smaller id (so the two never offer at once), up to [`MAX_REDIALS`] times in a row.
 //!
 //! # Full and partial mesh
@@ -31,34 +31,39 @@
 //! data channel, and one of the two channels would be closed, taking the connection with it.
 //! So the upkeep only dials members with a larger id than ours (XOR closeness is symmetric, so
 //! both would otherwise pick each other), and only once they have been known for
-//! [`SETTLE_TICKS`] ticks (a newcomer offers to the peers in its `welcome` itself).
+//! [`SETTLE_MS`] (a newcomer offers to the peers in its `welcome` itself).
+//!
+//! # Time
+//! Milliseconds on the caller's monotonic clock. The mesh's clock is the latest time it was
+//! given ([`Mesh::advance`], [`Mesh::on_tick`]); the methods without a time argument act at
+//! that time, so a caller advances the clock before it hands in what happened.
 
 use std::collections::BTreeMap;
 
 use swarm_protocol::PeerId;
 
+use crate::kademlia::{Distance, Key};
 use crate::negotiation::is_polite;
 
-/// Ticks a member must have been known before the upkeep of a partial mesh may dial it.
-pub const SETTLE_TICKS: u64 = 8;
+/// How long a member must have been known before the upkeep of a partial mesh may dial it.
+pub const SETTLE_MS: u64 = 2_000;
 
-/// Ticks a connection may take to open its channel before it is given up (60 s at the
-/// shells' 250 ms tick): the other side may have ignored our offer (it was full) or left.
+/// How long a connection may take to open its channel before it is given up: the other
+/// side may have ignored our offer (it was full) or left.
 /// The member is not forgotten, so it may be dialled again.
-pub const CONNECT_TIMEOUT_TICKS: u64 = 240;
+pub const CONNECT_TIMEOUT_MS: u64 = 60_000;
 
-/// Ticks after a failed connection of a full mesh before it is dialled again (5 s at the
-/// shells' 250 ms tick): long enough for the other side to notice the failure too.
-pub const REDIAL_TICKS: u64 = 20;
+/// How long after a failed connection of a full mesh it is dialled again: long enough for
+/// the other side to notice the failure too.
+pub const REDIAL_MS: u64 = 5_000;
 
 /// A provider answers offers for a content it provides while it has fewer than this many
 /// times the cap of connections ([`Mesh::on_offer_for_content`]); other offers, while fewer
 /// than twice the cap.
 pub const PROVIDER_ANSWERS: usize = 3;
 
-/// Ticks a member that replied busy to our offer is not dialled again by the upkeep (30 s at
-/// the shells' 250 ms tick).
-pub const BUSY_TICKS: u64 = 120;
+/// How long a member that replied busy to our offer is not dialled again by the upkeep.
+pub const BUSY_MS: u64 = 30_000;
 
 /// Times in a row a failed connection of a full mesh is dialled again before the peer is
 /// forgotten (it may have gone while the server was away).
@@ -94,7 +99,7 @@ pub enum Action {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
-    /// Being made since this tick.
+    /// Being made since this time.
     Connecting(u64),
     Open,
 }
@@ -104,17 +109,17 @@ enum Phase {
 pub struct Mesh {
     me: Option<PeerId>,
     peers: BTreeMap<PeerId, Phase>,
-    /// Every other member of the room we know of, connected or not, with the tick at which
+    /// Every other member of the room we know of, connected or not, with the time at which
     /// we learned of it.
     members: BTreeMap<PeerId, u64>,
-    /// Ticks so far.
-    ticks: u64,
+    /// The latest time we were given (ms).
+    now: u64,
     /// The cap on connections we open ourselves; `None` for a full mesh.
     max_peers: Option<usize>,
-    /// Full mesh: members whose connection failed without a `left`, with the tick it failed
+    /// Full mesh: members whose connection failed without a `left`, with the time it failed
     /// at and how many times in a row it has.
     lost: BTreeMap<PeerId, (u64, u32)>,
-    /// Partial mesh: members that replied busy to our offer, with the tick they did.
+    /// Partial mesh: members that replied busy to our offer, with the time they did.
     busy: BTreeMap<PeerId, u64>,
 }
 
@@ -295,13 +300,13 @@ impl Mesh {
         Some(self.connect(peer, true).into_iter().collect())
     }
 
-    /// Starts the connection to `peer` over if it has been trying to open for `max_ticks` or
+    /// Starts the connection to `peer` over if it has been trying to open for `max_ms` or
     /// more (the other side may have ignored our offer while it was full, or be waiting for
     /// an answer of ours that was lost): close it and offer again. No actions otherwise.
-    pub fn redial_if_stale(&mut self, peer: PeerId, max_ticks: u64) -> Vec<Action> {
-        let now = self.ticks;
+    pub fn redial_if_stale(&mut self, peer: PeerId, max_ms: u64) -> Vec<Action> {
+        let now = self.now;
         match self.peers.get(&peer) {
-            Some(Phase::Connecting(since)) if now >= since + max_ticks => {
+            Some(Phase::Connecting(since)) if now >= since + max_ms => {
                 let mut actions = self.close(peer);
                 actions.extend(self.connect(peer, true));
                 actions
@@ -310,21 +315,26 @@ impl Mesh {
         }
     }
 
-    /// Periodic upkeep: gives up connections that did not open within
-    /// [`CONNECT_TIMEOUT_TICKS`], and in a partial mesh below the cap dials one more member we
+    /// Moves the clock to `now` (ms; it never goes back).
+    pub fn advance(&mut self, now: u64) {
+        self.now = self.now.max(now);
+    }
+
+    /// Periodic upkeep at `now` (ms): gives up connections that did not open within
+    /// [`CONNECT_TIMEOUT_MS`], and in a partial mesh below the cap dials one more member we
     /// know of and are not connected to (at random). A full mesh needs no dialling.
-    pub fn on_tick(&mut self) -> Vec<Action> {
-        self.ticks += 1;
-        let now = self.ticks;
+    pub fn on_tick(&mut self, now: u64) -> Vec<Action> {
+        self.advance(now);
+        let now = self.now;
         let stale: Vec<PeerId> = self
             .peers
             .iter()
             .filter(|(_, phase)| {
-                matches!(phase, Phase::Connecting(since) if now >= since + CONNECT_TIMEOUT_TICKS)
+                matches!(phase, Phase::Connecting(since) if now >= since + CONNECT_TIMEOUT_MS)
             })
             .map(|(peer, _)| *peer)
             .collect();
-        self.busy.retain(|_, since| now < *since + BUSY_TICKS);
+        self.busy.retain(|_, since| now < *since + BUSY_MS);
         let mut actions: Vec<Action> = Vec::new();
         for peer in stale {
             if self.lost.contains_key(&peer) {
@@ -341,7 +351,7 @@ impl Mesh {
                 .lost
                 .iter()
                 .filter(|(peer, (since, _))| {
-                    **peer > me && !self.peers.contains_key(peer) && now >= since + REDIAL_TICKS
+                    **peer > me && !self.peers.contains_key(peer) && now >= since + REDIAL_MS
                 })
                 .map(|(peer, _)| *peer)
                 .collect();
@@ -358,7 +368,7 @@ impl Mesh {
                     && self
                         .members
                         .get(peer)
-                        .is_some_and(|learned| now >= learned + SETTLE_TICKS)
+                        .is_some_and(|learned| now >= learned + SETTLE_MS)
             })
             .collect();
         // A bucket we have no connection in comes first (so that routing by XOR distance
@@ -377,7 +387,7 @@ impl Mesh {
         let (Some(me), Some(Phase::Connecting(_))) = (self.me, self.peers.get(&peer)) else {
             return Vec::new();
         };
-        self.busy.insert(peer, self.ticks);
+        self.busy.insert(peer, self.now);
         let mut actions = self.close(peer);
         if self.max_peers.is_some_and(|cap| self.peers.len() < cap) {
             let eligible: Vec<PeerId> = self.dialable().collect();
@@ -391,7 +401,7 @@ impl Mesh {
 
     /// Members we are not connected to and that have not replied busy lately.
     fn dialable(&self) -> impl Iterator<Item = PeerId> + '_ {
-        let now = self.ticks;
+        let now = self.now;
         self.members
             .keys()
             .filter(move |peer| {
@@ -399,7 +409,7 @@ impl Mesh {
                     && self
                         .busy
                         .get(peer)
-                        .is_none_or(|since| now >= since + BUSY_TICKS)
+                        .is_none_or(|since| now >= since + BUSY_MS)
             })
             .copied()
     }
@@ -415,7 +425,7 @@ impl Mesh {
                 eligible
                     .iter()
                     .copied()
-                    .min_by_key(|peer| shuffle(self.ticks, me, *peer))
+                    .min_by_key(|peer| shuffle(self.now, me, *peer))
             })
     }
 
@@ -446,7 +456,7 @@ impl Mesh {
 
     /// Counts one more failure of the connection to member `peer` in a row (full mesh).
     fn note_lost(&mut self, peer: PeerId) {
-        let now = self.ticks;
+        let now = self.now;
         let failures = self.lost.get(&peer).map_or(1, |(_, n)| n + 1);
         if failures > MAX_REDIALS || !self.members.contains_key(&peer) {
             self.lost.remove(&peer);
@@ -474,7 +484,7 @@ impl Mesh {
         if self.me == Some(peer) {
             return;
         }
-        let now = self.ticks;
+        let now = self.now;
         self.members.entry(peer).or_insert(now);
     }
 
@@ -495,7 +505,7 @@ impl Mesh {
         if peer == me || self.peers.contains_key(&peer) {
             return None;
         }
-        self.peers.insert(peer, Phase::Connecting(self.ticks));
+        self.peers.insert(peer, Phase::Connecting(self.now));
         Some(Action::Connect {
             peer,
             offerer,
@@ -515,18 +525,15 @@ impl Mesh {
     }
 }
 
-/// XOR distance between two ids, as a sortable value.
-fn xor(a: PeerId, b: PeerId) -> [u8; 16] {
-    let mut out = *a.as_bytes();
-    for (byte, other) in out.iter_mut().zip(b.as_bytes()) {
-        *byte ^= other;
-    }
-    out
+/// The XOR distance between two ids ([`crate::kademlia`]'s, the one the structured layer
+/// routes by).
+fn xor(a: PeerId, b: PeerId) -> Distance {
+    Key::from(a).distance(&Key::from(b))
 }
 
 /// The Kademlia bucket of `peer` seen from `me`: how many leading bits their ids share.
 pub fn bucket(me: PeerId, peer: PeerId) -> u32 {
-    u128::from_be_bytes(xor(me, peer)).leading_zeros()
+    xor(me, peer).leading_zeros()
 }
 
 /// The closest of `peers` to `me` in each bucket, the closest bucket first.
@@ -566,8 +573,17 @@ mod tests {
     use proptest::prelude::*;
     use std::collections::BTreeSet;
 
+    /// The period of the upkeep in these tests (ms), the one the node uses.
+    const STEP: u64 = crate::node::UPKEEP_MS;
+
     fn id(n: u8) -> PeerId {
         PeerId::from_bytes([n; 16])
+    }
+
+    /// One upkeep, [`STEP`] after the mesh's clock.
+    fn step(mesh: &mut Mesh) -> Vec<Action> {
+        let now = mesh.now + STEP;
+        mesh.on_tick(now)
     }
 
     fn welcomed(me: u8, peers: &[u8]) -> (Mesh, Vec<Action>) {
@@ -665,9 +681,9 @@ mod tests {
         );
     }
 
-    /// Ticks `mesh` `n` times; returns the peers it dialled.
+    /// Runs the upkeep of `mesh` `n` times, [`STEP`] apart; returns the peers it dialled.
     fn tick(mesh: &mut Mesh, n: u64) -> Vec<PeerId> {
-        let actions: Vec<Action> = (0..n).flat_map(|_| mesh.on_tick()).collect();
+        let actions: Vec<Action> = (0..n).flat_map(|_| step(mesh)).collect();
         connected(&actions)
     }
 
@@ -685,10 +701,13 @@ mod tests {
         );
         mesh.on_channel_closed(id(1));
         assert!(mesh.is_member(id(9)) && mesh.is_member(id(1)));
-        assert!(tick(&mut mesh, REDIAL_TICKS - 1).is_empty(), "too soon");
+        assert!(
+            tick(&mut mesh, (REDIAL_MS / STEP) - 1).is_empty(),
+            "too soon"
+        );
         // Only the larger id is ours to dial; the smaller one dials us, and we answer.
         assert_eq!(tick(&mut mesh, 1), vec![id(9)]);
-        assert!(tick(&mut mesh, REDIAL_TICKS * 2).is_empty());
+        assert!(tick(&mut mesh, (REDIAL_MS / STEP) * 2).is_empty());
         assert_eq!(connected(&mesh.on_signal_from(id(1))), vec![id(1)]);
         assert_eq!(
             mesh.on_channel_open(id(9)),
@@ -705,12 +724,12 @@ mod tests {
 
         mesh.on_channel_closed(id(9));
         for _ in 1..MAX_REDIALS {
-            assert_eq!(tick(&mut mesh, REDIAL_TICKS), vec![id(9)]);
+            assert_eq!(tick(&mut mesh, REDIAL_MS / STEP), vec![id(9)]);
             mesh.on_channel_closed(id(9));
         }
-        assert_eq!(tick(&mut mesh, REDIAL_TICKS), vec![id(9)]);
+        assert_eq!(tick(&mut mesh, REDIAL_MS / STEP), vec![id(9)]);
         // The last attempt times out instead of failing: that counts too.
-        let dialled = tick(&mut mesh, CONNECT_TIMEOUT_TICKS + REDIAL_TICKS);
+        let dialled = tick(&mut mesh, (CONNECT_TIMEOUT_MS / STEP) + (REDIAL_MS / STEP));
         assert!(dialled.is_empty(), "{dialled:?}");
         assert!(!mesh.is_member(id(9)));
     }
@@ -755,17 +774,17 @@ mod tests {
             "no eager answer when capped"
         );
         assert!(mesh.is_member(id(9)));
-        assert!(mesh.on_tick().is_empty(), "at the cap");
+        assert!(step(&mut mesh).is_empty(), "at the cap");
         // A neighbour leaves: once settled, the tick dials the closest member with a larger
         // id than ours (only 9: the others would dial us).
         mesh.on_left(id(6));
         let (mut dialed, mut ticks) = (Vec::new(), 1);
         while dialed.is_empty() && ticks < 20 {
-            dialed = connected(&mesh.on_tick());
+            dialed = connected(&step(&mut mesh));
             ticks += 1;
         }
         assert_eq!(dialed, vec![id(9)]);
-        assert!(ticks >= SETTLE_TICKS, "{ticks} ticks");
+        assert!(ticks >= (SETTLE_MS / STEP), "{ticks} ticks");
     }
 
     fn first_byte(b: u8) -> PeerId {
@@ -795,8 +814,8 @@ mod tests {
         }
         let covered: Vec<u32> = dialed[2..].iter().map(|p| bucket(me, *p)).collect();
         let mut next = Vec::new();
-        for _ in 0..SETTLE_TICKS + 1 {
-            next.extend(connected(&mesh.on_tick()));
+        for _ in 0..(SETTLE_MS / STEP) + 1 {
+            next.extend(connected(&step(&mut mesh)));
         }
         assert!(!next.is_empty());
         assert!(
@@ -825,16 +844,16 @@ mod tests {
         // All three busy: nobody left to dial until the busy ones may be tried again.
         assert!(connected(&mesh.on_busy(third[0])).is_empty());
         assert!(mesh.on_busy(third[0]).is_empty(), "not connecting any more");
-        let retried: Vec<PeerId> = (0..BUSY_TICKS)
-            .flat_map(|_| connected(&mesh.on_tick()))
+        let retried: Vec<PeerId> = (0..(BUSY_MS / STEP))
+            .flat_map(|_| connected(&step(&mut mesh)))
             .collect();
         assert!(
             retried.is_empty(),
             "smaller ids are not the upkeep's to dial"
         );
         mesh.on_joined(id(12));
-        let dialled: Vec<PeerId> = (0..SETTLE_TICKS + 1)
-            .flat_map(|_| connected(&mesh.on_tick()))
+        let dialled: Vec<PeerId> = (0..(SETTLE_MS / STEP) + 1)
+            .flat_map(|_| connected(&step(&mut mesh)))
             .collect();
         assert_eq!(dialled, vec![id(12)]);
         // By now the first three may be tried again.
@@ -879,19 +898,25 @@ mod tests {
     #[test]
     fn a_stale_connection_is_started_over_on_request() {
         let (mut mesh, _) = welcomed(1, &[2]);
-        assert!(mesh.redial_if_stale(id(2), 4).is_empty(), "just started");
+        assert!(
+            mesh.redial_if_stale(id(2), 4 * STEP).is_empty(),
+            "just started"
+        );
         for _ in 0..4 {
-            mesh.on_tick();
+            step(&mut mesh);
         }
-        let actions = mesh.redial_if_stale(id(2), 4);
+        let actions = mesh.redial_if_stale(id(2), 4 * STEP);
         assert_eq!(actions[0], Action::Disconnect(id(2)));
         assert_eq!(connected(&actions[1..]), vec![id(2)]);
-        assert!(mesh.redial_if_stale(id(2), 4).is_empty(), "started over");
+        assert!(
+            mesh.redial_if_stale(id(2), 4 * STEP).is_empty(),
+            "started over"
+        );
         mesh.on_channel_open(id(2));
         for _ in 0..8 {
-            mesh.on_tick();
+            step(&mut mesh);
         }
-        assert!(mesh.redial_if_stale(id(2), 4).is_empty(), "open");
+        assert!(mesh.redial_if_stale(id(2), 4 * STEP).is_empty(), "open");
     }
 
     #[test]
@@ -899,8 +924,8 @@ mod tests {
         let (mut mesh, _) = welcomed(1, &[2, 3]);
         mesh.on_channel_open(id(2));
         let mut gave_up = Vec::new();
-        for _ in 0..CONNECT_TIMEOUT_TICKS {
-            gave_up.extend(mesh.on_tick());
+        for _ in 0..(CONNECT_TIMEOUT_MS / STEP) {
+            gave_up.extend(step(&mut mesh));
         }
         assert_eq!(gave_up, vec![Action::Disconnect(id(3))]);
         assert!(mesh.is_open(id(2)) && !mesh.knows(id(3)));
@@ -962,7 +987,7 @@ mod tests {
                     Input::Closed(p) => mesh.on_channel_closed(id(p)),
                 };
                 if tick {
-                    mesh.on_tick();
+                    step(&mut mesh);
                 }
                 prop_assert!(mesh.connection_count() <= 2 * cap);
                 prop_assert!(!mesh.knows(id(0)));

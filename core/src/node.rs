@@ -401,7 +401,7 @@ impl Node {
         self.next_upkeep = now + UPKEEP_MS;
         let out = self.share.tick(now);
         self.apply_share(out);
-        let effects = self.client.on_tick();
+        let effects = self.client.on_tick(self.now);
         self.apply(effects);
     }
 
@@ -580,6 +580,7 @@ impl Node {
     fn advance(&mut self, now: u64) {
         // A monotonic clock never goes back; if a shell's does, keep ours still.
         self.now = self.now.max(now);
+        self.client.advance(self.now);
     }
 
     fn random(&mut self) -> f64 {

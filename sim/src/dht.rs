@@ -18,7 +18,9 @@
 //!   "add provider" message to each of them.
 
 use rand::Rng;
-use swarm_core::kademlia::{Key, Lookup, LookupConfig, LookupResult, ProviderStore, RoutingTable};
+use swarm_core::kademlia::{Key, ProviderStore};
+
+use crate::kademlia::{Lookup, LookupConfig, LookupResult, RoutingTable};
 use swarm_protocol::PeerId;
 
 use crate::overlay::{Overlay, Slot};

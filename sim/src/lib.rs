@@ -23,6 +23,7 @@
 
 pub mod dht;
 pub mod flood;
+pub mod kademlia;
 pub mod overlay;
 pub mod report;
 pub mod routed;
@@ -39,9 +40,6 @@ use crate::dht::{Dht, DhtConfig};
 use crate::flood::{FloodOutcome, Gossip};
 use crate::overlay::{Connectivity, Overlay, OverlayConfig, Slot};
 use crate::routed::Routed;
-
-/// The browser client calls `Mesh::on_tick` this often (`TICK_MS` in client-wasm).
-pub const CLIENT_TICK_MS: u64 = 250;
 
 /// Everything one run depends on.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -192,9 +190,7 @@ pub fn run(config: &Config) -> Report {
     let started = Instant::now();
     let mut rng = StdRng::seed_from_u64(config.seed);
     let mut overlay = Overlay::new(OverlayConfig {
-        ticks_per_round: u32::try_from(config.round_ms / CLIENT_TICK_MS)
-            .unwrap_or(u32::MAX)
-            .max(1),
+        round_ms: config.round_ms,
         ..config.overlay
     });
     for _ in 0..config.peers {
@@ -309,7 +305,7 @@ pub fn run(config: &Config) -> Report {
         for (a, b) in overlay.take_new_links() {
             dht.linked(&overlay, a, b);
             if config.routed {
-                routed.linked(&overlay, a, b, ticks(now));
+                routed.linked(&overlay, a, b, now);
             }
         }
         for slot in newcomers {
@@ -326,7 +322,7 @@ pub fn run(config: &Config) -> Report {
                 publish(&mut dht, &overlay, content.provider, content.key, now);
                 if config.routed {
                     let record = content.record.clone();
-                    routed.publish(&overlay, content.provider, content.id, record, ticks(now));
+                    routed.publish(&overlay, content.provider, content.id, record, now);
                 }
             }
         }
@@ -338,7 +334,7 @@ pub fn run(config: &Config) -> Report {
         }
         dht.expire(now);
         if config.routed {
-            routed.tick(&overlay, ticks(now));
+            routed.tick(&overlay, now);
         }
 
         if config.flood_every > 0
@@ -357,8 +353,7 @@ pub fn run(config: &Config) -> Report {
                 break;
             };
             if config.routed {
-                let lookup =
-                    routed.find(&overlay, from, content.id, content.provider_id, ticks(now));
+                let lookup = routed.find(&overlay, from, content.id, content.provider_id, now);
                 report.routed_lookups += 1;
                 report.routed_messages.push(lookup.messages);
                 if lookup.found {
@@ -423,11 +418,6 @@ fn new_content(overlay: &Overlay, routed: &Routed, rng: &mut StdRng) -> Content 
         record,
         provider_id,
     }
-}
-
-/// The clients' ticks at simulated time `now_ms`.
-fn ticks(now_ms: u64) -> u64 {
-    now_ms / CLIENT_TICK_MS
 }
 
 /// Share of the true `k` closest live peers to `key` found in `holders`.

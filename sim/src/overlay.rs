@@ -22,8 +22,9 @@
 //!   (`on_channel_open`); if it refuses (it is full), the offerer hears busy (`on_busy`, which
 //!   may dial another member); if the peer is gone, the offerer's connection fails
 //!   (`on_channel_closed`). Two peers offering to each other end up with one link.
-//! - Each round, every peer's `on_tick` is called `ticks_per_round` times (the client ticks
-//!   every 250 ms: 40 ticks in a 10 s round), the peers taking turns in a random order. A dial
+//! - Each round, every peer's `on_tick` is called once per upkeep period of the clients
+//!   ([`swarm_core::node::UPKEEP_MS`]: 40 times in a 10 s round), the peers taking turns in
+//!   a random order. A dial
 //!   resolves at once (in a browser it takes a second or two, a few ticks).
 //! - `Disconnect` closes the link and tells the other side. With the server gone, nobody
 //!   joins, no `joined`/`left` is sent, and an offer reaches its peer only through the mesh
@@ -107,8 +108,9 @@ pub struct OverlayConfig {
     pub welcome: usize,
     /// Most dial candidates a peer remembers ([`Policy::Random`]).
     pub known_cap: usize,
-    /// `Mesh::on_tick` calls per peer per round ([`Policy::Mesh`]).
-    pub ticks_per_round: u32,
+    /// Simulated milliseconds per round: `Mesh::on_tick` runs every
+    /// [`swarm_core::node::UPKEEP_MS`] of it ([`Policy::Mesh`]).
+    pub round_ms: u64,
 }
 
 impl Default for OverlayConfig {
@@ -119,7 +121,7 @@ impl Default for OverlayConfig {
             max: 16,
             welcome: 0,
             known_cap: 64,
-            ticks_per_round: 40,
+            round_ms: 10_000,
         }
     }
 }
@@ -194,6 +196,8 @@ pub struct Overlay {
     pending: Vec<(Slot, Action)>,
     /// Counters over the whole run.
     pub stats: OverlayStats,
+    /// Simulated time (ms), the meshes' clock.
+    now: u64,
 }
 
 impl Overlay {
@@ -210,6 +214,7 @@ impl Overlay {
             told: Vec::new(),
             pending: Vec::new(),
             stats: OverlayStats::default(),
+            now: 0,
         }
     }
 
@@ -286,6 +291,7 @@ impl Overlay {
                     }
                 }
                 let mut mesh = Mesh::with_max_peers(Some(self.config.target));
+                mesh.advance(self.now);
                 for action in mesh.on_welcome(id, &members) {
                     self.pending.push((slot, action));
                 }
@@ -409,9 +415,12 @@ impl Overlay {
             }
         }
         if self.config.policy == Policy::Mesh {
-            for _ in 0..self.config.ticks_per_round {
+            let step = swarm_core::node::UPKEEP_MS;
+            for _ in 0..(self.config.round_ms / step).max(1) {
+                self.now += step;
+                let now = self.now;
                 for &slot in &order {
-                    let actions = self.mesh(slot).map(|m| m.on_tick()).unwrap_or_default();
+                    let actions = self.mesh(slot).map(|m| m.on_tick(now)).unwrap_or_default();
                     self.carry_out(slot, actions);
                 }
             }
