@@ -7,7 +7,8 @@ use std::rc::Rc;
 
 use js_sys::{Array, Object, Reflect, Uint8Array};
 use swarm_core::merkle::ManifestBuilder;
-use swarm_core::share::{FileInfo, PieceCheck};
+use swarm_core::node::{ReadPiece, WritePiece};
+use swarm_core::share::FileInfo;
 use swarm_protocol::content::{DEFAULT_PIECE_SIZE, Manifest};
 use swarm_protocol::{ContentId, PeerId};
 use tracing::{info, warn};
@@ -108,7 +109,7 @@ impl State {
         let download = Rc::new(DownloadState::new(id, info.size));
         self.downloads.insert(id, Rc::clone(&download));
         if info.complete {
-            // Completes at once (`Output::Completed`).
+            // Completes at once (`Event::Completed`).
             if let Err(err) = self.node.download(id, now_ms()) {
                 warn!(%id, error = %err, "cannot complete a held file");
             }
@@ -149,7 +150,7 @@ impl State {
     /// Cancels the download of `id`.
     pub(crate) fn cancel_download(&mut self, id: ContentId) {
         match self.node.cancel(id, now_ms()) {
-            // `Output::Cancelled` follows.
+            // `Event::Cancelled` follows.
             Ok(()) => self.flush(),
             // Not started in the node yet (still checking the quota).
             Err(_) => self.fail_download(id, ClientError::Cancelled(id.to_string())),
@@ -198,15 +199,15 @@ impl State {
         object.into()
     }
 
-    /// Reads a piece asked for by `to`, from the Blob or from storage.
-    pub(crate) fn read_piece(
-        &mut self,
-        to: PeerId,
-        id: ContentId,
-        piece: u32,
-        offset: u64,
-        len: u32,
-    ) {
+    /// Reads a piece asked for by a peer, from the Blob or from storage.
+    pub(crate) fn read_piece(&mut self, read: ReadPiece) {
+        let ReadPiece {
+            id,
+            piece,
+            offset,
+            len,
+            ..
+        } = read;
         let blob = self.blob(id);
         let storage = self.storage.clone();
         let reads = Rc::clone(&self.blob_reads);
@@ -221,43 +222,28 @@ impl State {
             let data = bytes
                 .map_err(|err| warn!(%id, piece, error = %err, "cannot read a piece to serve"))
                 .ok();
-            inbox.post(Event::PieceRead {
-                to,
-                id,
-                piece,
-                data,
-            });
+            inbox.post(Event::PieceRead { read, data });
         });
     }
 
     /// Writes a piece through the storage worker; with a `check`, the worker hashes it first
     /// and writes it only if it matches.
-    pub(crate) fn write_piece(
-        &mut self,
-        id: ContentId,
-        piece: u32,
-        offset: u64,
-        data: &[u8],
-        check: Option<PieceCheck<PeerId>>,
-    ) {
+    pub(crate) fn write_piece(&mut self, write: WritePiece) {
         let storage = match self.storage() {
             Ok(storage) => storage,
-            Err(err) => return self.fail_download(id, err),
+            Err(err) => return self.fail_download(write.id, err),
         };
         // Posted now, so writes reach the worker in order.
-        let written = storage.write(
-            &id.to_string(),
-            offset,
-            data,
-            check.as_ref().map(|c| &c.expected),
-        );
+        let expected = write.check.as_ref().map(|c| &c.expected);
+        let written = storage.write(&write.id.to_string(), write.offset, &write.data, expected);
         let inbox = self.inbox().clone();
+        let (id, piece, from) = (write.id, write.piece, write.check.map(|c| c.from));
         spawn_local(async move {
             let result = written.await;
             inbox.post(Event::PieceWritten {
                 id,
                 piece,
-                from: check.map(|c| c.from),
+                from,
                 result,
             });
         });

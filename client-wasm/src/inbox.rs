@@ -8,6 +8,7 @@
 
 use std::rc::Weak;
 
+use swarm_core::node::ReadPiece;
 use swarm_protocol::{ContentId, PeerId, SignalData};
 use web_sys::{Blob, MediaStream};
 
@@ -67,9 +68,7 @@ pub(crate) enum Event {
     },
     /// A piece asked for by `to` was read (`None`: it could not be).
     PieceRead {
-        to: PeerId,
-        id: ContentId,
-        piece: u32,
+        read: ReadPiece,
         data: Option<Vec<u8>>,
     },
     /// A piece went to storage: `Ok(true)` written, `Ok(false)` refused by its hash check.

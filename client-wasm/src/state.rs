@@ -371,19 +371,9 @@ impl State {
                     self.on_remote_track_removed(peer, &stream);
                 }
             }
-            Event::PieceRead {
-                to,
-                id,
-                piece,
-                data,
-            } => {
-                let input = node::Input::PieceRead {
-                    to,
-                    id,
-                    piece,
-                    data: data.as_deref(),
-                };
-                self.node.handle(input, now);
+            Event::PieceRead { read, data } => {
+                let data = data.as_deref();
+                self.node.handle(node::Input::PieceRead { read, data }, now);
             }
             Event::PieceWritten {
                 id,
@@ -453,20 +443,8 @@ impl State {
                 Some(link) => link.on_signal(data),
                 None => debug!(peer = %from, "signal for a connection that is gone"),
             },
-            Output::ReadPiece {
-                to,
-                id,
-                piece,
-                offset,
-                len,
-            } => self.read_piece(to, id, piece, offset, len),
-            Output::WritePiece {
-                id,
-                piece,
-                offset,
-                data,
-                check,
-            } => self.write_piece(id, piece, offset, &data, check),
+            Output::ReadPiece(read) => self.read_piece(read),
+            Output::WritePiece(write) => self.write_piece(write),
             Output::Withdraw { to, id, piece } => {
                 let cap = &mut self.upload_cap;
                 let drained = self
@@ -499,34 +477,41 @@ impl State {
                     self.notify(Notice::Settle(waiter.reject, err.into()));
                 }
             }
-            Output::Server(state) => {
+            Output::Event(event) => self.on_node_event(event),
+        }
+    }
+
+    /// Tells the page what the node reports.
+    fn on_node_event(&mut self, event: node::Event) {
+        match event {
+            node::Event::Server(state) => {
                 info!(state = state.as_str(), "signalling server");
                 self.emit("server", vec![state.as_str().into()]);
             }
-            Output::PeerJoined(peer) => {
+            node::Event::PeerJoined(peer) => {
                 self.media_peer_open(peer);
                 self.emit("peer-joined", vec![peer.to_string().into()]);
             }
-            Output::PeerLeft(peer) => self.emit("peer-left", vec![peer.to_string().into()]),
-            Output::Message { from, data } => {
+            node::Event::PeerLeft(peer) => self.emit("peer-left", vec![peer.to_string().into()]),
+            node::Event::Message { from, data } => {
                 let data = js_sys::Uint8Array::from(data.as_slice());
                 self.emit("message", vec![from.to_string().into(), data.into()]);
             }
-            Output::FileFound(info) => {
+            node::Event::FileFound(info) => {
                 self.emit("file", vec![crate::files::file_object(&info)]);
             }
-            Output::FilesChanged => self.emit("files", Vec::new()),
-            Output::ManifestReady { id, manifest } => self.on_manifest_ready(id, &manifest),
-            Output::Progress { id, progress } => {
+            node::Event::FilesChanged => self.emit("files", Vec::new()),
+            node::Event::ManifestReady { id, manifest } => self.on_manifest_ready(id, &manifest),
+            node::Event::Progress { id, progress } => {
                 if let Some(download) = self.downloads.get(&id).cloned() {
                     self.notify(Notice::Progress(download, progress));
                 }
             }
-            Output::Completed(id) => self.finish_download(id),
-            Output::Cancelled(id) => {
+            node::Event::Completed(id) => self.finish_download(id),
+            node::Event::Cancelled(id) => {
                 self.fail_download(id, ClientError::Cancelled(id.to_string()));
             }
-            Output::BadPeer { id, peer, reason } => {
+            node::Event::BadPeer { id, peer, reason } => {
                 if let Some(download) = self.downloads.get(&id).cloned() {
                     self.notify(Notice::BadPeer(download, peer, reason));
                 }

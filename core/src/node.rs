@@ -27,10 +27,14 @@ use tracing::{debug, info, warn};
 use crate::bitfield::Bitfield;
 use crate::client::{Client, DHT_ABOVE, Effect, ServerState};
 use crate::identity::Identity;
-use crate::mesh::Event;
-use crate::share::{
-    self, FileInfo, PieceCheck, Progress, Share, ShareConfig, ShareError, ShareEvent,
-};
+use crate::mesh;
+use crate::share::{self, FileInfo, Progress, Share, ShareConfig, ShareError, ShareEvent};
+
+/// A piece to read for a peer ([`Output::ReadPiece`]), handed back with what was read.
+pub type ReadPiece = share::ReadPiece<PeerId>;
+
+/// A verified piece to store ([`Output::WritePiece`]).
+pub type WritePiece = share::WritePiece<PeerId>;
 
 /// How often the node does its upkeep (request timeouts, speeds, the partial mesh, the
 /// structured layer): [`Node::poll_timeout`] is never further away than this.
@@ -119,12 +123,8 @@ pub enum Input<'a> {
     Drained(PeerId),
     /// A piece asked for by [`Output::ReadPiece`] was read (`Some`), or cannot be (`None`).
     PieceRead {
-        /// The peer that asked.
-        to: PeerId,
-        /// The content.
-        id: ContentId,
-        /// Piece index.
-        piece: u32,
+        /// What was asked.
+        read: ReadPiece,
         /// Its bytes.
         data: Option<&'a [u8]>,
     },
@@ -135,7 +135,7 @@ pub enum Input<'a> {
         id: ContentId,
         /// Piece index.
         piece: u32,
-        /// The peer of the write's [`PieceCheck`], if it had one.
+        /// The peer of the write's [`share::PieceCheck`], if it had one.
         from: Option<PeerId>,
         /// Whether the piece is stored.
         stored: bool,
@@ -179,33 +179,11 @@ pub enum Output {
         /// What it sent.
         data: SignalData,
     },
-    /// Read `len` bytes at `offset` of content `id`; answer with [`Input::PieceRead`].
-    ReadPiece {
-        /// The peer that asked.
-        to: PeerId,
-        /// The content.
-        id: ContentId,
-        /// Piece index.
-        piece: u32,
-        /// Byte offset in the file.
-        offset: u64,
-        /// Piece length.
-        len: u32,
-    },
-    /// Store a piece (hashing it first if there is a `check`, and storing it only if it
+    /// Read a piece; hand it back with what was read as [`Input::PieceRead`].
+    ReadPiece(ReadPiece),
+    /// Store a piece (hashing it first if it has a `check`, and storing it only if it
     /// matches); answer with [`Input::PieceStored`].
-    WritePiece {
-        /// The content.
-        id: ContentId,
-        /// Piece index.
-        piece: u32,
-        /// Byte offset in the file.
-        offset: u64,
-        /// The piece.
-        data: Vec<u8>,
-        /// The hash to check first, if the shell checks pieces.
-        check: Option<PieceCheck<PeerId>>,
-    },
+    WritePiece(WritePiece),
     /// Drop the queued frames of this piece to `to` ([`crate::send_queue::SendQueue::withdraw`]);
     /// report [`Input::Drained`] if that empties the queue.
     Withdraw {
@@ -235,6 +213,13 @@ pub enum Output {
         /// What went wrong.
         message: String,
     },
+    /// Something for the application.
+    Event(Event),
+}
+
+/// What the application hears ([`Output::Event`]): the same for every shell.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
     /// The link to the server changed state.
     Server(ServerState),
     /// A peer's channel opened: it can be sent to.
@@ -350,12 +335,8 @@ impl Node {
                 let out = self.share.upload_drained(peer);
                 self.apply_share(out);
             }
-            Input::PieceRead {
-                to,
-                id,
-                piece,
-                data,
-            } => {
+            Input::PieceRead { read, data } => {
+                let ReadPiece { to, id, piece, .. } = read;
                 let out = match data {
                     Some(data) => self.share.piece_read(to, id, piece, data),
                     None => {
@@ -414,7 +395,7 @@ impl Node {
         let out = self.share.share(id, manifest);
         self.apply_share(out);
         self.provide_held(id);
-        self.out.push_back(Output::FilesChanged);
+        self.tell(Event::FilesChanged);
     }
 
     /// Starts (or joins) the download of `id`: from the neighbours that offer it, or from a
@@ -433,7 +414,7 @@ impl Node {
         Ok(())
     }
 
-    /// Cancels the download of `id`: [`Output::Cancelled`] follows.
+    /// Cancels the download of `id`: [`Event::Cancelled`] follows.
     /// [`ShareError::NotDownloading`] if it is not being downloaded.
     pub fn cancel(&mut self, id: ContentId, now: u64) -> Result<(), ShareError> {
         self.advance(now);
@@ -466,7 +447,7 @@ impl Node {
     }
 
     /// Looks for providers of `id` in the room's structured layer (for a while); what is
-    /// found arrives as [`Output::FileFound`].
+    /// found arrives as [`Event::FileFound`].
     pub fn lookup(&mut self, id: ContentId, now: u64) {
         self.advance(now);
         let effects = self.client.find(id);
@@ -583,6 +564,10 @@ impl Node {
         self.client.advance(self.now);
     }
 
+    fn tell(&mut self, event: Event) {
+        self.out.push_back(Output::Event(event));
+    }
+
     fn random(&mut self) -> f64 {
         let mut x = self.rng;
         x ^= x << 13;
@@ -605,7 +590,7 @@ impl Node {
     /// A binary message from neighbour `from`: each layer gets its own frames.
     fn on_frame(&mut self, from: PeerId, data: &[u8]) {
         match wire::decode_binary(data) {
-            Ok(BinaryFrame::App(payload)) => self.out.push_back(Output::Message {
+            Ok(BinaryFrame::App(payload)) => self.tell(Event::Message {
                 from,
                 data: payload.to_vec(),
             }),
@@ -659,17 +644,17 @@ impl Node {
                 Effect::JoinFailed { code, message } => {
                     self.out.push_back(Output::JoinFailed { code, message })
                 }
-                Effect::Server(state) => self.out.push_back(Output::Server(state)),
+                Effect::Server(state) => self.tell(Event::Server(state)),
                 Effect::ReconnectIn(delay) => self.out.push_back(Output::ReconnectIn(delay)),
-                Effect::Emit(Event::PeerJoined(peer)) => {
+                Effect::Emit(mesh::Event::PeerJoined(peer)) => {
                     info!(%peer, "peer joined");
-                    self.out.push_back(Output::PeerJoined(peer));
+                    self.tell(Event::PeerJoined(peer));
                     let out = self.share.add_peer(peer);
                     self.apply_share(out);
                 }
-                Effect::Emit(Event::PeerLeft(peer)) => {
+                Effect::Emit(mesh::Event::PeerLeft(peer)) => {
                     info!(%peer, "peer left");
-                    self.out.push_back(Output::PeerLeft(peer));
+                    self.tell(Event::PeerLeft(peer));
                 }
                 Effect::Provided { file, new } => {
                     debug!(id = %file.id, providers = file.providers.len(), "heard of a provider");
@@ -677,11 +662,11 @@ impl Node {
                         && self.share.file(file.id).is_none()
                         && let Some(info) = self.file(file.id)
                     {
-                        self.out.push_back(Output::FileFound(info));
+                        self.tell(Event::FileFound(info));
                     }
-                    self.out.push_back(Output::FilesChanged);
+                    self.tell(Event::FilesChanged);
                 }
-                Effect::ProvidersGone => self.out.push_back(Output::FilesChanged),
+                Effect::ProvidersGone => self.tell(Event::FilesChanged),
             }
         }
     }
@@ -690,32 +675,8 @@ impl Node {
         for output in outputs {
             match output {
                 share::Output::Send { to, frame } => self.out.push_back(Output::Send { to, frame }),
-                share::Output::ReadPiece {
-                    to,
-                    id,
-                    piece,
-                    offset,
-                    len,
-                } => self.out.push_back(Output::ReadPiece {
-                    to,
-                    id,
-                    piece,
-                    offset,
-                    len,
-                }),
-                share::Output::WritePiece {
-                    id,
-                    piece,
-                    offset,
-                    data,
-                    check,
-                } => self.out.push_back(Output::WritePiece {
-                    id,
-                    piece,
-                    offset,
-                    data,
-                    check,
-                }),
+                share::Output::ReadPiece(read) => self.out.push_back(Output::ReadPiece(read)),
+                share::Output::WritePiece(write) => self.out.push_back(Output::WritePiece(write)),
                 share::Output::Withdraw { to, id, piece } => {
                     self.out.push_back(Output::Withdraw { to, id, piece })
                 }
@@ -731,29 +692,27 @@ impl Node {
     fn on_share_event(&mut self, event: ShareEvent<PeerId>) {
         match event {
             ShareEvent::Offered(info) => {
-                self.out.push_back(Output::FileFound(info));
-                self.out.push_back(Output::FilesChanged);
+                self.tell(Event::FileFound(info));
+                self.tell(Event::FilesChanged);
             }
-            ShareEvent::SourcesChanged { .. } => self.out.push_back(Output::FilesChanged),
+            ShareEvent::SourcesChanged { .. } => self.tell(Event::FilesChanged),
             ShareEvent::ManifestReady { id, manifest } => {
-                self.out.push_back(Output::ManifestReady { id, manifest });
-                self.out.push_back(Output::FilesChanged);
+                self.tell(Event::ManifestReady { id, manifest });
+                self.tell(Event::FilesChanged);
             }
-            ShareEvent::Progress { id, progress } => {
-                self.out.push_back(Output::Progress { id, progress })
-            }
+            ShareEvent::Progress { id, progress } => self.tell(Event::Progress { id, progress }),
             ShareEvent::Completed { id } => {
                 self.provide_held(id);
-                self.out.push_back(Output::Completed(id));
-                self.out.push_back(Output::FilesChanged);
+                self.tell(Event::Completed(id));
+                self.tell(Event::FilesChanged);
             }
             ShareEvent::Failed { id, .. } => {
                 self.client.unwant(id);
-                self.out.push_back(Output::Cancelled(id));
+                self.tell(Event::Cancelled(id));
             }
             ShareEvent::BadPeer { id, peer, reason } => {
                 warn!(%id, %peer, reason, "a peer sent bad data; it is no longer used for this file");
-                self.out.push_back(Output::BadPeer { id, peer, reason });
+                self.tell(Event::BadPeer { id, peer, reason });
             }
         }
     }

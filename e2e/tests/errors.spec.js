@@ -1,35 +1,11 @@
 // The unhappy path of a download: storage that fails, a cancel, a seeder that goes, a page that
 // leaves or closes mid-transfer. Each ends with the pages still working (a message goes
 // through), and the harness fails the test on any page error or Rust panic.
-import { test, expect, joinRoom, startServer, waitForPeers, events, mesh, helpers, share } from './harness.js';
+import { test, expect, joinRoom, startServer, waitForPeers, events, mesh, share, startDownload, outcome } from './harness.js';
 
 const MiB = 1024 * 1024;
 
 test.describe.configure({ timeout: 180_000 });
-
-/** Starts downloading `id` on `member` once a peer offers it; the outcome is in `window.result`. */
-async function startDownload(member, id) {
-  await helpers(member);
-  await member.page.waitForFunction((id) => window.swarm.files().some((f) => f.id === id && f.sources > 0), id, { timeout: 20_000 });
-  await member.page.evaluate((id) => {
-    const dl = window.swarm.download(id);
-    window.dl = dl;
-    window.lastProgress = dl.progress;
-    dl.on('progress', (p) => { window.lastProgress = p; });
-    window.result = dl.blob().then(
-      async (blob) => ({ ok: true, size: blob.size, hash: window.crypto.subtle ? await window.sha256(blob) : null }),
-      (err) => ({ ok: false, name: err.name, code: err.code, message: err.message }),
-    );
-  }, id);
-}
-
-/** The outcome of the download `startDownload` began (rejects after `timeout`). */
-async function outcome(member, timeout = 90_000) {
-  return member.page.evaluate((timeout) => Promise.race([
-    window.result,
-    new Promise((_, reject) => setTimeout(() => reject(new Error('download did not end')), timeout)),
-  ]), timeout);
-}
 
 /** Waits until `member`'s download has received some bytes but not all. */
 async function midway(member) {

@@ -1,30 +1,7 @@
 // File sharing: verified multi-source transfer where every downloader becomes a source.
-import { test, expect, joinRoom, waitForPeers, thrown, mesh, helpers, share } from './harness.js';
+import { test, expect, joinRoom, waitForPeers, thrown, mesh, share, startDownload, finish } from './harness.js';
 
 const MiB = 1024 * 1024;
-
-/** Starts downloading `id` on `member` once a peer offers it; records progress and events. */
-async function startDownload(member, id) {
-  await helpers(member);
-  await member.page.waitForFunction((id) => window.swarm.files().some((f) => f.id === id && f.sources > 0), id, { timeout: 20_000 });
-  await member.page.evaluate((id) => {
-    const dl = window.swarm.download(id);
-    window.dl = dl;
-    window.badPeers = [];
-    window.lastProgress = dl.progress;
-    dl.on('progress', (p) => { window.lastProgress = p; });
-    dl.on('bad-peer', (peer, reason) => window.badPeers.push({ peer, reason }));
-    window.result = dl.blob().then(async (blob) => ({ size: blob.size, hash: await window.sha256(blob) }));
-    window.result.catch(() => {}); // a test may cancel on purpose
-  }, id);
-}
-
-async function finish(member, timeout = 90_000) {
-  return member.page.evaluate((timeout) => Promise.race([
-    window.result,
-    new Promise((_, reject) => setTimeout(() => reject(new Error('download timed out')), timeout)),
-  ]), timeout);
-}
 
 test.describe.configure({ timeout: 180_000 });
 

@@ -252,3 +252,40 @@ export async function share(member, size, seed) {
     return { id, hash: await window.sha256(blob) };
   }, [size, seed]);
 }
+
+/**
+ * Starts downloading `id` on `member` once a peer offers it. Progress goes to
+ * `window.lastProgress`, bad-peer reports to `window.badPeers`, and the outcome to
+ * `window.result`: `{ ok: true, size, hash }` or `{ ok: false, name, code, message }`.
+ */
+export async function startDownload(member, id) {
+  await helpers(member);
+  await member.page.waitForFunction((id) => window.swarm.files().some((f) => f.id === id && f.sources > 0), id, { timeout: 20_000 });
+  await member.page.evaluate((id) => {
+    const dl = window.swarm.download(id);
+    window.dl = dl;
+    window.badPeers = [];
+    window.lastProgress = dl.progress;
+    dl.on('progress', (p) => { window.lastProgress = p; });
+    dl.on('bad-peer', (peer, reason) => window.badPeers.push({ peer, reason }));
+    window.result = dl.blob().then(
+      async (blob) => ({ ok: true, size: blob.size, hash: window.crypto.subtle ? await window.sha256(blob) : null }),
+      (err) => ({ ok: false, name: err.name, code: err.code, message: err.message }),
+    );
+  }, id);
+}
+
+/** The outcome of the download `startDownload` began; throws after `timeout` ms. */
+export async function outcome(member, timeout = 90_000) {
+  return member.page.evaluate((timeout) => Promise.race([
+    window.result,
+    new Promise((_, reject) => setTimeout(() => reject(new Error('download did not end')), timeout)),
+  ]), timeout);
+}
+
+/** The `{ size, hash }` of the download `startDownload` began; throws if it failed. */
+export async function finish(member, timeout = 90_000) {
+  const result = await outcome(member, timeout);
+  if (!result.ok) throw new Error(`download failed: ${result.code}: ${result.message}`);
+  return { size: result.size, hash: result.hash };
+}

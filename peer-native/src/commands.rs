@@ -10,6 +10,8 @@ use swarm_core::share::ShareError;
 use swarm_protocol::ContentId;
 use tokio::io::AsyncBufReadExt;
 
+use swarm_core::node::Event;
+
 use crate::node::NodeEvent;
 use crate::room::{JoinOptions, PeerError, Room, RoomAddress, load_or_create_key};
 
@@ -217,12 +219,12 @@ async fn fetch(
             }
         };
         match event {
-            NodeEvent::ManifestReady { id: of, manifest } if of == id => {
+            NodeEvent::Node(Event::ManifestReady { id: of, manifest }) if of == id => {
                 total = manifest.size;
                 bar.set_length(total);
                 bar.set_message(manifest.name.clone());
             }
-            NodeEvent::Progress { id: of, progress } if of == id => {
+            NodeEvent::Node(Event::Progress { id: of, progress }) if of == id => {
                 received = progress.received;
                 bar.set_length(progress.total);
                 bar.set_position(progress.received);
@@ -238,7 +240,7 @@ async fn fetch(
                 return Err(PeerError::SaveFailed { id, error });
             }
             other => {
-                if !matches!(other, NodeEvent::Progress { .. }) {
+                if !matches!(other, NodeEvent::Node(Event::Progress { .. })) {
                     bar.suspend(|| report(&other));
                 }
             }
@@ -337,14 +339,14 @@ async fn chat(args: RoomArgs) -> Result<(), PeerError> {
 /// Tells the user what happened in the room (on standard error).
 fn report(event: &NodeEvent) {
     match event {
-        NodeEvent::PeerJoined(peer) => eprintln!("peer joined: {peer}"),
-        NodeEvent::PeerLeft(peer) => eprintln!("peer left: {peer}"),
-        NodeEvent::Server(state) => eprintln!("signalling server: {}", state.as_str()),
+        NodeEvent::Node(Event::PeerJoined(peer)) => eprintln!("peer joined: {peer}"),
+        NodeEvent::Node(Event::PeerLeft(peer)) => eprintln!("peer left: {peer}"),
+        NodeEvent::Node(Event::Server(state)) => eprintln!("signalling server: {}", state.as_str()),
         NodeEvent::Message { from, text } => eprintln!("{from}: {text}"),
-        NodeEvent::Offered(info) => {
+        NodeEvent::Node(Event::FileFound(info)) => {
             eprintln!("offered: {} {} ({} bytes)", info.id, info.name, info.size)
         }
-        NodeEvent::BadPeer { id, peer, reason } => {
+        NodeEvent::Node(Event::BadPeer { id, peer, reason }) => {
             eprintln!("peer {peer} sent bad data for {id}: {reason}")
         }
         _ => {}

@@ -13,12 +13,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use swarm_core::client::ServerState;
 use swarm_core::identity::Identity;
 use swarm_core::merkle;
-use swarm_core::node::{self as engine, Node, Output};
+use swarm_core::node::{self as engine, Event, Node, Output};
 use swarm_core::send_queue::Frame;
-use swarm_core::share::{FileInfo, PieceCheck, Progress, ShareConfig, ShareError};
+use swarm_core::share::{FileInfo, ShareConfig, ShareError};
 use swarm_protocol::content::Manifest;
 use swarm_protocol::signal::IceUrls;
 use swarm_protocol::{ClientMsg, ContentId, ErrorCode, IceServer, PeerId, RoomName};
@@ -62,9 +61,7 @@ pub(crate) enum Input {
     Drained { peer: PeerId },
     /// A piece asked for by `to` was read from disk.
     PieceRead {
-        to: PeerId,
-        id: ContentId,
-        piece: u32,
+        read: engine::ReadPiece,
         result: std::io::Result<Vec<u8>>,
     },
     /// A piece was written to disk (`Ok(true)`), or not, because it did not match its hash
@@ -140,48 +137,17 @@ pub enum NodeEvent {
         /// What went wrong.
         message: String,
     },
-    /// The link to the server changed state.
-    Server(ServerState),
-    /// A peer's channel opened.
-    PeerJoined(PeerId),
-    /// A peer left.
-    PeerLeft(PeerId),
+    /// What the node reports, as every shell hears it ([`Event::Message`] and
+    /// [`Event::FilesChanged`] excepted: the front end has text messages, and asks for the
+    /// file list when it wants it). [`Event::Completed`] is followed by
+    /// [`NodeEvent::Saved`] once the file is moved to its target.
+    Node(Event),
     /// An application text message.
     Message {
         /// The sender.
         from: PeerId,
         /// The message.
         text: String,
-    },
-    /// A content we had not heard of is offered in the room.
-    Offered(FileInfo),
-    /// A download's manifest arrived and verified.
-    ManifestReady {
-        /// The content.
-        id: ContentId,
-        /// Its manifest.
-        manifest: Manifest,
-    },
-    /// A download made progress.
-    Progress {
-        /// The content.
-        id: ContentId,
-        /// Where it stands.
-        progress: Progress<PeerId>,
-    },
-    /// Every piece of a download is verified and written ([`NodeEvent::Saved`] follows once
-    /// it is moved to its target).
-    Completed(ContentId),
-    /// A download was cancelled.
-    Cancelled(ContentId),
-    /// A peer sent data for `id` that failed verification; it is no longer used for `id`.
-    BadPeer {
-        /// The content.
-        id: ContentId,
-        /// The offender.
-        peer: PeerId,
-        /// What was wrong.
-        reason: &'static str,
     },
     /// A download was verified and moved to `path`.
     Saved {
@@ -421,23 +387,13 @@ impl Shell {
                 }
             }
             Input::Drained { peer } => self.node.handle(engine::Input::Drained(peer), now),
-            Input::PieceRead {
-                to,
-                id,
-                piece,
-                result,
-            } => {
+            Input::PieceRead { read, result } => {
                 if let Err(err) = &result {
-                    debug!(%id, piece, error = %err, "reading a piece failed");
+                    debug!(id = %read.id, piece = read.piece, error = %err, "reading a piece failed");
                 }
                 let data = result.as_deref().ok();
-                let input = engine::Input::PieceRead {
-                    to,
-                    id,
-                    piece,
-                    data,
-                };
-                self.node.handle(input, now);
+                self.node
+                    .handle(engine::Input::PieceRead { read, data }, now);
             }
             Input::PieceStored {
                 id,
@@ -551,20 +507,8 @@ impl Shell {
                 Some(link) => link.on_signal(data),
                 None => debug!(peer = %from, "signal for a connection that is gone"),
             },
-            Output::ReadPiece {
-                to,
-                id,
-                piece,
-                offset,
-                len,
-            } => self.read_piece(to, id, piece, offset, len),
-            Output::WritePiece {
-                id,
-                piece,
-                offset,
-                data,
-                check,
-            } => self.store_piece(id, piece, offset, data, check),
+            Output::ReadPiece(read) => self.read_piece(read),
+            Output::WritePiece(write) => self.store_piece(write),
             Output::Withdraw { to, id, piece } => {
                 let drained = self
                     .links
@@ -591,23 +535,30 @@ impl Shell {
             Output::JoinFailed { code, message } => {
                 self.tell(NodeEvent::JoinFailed { code, message })
             }
-            Output::Server(state) => {
-                info!(state = state.as_str(), "signalling server");
-                self.tell(NodeEvent::Server(state));
-            }
-            Output::PeerJoined(peer) => self.tell(NodeEvent::PeerJoined(peer)),
-            Output::PeerLeft(peer) => self.tell(NodeEvent::PeerLeft(peer)),
-            Output::Message { from, data } => {
+            Output::Event(event) => self.on_node_event(event),
+        }
+    }
+
+    /// Passes what the node reports on to the front end, preparing and finishing the
+    /// download files on the way.
+    fn on_node_event(&mut self, event: Event) {
+        match &event {
+            Event::Server(state) => info!(state = state.as_str(), "signalling server"),
+            Event::Message { from, data } => {
+                // Binary application messages are the browser API's; the front end has text.
                 debug!(peer = %from, len = data.len(), "a binary application message");
+                return;
             }
-            Output::FileFound(info) => self.tell(NodeEvent::Offered(info)),
-            Output::FilesChanged => {} // the front end asks for the list when it wants it
-            Output::ManifestReady { id, manifest } => match self.store.prepare(id, &manifest) {
-                Ok(()) => self.tell(NodeEvent::ManifestReady { id, manifest }),
-                Err(err) => self.cannot_store(id, err.to_string()),
-            },
-            Output::Progress { id, progress } => self.tell(NodeEvent::Progress { id, progress }),
-            Output::Completed(id) => {
+            // The front end asks for the list when it wants it.
+            Event::FilesChanged => return,
+            Event::ManifestReady { id, manifest } => {
+                if let Err(err) = self.store.prepare(*id, manifest) {
+                    self.cannot_store(*id, err.to_string());
+                    return;
+                }
+            }
+            Event::Completed(id) => {
+                let id = *id;
                 if let Some((file, temp, target)) = self.store.take_partial(id) {
                     let inputs = self.inputs.clone();
                     tokio::task::spawn_blocking(move || {
@@ -615,60 +566,46 @@ impl Shell {
                         let _ = inputs.send(Input::Saved { id, result });
                     });
                 }
-                self.tell(NodeEvent::Completed(id));
             }
-            Output::Cancelled(id) => self.tell(NodeEvent::Cancelled(id)),
-            Output::BadPeer { id, peer, reason } => {
-                self.tell(NodeEvent::BadPeer { id, peer, reason })
-            }
+            _ => {}
         }
+        self.tell(NodeEvent::Node(event));
     }
 
     /// Reads a piece to serve on the blocking pool.
-    fn read_piece(&mut self, to: PeerId, id: ContentId, piece: u32, offset: u64, len: u32) {
-        let Some(file) = self.store.file(id) else {
-            let input = engine::Input::PieceRead {
-                to,
-                id,
-                piece,
-                data: None,
-            };
+    fn read_piece(&mut self, read: engine::ReadPiece) {
+        let Some(file) = self.store.file(read.id) else {
+            let input = engine::Input::PieceRead { read, data: None };
             self.node.handle(input, self.now());
             return;
         };
         let inputs = self.inputs.clone();
         tokio::task::spawn_blocking(move || {
-            let result = store::read_at(&file, offset, len);
-            let _ = inputs.send(Input::PieceRead {
-                to,
-                id,
-                piece,
-                result,
-            });
+            let result = store::read_at(&file, read.offset, read.len);
+            let _ = inputs.send(Input::PieceRead { read, result });
         });
     }
 
     /// Writes a piece on the blocking pool, hashing it there first if it comes with a
     /// `check`: the node's loop neither hashes nor waits for the disk.
-    fn store_piece(
-        &mut self,
-        id: ContentId,
-        piece: u32,
-        offset: u64,
-        data: Vec<u8>,
-        check: Option<PieceCheck<PeerId>>,
-    ) {
-        let Some(file) = self.store.file(id) else {
-            self.cannot_store(id, "no file to write the download to".into());
+    fn store_piece(&mut self, write: engine::WritePiece) {
+        let Some(file) = self.store.file(write.id) else {
+            self.cannot_store(write.id, "no file to write the download to".into());
             return;
         };
         let inputs = self.inputs.clone();
         tokio::task::spawn_blocking(move || {
-            let result = match check {
-                Some(c) if merkle::piece_hash(&data) != c.expected => Ok(false),
-                _ => store::write_at(&file, offset, &data).map(|()| true),
+            let matches = write
+                .check
+                .as_ref()
+                .is_none_or(|c| merkle::piece_hash(&write.data) == c.expected);
+            let result = if matches {
+                store::write_at(&file, write.offset, &write.data).map(|()| true)
+            } else {
+                Ok(false)
             };
-            let from = check.map(|c| c.from);
+            let from = write.check.map(|c| c.from);
+            let (id, piece) = (write.id, write.piece);
             let _ = inputs.send(Input::PieceStored {
                 id,
                 piece,

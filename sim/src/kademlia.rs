@@ -504,8 +504,9 @@ mod tests {
         PeerId::from_bytes(n.to_be_bytes())
     }
 
+    /// The key of the same point as `peer(n)`.
     fn key(n: u128) -> Key {
-        Key::from_bytes(n.to_be_bytes())
+        Key::from(peer(n))
     }
 
     #[test]

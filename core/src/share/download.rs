@@ -11,7 +11,7 @@ use swarm_protocol::{ContentId, PeerMsg};
 use super::ranges::Ranges;
 use super::{
     FailReason, Local, Offer, Output, Outputs, PieceCheck, Progress, READ_AHEAD_PIECES, RateMeter,
-    Share, ShareError, ShareEvent, announce, bitfield_from_raw, holds_all, send,
+    Share, ShareError, ShareEvent, WritePiece, announce, bitfield_from_raw, holds_all, send,
 };
 use crate::bitfield::Bitfield;
 use crate::merkle;
@@ -353,13 +353,13 @@ impl<P: Ord + Copy> Share<P> {
             verified.set(piece);
             None
         };
-        out.push(Output::WritePiece {
+        out.push(Output::WritePiece(WritePiece {
             id,
             piece,
             offset: local.manifest.piece_offset(piece),
             data: part.buf,
             check,
-        });
+        }));
         for (other, dup) in selector.on_piece_done(peer, piece, now) {
             partial.remove(&(dup, other));
             send(out, other, PeerMsg::Cancel { id, piece: dup });

@@ -168,6 +168,37 @@ pub struct PieceCheck<P> {
     pub from: P,
 }
 
+/// A piece to read, to serve peer `to` ([`Output::ReadPiece`]): `len` bytes at `offset` of
+/// content `id`. The owner hands it back with the bytes it read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadPiece<P> {
+    /// The peer that asked.
+    pub to: P,
+    /// The content.
+    pub id: ContentId,
+    /// Piece index.
+    pub piece: u32,
+    /// Byte offset in the file.
+    pub offset: u64,
+    /// Piece length.
+    pub len: u32,
+}
+
+/// A verified piece to store ([`Output::WritePiece`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct WritePiece<P> {
+    /// The content.
+    pub id: ContentId,
+    /// Piece index.
+    pub piece: u32,
+    /// Byte offset in the file.
+    pub offset: u64,
+    /// The piece.
+    pub data: Vec<u8>,
+    /// The hash the owner checks first, if it does ([`ShareConfig::owner_checks_pieces`]).
+    pub check: Option<PieceCheck<P>>,
+}
+
 /// Something the owner must do.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Output<P> {
@@ -178,34 +209,12 @@ pub enum Output<P> {
         /// An encoded [`PeerMsg`].
         frame: Vec<u8>,
     },
-    /// Read `len` bytes at `offset` of content `id` and pass them to [`Share::piece_read`].
-    ReadPiece {
-        /// The peer that asked.
-        to: P,
-        /// The content.
-        id: ContentId,
-        /// Piece index.
-        piece: u32,
-        /// Byte offset in the file.
-        offset: u64,
-        /// Piece length.
-        len: u32,
-    },
-    /// Store a piece, then call [`Share::piece_stored`]. With a `check`
+    /// Read a piece and pass it to [`Share::piece_read`].
+    ReadPiece(ReadPiece<P>),
+    /// Store a piece, then call [`Share::piece_stored`]. With a check
     /// ([`ShareConfig::owner_checks_pieces`]), hash it first and store it only if it matches,
     /// then call [`Share::piece_checked`] with whether it did.
-    WritePiece {
-        /// The content.
-        id: ContentId,
-        /// Piece index.
-        piece: u32,
-        /// Byte offset in the file.
-        offset: u64,
-        /// The piece.
-        data: Vec<u8>,
-        /// The hash the owner checks first, if it does ([`ShareConfig::owner_checks_pieces`]).
-        check: Option<PieceCheck<P>>,
-    },
+    WritePiece(WritePiece<P>),
     /// Drop the frames of this piece that still wait in the send queue to `to`: the peer
     /// cancelled it. Frames already sent are ignored by the peer. Call
     /// [`Share::upload_drained`] if that empties the queue.

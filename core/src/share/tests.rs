@@ -161,13 +161,13 @@ impl Net {
                         self.queue.push_back((at, to, frame));
                     }
                 }
-                Output::ReadPiece {
+                Output::ReadPiece(ReadPiece {
                     to,
                     id,
                     piece,
                     offset,
                     len,
-                } => {
+                }) => {
                     let node = self.node(at);
                     let bytes = node.storage[&id][offset as usize..][..len as usize].to_vec();
                     pending.extend(node.share.piece_read(to, id, piece, &bytes));
@@ -179,13 +179,13 @@ impl Net {
                         !(*from == at && *dest == to && is_piece_chunk(frame, id, piece))
                     });
                 }
-                Output::WritePiece {
+                Output::WritePiece(WritePiece {
                     id,
                     piece,
                     offset,
                     data,
                     check,
-                } => {
+                }) => {
                     let node = self.node(at);
                     let matched =
                         check.is_none_or(|c| crate::merkle::piece_hash(&data) == c.expected);
@@ -424,12 +424,12 @@ fn a_piece_checked_by_its_owner_counts_only_once_it_matched() {
         let out = net.node(to).share.on_message(from, msg, 1);
         for output in out {
             match output {
-                Output::WritePiece {
+                Output::WritePiece(WritePiece {
                     piece,
                     data,
                     check: Some(check),
                     ..
-                } => {
+                }) => {
                     assert_eq!(check.from, 1);
                     assert_eq!(crate::merkle::piece_hash(&data), check.expected);
                     checked = Some(piece);
@@ -667,7 +667,7 @@ fn a_seeder_reads_only_a_couple_of_pieces_ahead_per_peer() {
     let mut reads = 0;
     for piece in 0..6 {
         for o in share.on_message(7, PeerMsg::Request { id, piece }, 0) {
-            if matches!(o, Output::ReadPiece { .. }) {
+            if matches!(o, Output::ReadPiece(_)) {
                 reads += 1;
             }
         }
@@ -681,7 +681,7 @@ fn a_seeder_reads_only_a_couple_of_pieces_ahead_per_peer() {
     }
     for _ in 0..4 {
         for o in share.upload_drained(7) {
-            if let Output::ReadPiece { piece, .. } = o {
+            if let Output::ReadPiece(ReadPiece { piece, .. }) = o {
                 read_pieces.push(piece);
                 share.piece_read(7, id, piece, &bytes[(piece * PS) as usize..][..PS as usize]);
             }
@@ -713,7 +713,7 @@ fn serve_all(share: &mut Share<u8>, id: ContentId, bytes: &[u8]) -> Vec<Vec<u8>>
         for o in out {
             match o {
                 Output::Send { frame, .. } => frames.push(frame),
-                Output::ReadPiece { piece, .. } => reads.push_back(piece),
+                Output::ReadPiece(ReadPiece { piece, .. }) => reads.push_back(piece),
                 _ => {}
             }
         }
@@ -840,7 +840,7 @@ fn a_cancelled_piece_waiting_to_be_sent_is_withdrawn() {
     }));
     assert!(
         out.iter()
-            .any(|o| matches!(o, Output::ReadPiece { piece: 2, .. }))
+            .any(|o| matches!(o, Output::ReadPiece(ReadPiece { piece: 2, .. })))
     );
     // A cancel for a piece already drained withdraws nothing.
     share.upload_drained(7);

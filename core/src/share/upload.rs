@@ -7,7 +7,7 @@ use std::collections::{BTreeSet, VecDeque};
 use swarm_protocol::wire::{CHUNK_LEN, CHUNKS_SINCE_VERSION, ChunksWriter};
 use swarm_protocol::{ContentId, PeerMsg};
 
-use super::{Output, Outputs, Share, UPLOAD_PIECES_AHEAD, send};
+use super::{Output, Outputs, ReadPiece, Share, UPLOAD_PIECES_AHEAD, send};
 
 /// A connected peer: the protocol version it speaks, and what we are serving it.
 #[derive(Debug, Default)]
@@ -201,13 +201,13 @@ impl<P: Ord + Copy> Share<P> {
                 continue;
             };
             state.reading.push((id, piece));
-            out.push(Output::ReadPiece {
+            out.push(Output::ReadPiece(ReadPiece {
                 to: peer,
                 id,
                 piece,
                 offset: local.manifest.piece_offset(piece),
                 len: local.manifest.piece_len(piece),
-            });
+            }));
         }
         if !state.more_coming() {
             state.flush(out, peer);
