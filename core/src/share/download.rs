@@ -24,7 +24,8 @@ pub(super) struct ManifestFetch<P> {
     pub(super) from: Option<(P, u64)>,
     pub(super) tried: BTreeSet<P>,
     pub(super) buf: Vec<u8>,
-    pub(super) received: u32,
+    /// The byte ranges of the manifest received so far.
+    pub(super) received: Ranges,
 }
 
 /// A piece coming in from one peer: its bytes, and which of them have arrived.
@@ -112,7 +113,7 @@ impl<P: Ord + Copy> Share<P> {
                     from: None,
                     tried: BTreeSet::new(),
                     buf: Vec::new(),
-                    received: 0,
+                    received: Ranges::default(),
                 }),
                 bad: BTreeSet::new(),
                 rate: RateMeter::new(now),
@@ -315,11 +316,15 @@ impl<P: Ord + Copy> Share<P> {
             return; // cancelled, timed out, or never asked: ignore
         }
         let len = local.manifest.piece_len(piece);
-        let end = offset as usize + data.len();
-        if end > len as usize {
+        // In u64: `offset` and the length come from the peer, and near u32::MAX their sum
+        // would wrap a 32-bit usize (wasm32) and pass the bound check.
+        let end = u64::from(offset) + data.len() as u64;
+        if end > u64::from(len) {
             self.mark_bad(out, id, peer, "piece data out of range", now);
             return;
         }
+        // `end` <= the piece length, a u32.
+        let end = end as usize;
         download.rate.add(now, data.len() as u64);
         *download.received_from.entry(peer).or_default() += data.len() as u64;
         selector.on_progress(peer, piece, now);
@@ -328,7 +333,6 @@ impl<P: Ord + Copy> Share<P> {
             received: Ranges::default(),
         });
         part.buf[offset as usize..end].copy_from_slice(data);
-        // `end` <= piece length, which fits in u32.
         part.received.add(offset, end as u32);
         if !part.received.covers(len) {
             return;

@@ -8,6 +8,7 @@ use swarm_protocol::content::{MAX_PIECES, Manifest};
 use swarm_protocol::wire::MANIFEST_CHUNK_LEN;
 use swarm_protocol::{ContentId, PeerMsg};
 
+use super::ranges::Ranges;
 use super::{Download, Local, Output, Outputs, Phase, Share, ShareEvent, send};
 use crate::bitfield::Bitfield;
 use crate::merkle;
@@ -188,7 +189,7 @@ impl<P: Ord + Copy> Share<P> {
             fetch.tried.insert(peer);
             fetch.from = Some((peer, now + timeout));
             fetch.buf.clear();
-            fetch.received = 0;
+            fetch.received = Ranges::default();
             send(out, peer, PeerMsg::ManifestRequest { id });
         }
     }
@@ -250,15 +251,19 @@ impl<P: Ord + Copy> Share<P> {
         if fetch.buf.is_empty() {
             fetch.buf = vec![0; total as usize];
         }
-        let end = offset as usize + data.len();
-        if fetch.buf.len() != total as usize || end > fetch.buf.len() {
+        // In u64: `offset` and the length come from the peer, and near u32::MAX their sum
+        // would wrap a 32-bit usize (wasm32) and pass the bound check.
+        let end = u64::from(offset) + data.len() as u64;
+        if fetch.buf.len() != total as usize || end > u64::from(total) {
             self.mark_bad(out, id, peer, "manifest part out of range", now);
             return;
         }
-        fetch.buf[offset as usize..end].copy_from_slice(data);
-        fetch.received += data.len() as u32;
+        // `end` <= `total` <= MAX_MANIFEST_LEN: both fit in u32 and usize.
+        fetch.buf[offset as usize..end as usize].copy_from_slice(data);
+        fetch.received.add(offset, end as u32);
         fetch.from = Some((peer, now + self.config.manifest_timeout_ms));
-        if fetch.received < total {
+        // A part that comes twice is counted once.
+        if !fetch.received.covers(total) {
             return;
         }
         let bytes = std::mem::take(&mut fetch.buf);

@@ -1,6 +1,7 @@
-//! Which bytes of a piece have arrived, so a chunk that comes twice (a stale chunk of an
-//! earlier request for the same piece, still in flight when it was asked again) is counted
-//! once and a piece is complete only when every byte is there.
+//! Which bytes of a piece or a manifest have arrived, so a chunk that comes twice (a stale
+//! chunk of an earlier request for the same piece, still in flight when it was asked again,
+//! or a part a hostile peer repeats) is counted once, and a piece or manifest is complete
+//! only when every byte is there.
 
 /// Byte ranges received so far: sorted, disjoint and not touching.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]

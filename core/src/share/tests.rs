@@ -1046,3 +1046,113 @@ fn a_download_of_provided_content_waits_for_a_source_to_connect() {
         [Output::Event(ShareEvent::Completed { .. })]
     ));
 }
+
+/// Runs `net` one frame at a time until `to` has received a frame tagged `tag` from `from`.
+fn run_until_delivered(net: &mut Net, from: u8, to: u8, tag: u8) {
+    for _ in 0..10_000 {
+        if net.delivered.contains_key(&(from, to, tag)) {
+            return;
+        }
+        net.run(1);
+    }
+    panic!("no frame {tag:#04x} from {from} to {to}");
+}
+
+const TAG_REQUEST: u8 = 0x05;
+const TAG_MANIFEST_REQUEST: u8 = 0x09;
+
+#[test]
+fn a_manifest_part_whose_offset_would_overflow_marks_the_peer_bad_and_the_download_goes_on() {
+    // Offsets and lengths come from the peer: near u32::MAX, `offset + len` wrapped a 32-bit
+    // usize (wasm32) past the bound check and the slice panicked.
+    let mut net = Net::new(&[1, 2, 3]);
+    net.connect(1, 3);
+    net.connect(2, 3);
+    let bytes = data(100_000, 5);
+    let id = net.share_file(1, &bytes);
+    assert_eq!(net.share_file(2, &bytes), id);
+    net.run(50);
+    net.download(3, id);
+    // Peer 1 is asked first (sources are tried in id order).
+    run_until_delivered(&mut net, 3, 1, TAG_MANIFEST_REQUEST);
+    let now = net.now;
+    for offset in [u32::MAX - 3, u32::MAX, 1 << 31] {
+        let part = PeerMsg::ManifestPart {
+            id,
+            offset,
+            total: 1000,
+            data: &[0xee; 16],
+        };
+        let out = net.node(3).share.on_message(1, part, now);
+        net.apply(3, out);
+    }
+    assert_eq!(net.bad_peers(3), vec![1]);
+    net.run(200_000);
+    assert!(net.completed(3, id));
+    assert_eq!(net.nodes[&3].storage[&id], bytes);
+}
+
+#[test]
+fn a_manifest_part_sent_twice_is_counted_once() {
+    // Counted twice, a repeated part made the manifest look whole with bytes missing, and
+    // the honest sender was dropped for a manifest that did not verify.
+    let mut net = Net::new(&[1, 2]);
+    net.connect(1, 2);
+    let bytes = data(100_000, 6);
+    let id = net.share_file(1, &bytes);
+    net.run(50);
+    net.download(2, id);
+    run_until_delivered(&mut net, 2, 1, TAG_MANIFEST_REQUEST);
+    let now = net.now;
+    let manifest = net.nodes[&1].share.manifest(id).expect("seeded").encode();
+    assert!(
+        manifest.len() > 2,
+        "the manifest has room for a repeated first half"
+    );
+    let half = &manifest[..manifest.len() / 2 + 1];
+    for _ in 0..2 {
+        let part = PeerMsg::ManifestPart {
+            id,
+            offset: 0,
+            total: manifest.len() as u32,
+            data: half,
+        };
+        let out = net.node(2).share.on_message(1, part, now);
+        net.apply(2, out);
+    }
+    assert!(net.bad_peers(2).is_empty(), "a repeat is not a lie");
+    net.run(200_000);
+    assert!(net.completed(2, id));
+    assert_eq!(net.nodes[&2].storage[&id], bytes);
+}
+
+#[test]
+fn piece_data_whose_offset_would_overflow_marks_the_peer_bad_and_the_download_goes_on() {
+    let mut net = Net::new(&[1, 2, 3]);
+    net.connect(1, 3);
+    let bytes = data(8 * PS as usize, 7);
+    let id = net.share_file(1, &bytes);
+    net.run(50);
+    net.download(3, id);
+    // Only peer 1 has it: the first piece requests go to 1.
+    run_until_delivered(&mut net, 3, 1, TAG_REQUEST);
+    net.queue.clear();
+    let now = net.now;
+    for piece in 0..8 {
+        let chunk = PeerMsg::Piece {
+            id,
+            piece,
+            offset: u32::MAX - 2,
+            data: &[0xee; 64],
+        };
+        let out = net.node(3).share.on_message(1, chunk, now);
+        net.apply(3, out);
+    }
+    assert_eq!(net.bad_peers(3), vec![1]);
+    // An honest seeder comes along and the download finishes from it.
+    assert_eq!(net.share_file(2, &bytes), id);
+    net.connect(2, 3);
+    net.run(200_000);
+    assert!(net.completed(3, id));
+    assert_eq!(net.nodes[&3].storage[&id], bytes);
+}
