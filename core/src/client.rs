@@ -37,6 +37,9 @@ pub const DHT_ABOVE: usize = 64;
 /// How long a lookup asked for with [`Client::find`] goes on while nothing is found (ms).
 const FIND_MS: u64 = 60_000;
 
+/// How long a peer that broke a bound is kept out ([`Client::ban`]).
+pub const BAN_MS: u64 = 10 * 60 * 1000;
+
 /// Close code with which the server tells a connection that a newer one resumed its peer.
 pub const CLOSE_REPLACED: u16 = 4000;
 
@@ -737,6 +740,16 @@ impl Client {
     /// The connection to `peer` closed or failed (or could not be created).
     pub fn on_channel_closed(&mut self, peer: PeerId) -> Vec<Effect> {
         let mut effects = mesh_effects(self.mesh.on_channel_closed(peer));
+        self.forget_provider(peer, &mut effects);
+        effects
+    }
+
+    /// Drops `peer`, which broke a bound, and keeps it out for [`BAN_MS`]: its connection
+    /// closes, it is no longer dialled, its offers are not answered, and what it provided is
+    /// forgotten.
+    pub fn ban(&mut self, peer: PeerId) -> Vec<Effect> {
+        let until = self.now.saturating_add(BAN_MS);
+        let mut effects = mesh_effects(self.mesh.ban(peer, until));
         self.forget_provider(peer, &mut effects);
         effects
     }

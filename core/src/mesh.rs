@@ -65,6 +65,9 @@ pub const PROVIDER_ANSWERS: usize = 3;
 /// How long a member that replied busy to our offer is not dialled again by the upkeep.
 pub const BUSY_MS: u64 = 30_000;
 
+/// Peers banned at once ([`Mesh::ban`]); past it, the ban that ends first is lifted.
+pub const MAX_BANNED: usize = 1024;
+
 /// Times in a row a failed connection of a full mesh is dialled again before the peer is
 /// forgotten (it may have gone while the server was away).
 pub const MAX_REDIALS: u32 = 3;
@@ -121,6 +124,8 @@ pub struct Mesh {
     lost: BTreeMap<PeerId, (u64, u32)>,
     /// Partial mesh: members that replied busy to our offer, with the time they did.
     busy: BTreeMap<PeerId, u64>,
+    /// Peers we do not connect to, with the time the ban ends ([`Mesh::ban`]).
+    banned: BTreeMap<PeerId, u64>,
 }
 
 impl Mesh {
@@ -335,6 +340,7 @@ impl Mesh {
             .map(|(peer, _)| *peer)
             .collect();
         self.busy.retain(|_, since| now < *since + BUSY_MS);
+        self.banned.retain(|_, until| now < *until);
         let mut actions: Vec<Action> = Vec::new();
         for peer in stale {
             if self.lost.contains_key(&peer) {
@@ -466,6 +472,34 @@ impl Mesh {
         }
     }
 
+    /// Drops `peer` and keeps it out until `until` (ms): it is no longer a member we dial,
+    /// and its offers are not answered (it broke a bound: [`crate::share::bounds`]). At most
+    /// [`MAX_BANNED`] bans are kept.
+    pub fn ban(&mut self, peer: PeerId, until: u64) -> Vec<Action> {
+        if self.banned.len() >= MAX_BANNED && !self.banned.contains_key(&peer) {
+            let first = self
+                .banned
+                .iter()
+                .min_by_key(|(_, end)| **end)
+                .map(|(p, _)| *p);
+            if let Some(first) = first {
+                self.banned.remove(&first);
+            }
+        }
+        self.banned.insert(peer, until);
+        self.members.remove(&peer);
+        self.lost.remove(&peer);
+        self.busy.remove(&peer);
+        self.close(peer)
+    }
+
+    /// Whether `peer` is banned now.
+    pub fn is_banned(&self, peer: PeerId) -> bool {
+        self.banned
+            .get(&peer)
+            .is_some_and(|until| self.now < *until)
+    }
+
     /// We are leaving the room: close every connection (the application is not told about
     /// each peer; it asked to leave).
     pub fn leave(&mut self) -> Vec<Action> {
@@ -482,6 +516,9 @@ impl Mesh {
     /// dialled.
     pub fn learn(&mut self, peer: PeerId) {
         if self.me == Some(peer) {
+            return;
+        }
+        if self.is_banned(peer) {
             return;
         }
         let now = self.now;
@@ -502,7 +539,7 @@ impl Mesh {
 
     fn connect(&mut self, peer: PeerId, offerer: bool) -> Option<Action> {
         let me = self.me?;
-        if peer == me || self.peers.contains_key(&peer) {
+        if peer == me || self.peers.contains_key(&peer) || self.is_banned(peer) {
             return None;
         }
         self.peers.insert(peer, Phase::Connecting(self.now));

@@ -16,7 +16,7 @@
 //! input; the wall clock appears only where the protocol needs it (the sequence numbers of
 //! signed records, [`NodeConfig::seq`], and the join proof, [`Node::server_query`]).
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::ops::Range;
 
 use swarm_protocol::content::Manifest;
@@ -279,6 +279,8 @@ pub struct Node {
     next_upkeep: u64,
     /// xorshift64 state, for the reconnection jitter.
     rng: u64,
+    /// Peers dropped for breaking a bound, by reason ([`share::bounds::reason`]).
+    dropped: BTreeMap<&'static str, u64>,
 }
 
 impl Node {
@@ -294,6 +296,7 @@ impl Node {
             now,
             next_upkeep: now + UPKEEP_MS,
             rng: config.seed | 1,
+            dropped: BTreeMap::new(),
         }
     }
 
@@ -496,6 +499,12 @@ impl Node {
         self.client.server_state()
     }
 
+    /// How many peers were dropped for breaking a bound, by reason
+    /// ([`share::bounds::reason`]); each is kept out for [`crate::client::BAN_MS`].
+    pub fn dropped(&self) -> &BTreeMap<&'static str, u64> {
+        &self.dropped
+    }
+
     /// Whether [`Node::leave`] was called.
     pub fn has_left(&self) -> bool {
         self.client.has_left()
@@ -683,6 +692,12 @@ impl Node {
                 share::Output::Stalled(peer) => {
                     warn!(%peer, "the link delivers nothing any more: closing it to connect again");
                     self.channel_closed(peer);
+                }
+                share::Output::Abusive { peer, reason } => {
+                    warn!(%peer, reason, "dropping a peer that broke a bound");
+                    *self.dropped.entry(reason).or_default() += 1;
+                    let effects = self.client.ban(peer);
+                    self.apply(effects);
                 }
                 share::Output::Event(event) => self.on_share_event(event),
             }

@@ -29,7 +29,8 @@
 //! under a low cap; the server going away mid-transfer (the transfer, application messages
 //! and signalling through the mesh carry on, and a partial mesh heals through itself) and
 //! coming back; a seeder leaving; a wedged link (stall detection); churn during a transfer;
-//! cancelling and downloading again; a corrupting seeder.
+//! cancelling and downloading again; a corrupting seeder; a peer that breaks a bound of the
+//! sharing engine dropped and kept out while the room goes on.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
@@ -1399,4 +1400,46 @@ fn a_corrupting_seeder_is_reported_and_the_file_arrives_intact() {
         net.peers[2].log.iter().any(names_liar),
         "the corrupting seeder is named"
     );
+}
+
+#[test]
+fn a_peer_that_breaks_a_bound_is_dropped_kept_out_and_the_room_goes_on() {
+    use swarm_core::share::bounds::{MAX_OFFERS_PER_PEER, reason};
+    let mut net = Net::new(FAST);
+    let all = net.spawn_all(3, None, 100);
+    net.run_until(5_000, "a full mesh", |n| n.fully_meshed(&all));
+    let (victim, seeder, attacker) = (0, 1, 2);
+    let bytes = data(MIB, 7);
+    let id = net.share(seeder, &bytes);
+    // The attacker offers more contents than a peer may.
+    for n in 0..=MAX_OFFERS_PER_PEER as u32 {
+        let mut fake = [0xfa; 32];
+        fake[..4].copy_from_slice(&n.to_be_bytes());
+        let announce = PeerMsg::Announce {
+            id: ContentId::from_bytes(fake),
+            size: 1,
+            name: "fake",
+            mime: "",
+        };
+        net.send(attacker, victim, announce.encode());
+    }
+    net.drain(attacker);
+    net.run_until(5_000, "the attacker is dropped", |n| {
+        n.node(victim).dropped().get(reason::TOO_MANY_OFFERS) == Some(&1)
+    });
+    let attacker_id = net.id(attacker);
+    assert!(!net.node(victim).is_open(attacker_id));
+    // Its fake offers went with it.
+    assert!(net.node(victim).files().iter().all(|f| f.id == id));
+    // The attacker's side redials (a full mesh), but the victim does not answer for a while.
+    net.run_for(60_000);
+    assert!(!net.node(victim).is_open(attacker_id), "kept out");
+    assert!(!net.node(victim).members().contains(&attacker_id));
+    // The victim still downloads from, and talks to, the honest peer.
+    net.download(victim, id);
+    net.run_until(30_000, "the download completes", |n| {
+        n.completed(victim, id)
+    });
+    net.assert_holds(victim, id, &bytes);
+    assert!(net.node(victim).is_open(net.id(seeder)));
 }

@@ -475,10 +475,18 @@ impl<P: Ord + Copy> Share<P> {
         let Some(offer) = self.offers.get_mut(&id) else {
             return;
         };
-        if offer.sources.remove(&peer).is_none() {
+        let Some(bits) = offer.sources.remove(&peer) else {
             return;
+        };
+        if let Some(state) = self.peers.get_mut(&peer) {
+            state.budget.withdraw(bits.len());
         }
         let sources = offer.sources.len();
+        // An offer nobody makes any more is forgotten, unless we are downloading it (a new
+        // source may come).
+        if sources == 0 && !self.downloads.contains_key(&id) {
+            self.offers.remove(&id);
+        }
         out.push(Output::Event(ShareEvent::SourcesChanged { id, sources }));
         if let Some(download) = self.downloads.get_mut(&id) {
             match &mut download.phase {

@@ -20,6 +20,7 @@
 
 // The engine's methods are split by role: `offers` (announcements, sources, manifests),
 // `upload` (serving pieces) and `download` (fetching them); the types they share are here.
+pub mod bounds;
 mod download;
 mod offers;
 mod ranges;
@@ -231,6 +232,14 @@ pub enum Output<P> {
     /// while the connection looks alive, so close the connection as if it had failed (the
     /// mesh dials it again, or another provider); the pieces go to other peers meanwhile.
     Stalled(P),
+    /// This peer went past one of its bounds ([`bounds`]): drop its connection (and do not
+    /// take it back for a while). Everything it sends from now on is ignored.
+    Abusive {
+        /// The peer.
+        peer: P,
+        /// Which bound ([`bounds::reason`]).
+        reason: &'static str,
+    },
     /// Tell the application.
     Event(ShareEvent<P>),
 }
@@ -447,10 +456,12 @@ impl<P: Ord + Copy> Share<P> {
     /// A peer-protocol message arrived from `peer`.
     pub fn on_message(&mut self, peer: P, msg: PeerMsg<'_>, now: u64) -> Outputs<P> {
         let mut out = Vec::new();
+        // Only peers added with [`Share::add_peer`], until they are removed or dropped.
+        let Some(state) = self.peers.get_mut(&peer).filter(|s| !s.budget.dropped) else {
+            return out;
+        };
         match msg {
-            PeerMsg::Hello { version } => {
-                self.peers.entry(peer).or_default().version = Some(version);
-            }
+            PeerMsg::Hello { version } => state.version = Some(version),
             PeerMsg::Announce {
                 id,
                 size,
@@ -472,7 +483,7 @@ impl<P: Ord + Copy> Share<P> {
                 self.on_chunk(&mut out, peer, id, piece, offset, data, now);
             }
             PeerMsg::Reject { id, piece } => self.on_reject(&mut out, peer, id, piece, now),
-            PeerMsg::ManifestRequest { id } => self.on_manifest_request(&mut out, peer, id),
+            PeerMsg::ManifestRequest { id } => self.on_manifest_request(&mut out, peer, id, now),
             PeerMsg::ManifestPart {
                 id,
                 offset,

@@ -8,7 +8,9 @@ use swarm_protocol::content::{MAX_PIECES, Manifest};
 use swarm_protocol::wire::MANIFEST_CHUNK_LEN;
 use swarm_protocol::{ContentId, PeerMsg};
 
+use super::bounds;
 use super::ranges::Ranges;
+use super::upload::PeerState;
 use super::{Download, Local, Output, Outputs, Phase, Share, ShareEvent, send};
 use crate::bitfield::Bitfield;
 use crate::merkle;
@@ -56,6 +58,22 @@ impl<P: Ord + Copy> Share<P> {
         mime: &str,
         now: u64,
     ) {
+        let Some(state) = self.peers.get_mut(&peer) else {
+            return;
+        };
+        let offered = self
+            .offers
+            .get(&id)
+            .and_then(|offer| offer.sources.get(&peer));
+        let checked = bounds::check_labels(name, mime).and_then(|()| match offered {
+            // Announced again: its bits start over.
+            Some(bits) => state.budget.resize_bits(bits.len(), 0),
+            None => state.budget.offer(),
+        });
+        if let Err(reason) = checked {
+            abusive(out, state, peer, reason);
+            return;
+        }
         let is_new = !self.offers.contains_key(&id) && !self.local.contains_key(&id);
         let offer = self.offers.entry(id).or_insert_with(|| Offer {
             name: name.to_owned(),
@@ -80,9 +98,37 @@ impl<P: Ord + Copy> Share<P> {
         }
     }
 
-    /// The packed bits gathered for `peer` as a source of `id`, if it announced `id`.
-    fn source_bits(&mut self, id: ContentId, peer: P) -> Option<&mut Vec<u8>> {
-        self.offers.get_mut(&id)?.sources.get_mut(&peer)
+    /// Replaces (`Some`) or grows to `len` bytes (`None`) the packed bits gathered for `peer`
+    /// as a source of `id`, within its budget. `false` if it did not announce `id`, or went
+    /// past its budget (then it is reported).
+    fn set_source_bits(
+        &mut self,
+        out: &mut Outputs<P>,
+        id: ContentId,
+        peer: P,
+        bits: Result<&[u8], usize>,
+    ) -> bool {
+        let (Some(raw), Some(state)) = (
+            self.offers
+                .get_mut(&id)
+                .and_then(|o| o.sources.get_mut(&peer)),
+            self.peers.get_mut(&peer),
+        ) else {
+            return false;
+        };
+        let new = match bits {
+            Ok(bits) => bits.len(),
+            Err(len) => len.max(raw.len()),
+        };
+        if let Err(reason) = state.budget.resize_bits(raw.len(), new) {
+            abusive(out, state, peer, reason);
+            return false;
+        }
+        match bits {
+            Ok(bits) => *raw = bits.to_vec(),
+            Err(_) => raw.resize(new, 0),
+        }
+        true
     }
 
     pub(super) fn on_bitfield(
@@ -93,11 +139,9 @@ impl<P: Ord + Copy> Share<P> {
         bits: &[u8],
         now: u64,
     ) {
-        let Some(raw) = self.source_bits(id, peer) else {
-            return;
-        };
-        *raw = bits.to_vec();
-        self.refresh_source(out, id, peer, now);
+        if self.set_source_bits(out, id, peer, Ok(bits)) {
+            self.refresh_source(out, id, peer, now);
+        }
     }
 
     pub(super) fn on_have(
@@ -108,16 +152,25 @@ impl<P: Ord + Copy> Share<P> {
         piece: u32,
         now: u64,
     ) {
-        let Some(raw) = self.source_bits(id, peer) else {
-            return;
-        };
-        if piece >= MAX_PIECES {
+        // Once the manifest is known, no more bits than it has pieces.
+        let pieces = self
+            .local
+            .get(&id)
+            .map_or(MAX_PIECES, |l| l.manifest.piece_count());
+        if piece >= pieces {
             return;
         }
         let byte = (piece / 8) as usize;
-        if raw.len() <= byte {
-            raw.resize(byte + 1, 0);
+        if !self.set_source_bits(out, id, peer, Err(byte + 1)) {
+            return;
         }
+        let Some(raw) = self
+            .offers
+            .get_mut(&id)
+            .and_then(|o| o.sources.get_mut(&peer))
+        else {
+            return;
+        };
         raw[byte] |= 0x80 >> (piece % 8);
         if let Some(Download {
             phase: Phase::Pieces { selector, .. },
@@ -194,7 +247,13 @@ impl<P: Ord + Copy> Share<P> {
         }
     }
 
-    pub(super) fn on_manifest_request(&mut self, out: &mut Outputs<P>, peer: P, id: ContentId) {
+    pub(super) fn on_manifest_request(
+        &mut self,
+        out: &mut Outputs<P>,
+        peer: P,
+        id: ContentId,
+        now: u64,
+    ) {
         let Some(local) = self.local.get(&id) else {
             send(out, peer, PeerMsg::NotFound { id });
             return;
@@ -202,6 +261,14 @@ impl<P: Ord + Copy> Share<P> {
         // An encoded manifest is at most MAX_MANIFEST_LEN bytes, which fits in u32.
         let total = local.encoded.len() as u32;
         if total == 0 {
+            return;
+        }
+        let Some(state) = self.peers.get_mut(&peer) else {
+            return;
+        };
+        // Replies are far larger than requests: each peer has a budget of them.
+        if let Err(reason) = state.budget.manifest(u64::from(total), now) {
+            abusive(out, state, peer, reason);
             return;
         }
         for (n, data) in local
@@ -271,6 +338,13 @@ impl<P: Ord + Copy> Share<P> {
             Ok(manifest) => self.start_pieces(out, id, manifest, bytes, now),
             Err(_) => self.mark_bad(out, id, peer, "manifest does not match the content id", now),
         }
+    }
+}
+
+/// `peer` went past a bound of its budget: report it once, and ignore it from now on.
+fn abusive<P: Copy>(out: &mut Outputs<P>, state: &mut PeerState, peer: P, reason: &'static str) {
+    if !std::mem::replace(&mut state.budget.dropped, true) {
+        out.push(Output::Abusive { peer, reason });
     }
 }
 

@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use proptest::prelude::*;
-use swarm_protocol::content::MIN_PIECE_SIZE;
+use swarm_protocol::content::{MAX_PIECES, MIN_PIECE_SIZE};
 use swarm_protocol::wire::{BinaryFrame, decode_binary, is_piece_chunk};
 use swarm_protocol::{ContentId, PeerMsg};
 
@@ -21,6 +21,8 @@ struct Node {
     received_from: BTreeMap<u8, u64>,
     /// Peers reported stalled ([`Output::Stalled`]), with the time.
     stalled: Vec<(u8, u64)>,
+    /// Peers reported abusive ([`Output::Abusive`]), with the reason (they are disconnected).
+    abusive: Vec<(u8, &'static str)>,
 }
 
 struct Net {
@@ -62,6 +64,7 @@ impl Net {
                     events: Vec::new(),
                     received_from: BTreeMap::new(),
                     stalled: Vec::new(),
+                    abusive: Vec::new(),
                 };
                 (*id, node)
             })
@@ -197,6 +200,10 @@ impl Net {
                         Some(c) => node.share.piece_checked(id, piece, c.from, matched, now),
                         None => node.share.piece_stored(id, piece, now),
                     });
+                }
+                Output::Abusive { peer, reason } => {
+                    self.node(at).abusive.push((peer, reason));
+                    self.disconnect(at, peer);
                 }
                 Output::Event(event) => {
                     let node = self.node(at);
@@ -902,6 +909,13 @@ fn downloading_what_we_hold_completes_immediately() {
 fn requests_for_pieces_we_lack_are_rejected() {
     let mut share: Share<u8> = Share::new(ShareConfig::default(), 1);
     let id = ContentId::from_bytes([1; 32]);
+    // A peer not added (its channel is not open, or it was removed) is not answered.
+    assert!(
+        share
+            .on_message(7, PeerMsg::Request { id, piece: 0 }, 0)
+            .is_empty()
+    );
+    share.add_peer(7);
     let out = share.on_message(7, PeerMsg::Request { id, piece: 0 }, 0);
     assert_eq!(
         out,
@@ -1155,4 +1169,188 @@ fn piece_data_whose_offset_would_overflow_marks_the_peer_bad_and_the_download_go
     net.run(200_000);
     assert!(net.completed(3, id));
     assert_eq!(net.nodes[&3].storage[&id], bytes);
+}
+
+/// Ids of fake contents a hostile peer announces.
+fn fake_id(n: u32) -> ContentId {
+    let mut bytes = [0xfa; 32];
+    bytes[..4].copy_from_slice(&n.to_be_bytes());
+    ContentId::from_bytes(bytes)
+}
+
+/// Peer 9 sends `msg` to node `to` (connected to it beforehand).
+fn hostile(net: &mut Net, to: u8, msg: PeerMsg<'_>) {
+    let now = net.now;
+    let out = net.node(to).share.on_message(9, msg, now);
+    net.apply(to, out);
+}
+
+#[test]
+fn fake_contents_with_far_piece_bits_stop_at_the_bits_budget_and_the_peer_is_dropped() {
+    // An announce and a `have` of the last possible piece per fake id made a victim keep
+    // 128 KiB of bits per 41 bytes on the wire (about 1,650 times).
+    let mut net = Net::new(&[1, 2, 9]);
+    net.connect(1, 2);
+    net.connect(1, 9);
+    let bytes = data(100_000, 8);
+    let id = net.share_file(2, &bytes);
+    net.run(50);
+    let per_content = (MAX_PIECES / 8) as usize;
+    let before_drop = bounds::MAX_SOURCE_BITS_PER_PEER / per_content;
+    for n in 0..(before_drop as u32 + 50) {
+        let id = fake_id(n);
+        let announce = PeerMsg::Announce {
+            id,
+            size: u64::from(MAX_PIECES) * u64::from(PS),
+            name: "fake",
+            mime: "",
+        };
+        hostile(&mut net, 1, announce);
+        hostile(
+            &mut net,
+            1,
+            PeerMsg::Have {
+                id,
+                piece: MAX_PIECES - 1,
+            },
+        );
+    }
+    assert_eq!(
+        net.nodes[&1].abusive,
+        vec![(9, bounds::reason::TOO_MANY_PIECE_BITS)],
+        "reported once"
+    );
+    // Dropped: what it offered is forgotten, and nothing it sends is taken any more.
+    assert!(net.nodes[&1].share.files().iter().all(|f| f.id == id));
+    hostile(
+        &mut net,
+        1,
+        PeerMsg::Announce {
+            id: fake_id(1 << 30),
+            size: 1,
+            name: "x",
+            mime: "",
+        },
+    );
+    assert_eq!(net.nodes[&1].share.files().len(), 1);
+    // The victim goes on working with honest peers.
+    net.download(1, id);
+    net.run(200_000);
+    assert!(net.completed(1, id));
+    assert_eq!(net.nodes[&1].storage[&id], bytes);
+}
+
+#[test]
+fn more_contents_than_a_peer_may_offer_drop_it() {
+    let mut net = Net::new(&[1, 9]);
+    net.connect(1, 9);
+    for n in 0..=bounds::MAX_OFFERS_PER_PEER as u32 {
+        let announce = PeerMsg::Announce {
+            id: fake_id(n),
+            size: 10,
+            name: "f",
+            mime: "",
+        };
+        hostile(&mut net, 1, announce);
+    }
+    assert_eq!(
+        net.nodes[&1].abusive,
+        vec![(9, bounds::reason::TOO_MANY_OFFERS)]
+    );
+    assert!(net.nodes[&1].share.files().is_empty());
+}
+
+#[test]
+fn a_peer_announcing_again_and_again_is_not_counted_twice() {
+    // An honest peer announces again when it reconnects: the same content, one offer.
+    let mut net = Net::new(&[1, 9]);
+    net.connect(1, 9);
+    for _ in 0..=bounds::MAX_OFFERS_PER_PEER {
+        let announce = PeerMsg::Announce {
+            id: fake_id(1),
+            size: 10,
+            name: "f",
+            mime: "",
+        };
+        hostile(&mut net, 1, announce);
+        hostile(
+            &mut net,
+            1,
+            PeerMsg::Bitfield {
+                id: fake_id(1),
+                bits: &[0x80],
+            },
+        );
+    }
+    assert!(net.nodes[&1].abusive.is_empty());
+    assert_eq!(net.nodes[&1].share.files().len(), 1);
+}
+
+#[test]
+fn an_announcement_with_a_name_longer_than_a_manifest_allows_drops_the_peer() {
+    let mut net = Net::new(&[1, 9]);
+    net.connect(1, 9);
+    let long = "n".repeat(swarm_protocol::content::MAX_LABEL_LEN + 1);
+    hostile(
+        &mut net,
+        1,
+        PeerMsg::Announce {
+            id: fake_id(0),
+            size: 10,
+            name: &long,
+            mime: "",
+        },
+    );
+    assert_eq!(
+        net.nodes[&1].abusive,
+        vec![(9, bounds::reason::LABEL_TOO_LONG)]
+    );
+    assert!(net.nodes[&1].share.files().is_empty());
+}
+
+#[test]
+fn manifest_requests_past_the_budget_drop_the_peer_and_the_replies_stay_bounded() {
+    // 50 requests of 33 bytes made 100 MiB of replies.
+    let mut net = Net::new(&[1, 2, 9]);
+    net.connect(1, 2);
+    net.connect(1, 9);
+    // A manifest of 4096 pieces: 128 KiB encoded.
+    let bytes = data(4096 * PS as usize, 9);
+    let id = net.share_file(1, &bytes);
+    net.run(50);
+    net.queue.clear();
+    let encoded = net.nodes[&1]
+        .share
+        .manifest(id)
+        .expect("seeded")
+        .encode()
+        .len() as u64;
+    let mut sent = 0;
+    for _ in 0..200 {
+        let now = net.now;
+        let out = net
+            .node(1)
+            .share
+            .on_message(9, PeerMsg::ManifestRequest { id }, now);
+        sent += out
+            .iter()
+            .map(|o| match o {
+                Output::Send { to: 9, frame } => frame.len() as u64,
+                _ => 0,
+            })
+            .sum::<u64>();
+        net.apply(1, out);
+    }
+    assert!(
+        sent <= bounds::MANIFEST_BUDGET_BYTES + encoded + encoded / 8,
+        "{sent} bytes of manifests for 200 requests"
+    );
+    assert_eq!(
+        net.nodes[&1].abusive,
+        vec![(9, bounds::reason::MANIFEST_REQUESTS)]
+    );
+    // Honest peers still get it.
+    net.download(2, id);
+    net.run(2_000_000);
+    assert!(net.completed(2, id));
 }

@@ -7,6 +7,7 @@ use std::collections::{BTreeSet, VecDeque};
 use swarm_protocol::wire::{CHUNK_LEN, CHUNKS_SINCE_VERSION, ChunksWriter};
 use swarm_protocol::{ContentId, PeerMsg};
 
+use super::bounds::PeerBudget;
 use super::{Output, Outputs, ReadPiece, Share, UPLOAD_PIECES_AHEAD, send};
 
 /// A connected peer: the protocol version it speaks, and what we are serving it.
@@ -26,6 +27,8 @@ pub(super) struct PeerState {
     /// it needs none of them, so instead of a `have` per piece it gets one `bitfield` per
     /// [`Share::tick`] (for its view of who holds what).
     pub(super) untold: BTreeSet<ContentId>,
+    /// What it may still make us hold or send.
+    pub(super) budget: PeerBudget,
 }
 
 impl PeerState {
@@ -85,7 +88,9 @@ impl<P: Ord + Copy> Share<P> {
     pub(super) fn on_request(&mut self, out: &mut Outputs<P>, peer: P, id: ContentId, piece: u32) {
         let max = self.config.max_serving;
         let available = self.local.get(&id).is_some_and(|l| l.stored.get(piece));
-        let state = self.peers.entry(peer).or_default();
+        let Some(state) = self.peers.get_mut(&peer) else {
+            return;
+        };
         let known = state.serving.contains(&(id, piece)) || state.reading.contains(&(id, piece));
         if available && state.serving.len() < max && !known {
             state.serving.push_back((id, piece));
