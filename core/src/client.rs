@@ -23,6 +23,7 @@ use crate::identity::Identity;
 use crate::mesh::{Action, Event, Mesh};
 use crate::relay::{Incoming, SignalRelay};
 use crate::share::{FileInfo, Output, Share, ShareError};
+use crate::token_bucket::TokenBucket;
 
 /// Providers dialled at once for a content we want and no neighbour provides.
 const PROVIDERS_DIALLED: usize = 2;
@@ -36,6 +37,14 @@ pub const DHT_ABOVE: usize = 64;
 
 /// How long a lookup asked for with [`Client::find`] goes on while nothing is found (ms).
 const FIND_MS: u64 = 60_000;
+
+/// Relay and routing frames a neighbour may send at once: a new neighbour hands over the
+/// records it knows ([`Client::on_channel_open`]), up to a full directory's.
+pub const RELAY_BURST: u64 = 2 * crate::directory::DEFAULT_MAX_RECORDS as u64;
+
+/// Relay and routing frames a second a neighbour may send after its burst; beyond, they are
+/// dropped (a flood of fresh keys' records, or of signals, is slowed to this).
+pub const RELAY_PER_SEC: u64 = 64;
 
 /// How long a peer that broke a bound is kept out ([`Client::ban`]).
 pub const BAN_MS: u64 = 10 * 60 * 1000;
@@ -165,6 +174,10 @@ pub struct Client {
     dht_above: usize,
     /// The latest time we were given (ms on the caller's monotonic clock).
     now: u64,
+    /// Per open neighbour: the relay and routing frames it may still send.
+    relay_budget: BTreeMap<PeerId, TokenBucket>,
+    /// Relay and routing frames dropped because their neighbour sent too many.
+    relay_dropped: u64,
 }
 
 impl Client {
@@ -197,6 +210,8 @@ impl Client {
             dht_above: DHT_ABOVE,
             sought_retry_at: 0,
             now: 0,
+            relay_budget: BTreeMap::new(),
+            relay_dropped: 0,
         }
     }
 
@@ -210,7 +225,9 @@ impl Client {
 
     /// Whether the room is large enough for the structured layer.
     pub fn is_large_room(&self) -> bool {
-        self.mesh.members().count() + 1 > self.dht_above
+        // Counted from the server's lists only: members heard of through the mesh may be
+        // fresh keys of one peer.
+        self.mesh.listed_count() + 1 > self.dht_above
     }
 
     /// The room.
@@ -413,6 +430,9 @@ impl Client {
 
     /// A signal relayed through the mesh arrived from neighbour `from`.
     pub fn on_relay(&mut self, from: PeerId, relay: Relay<'_>) -> Vec<Effect> {
+        if !self.within_relay_budget(from) {
+            return Vec::new();
+        }
         let neighbours = self.open_peers();
         match self.relay.on_frame(from, relay, &neighbours) {
             Incoming::Deliver { from: origin, data } => {
@@ -475,6 +495,30 @@ impl Client {
                 }
             }
         }
+    }
+
+    /// Whether neighbour `from` may send one more relay or routing frame now
+    /// ([`RELAY_BURST`], [`RELAY_PER_SEC`]); counts the ones it may not.
+    fn within_relay_budget(&mut self, from: PeerId) -> bool {
+        if !self.mesh.is_open(from) {
+            return false;
+        }
+        let now = self.now;
+        let budget = self
+            .relay_budget
+            .entry(from)
+            .or_insert_with(|| TokenBucket::new(RELAY_BURST, RELAY_PER_SEC, now));
+        if budget.take(now) {
+            return true;
+        }
+        self.relay_dropped += 1;
+        debug!(peer = %from, "dropping a relay frame: the neighbour sends too many");
+        false
+    }
+
+    /// Relay and routing frames dropped so far because their neighbour sent too many.
+    pub fn relay_dropped(&self) -> u64 {
+        self.relay_dropped
     }
 
     fn forget_provider(&mut self, peer: PeerId, effects: &mut Vec<Effect>) {
@@ -615,6 +659,9 @@ impl Client {
 
     /// A frame of the structured layer arrived from neighbour `from`.
     pub fn on_route(&mut self, from: PeerId, route: Route<'_>) -> Vec<Effect> {
+        if !self.within_relay_budget(from) {
+            return Vec::new();
+        }
         let neighbours = self.open_peers();
         let routed = self.dht.on_route(from, route, &neighbours, self.now);
         self.on_routed(routed)
@@ -739,6 +786,7 @@ impl Client {
 
     /// The connection to `peer` closed or failed (or could not be created).
     pub fn on_channel_closed(&mut self, peer: PeerId) -> Vec<Effect> {
+        self.relay_budget.remove(&peer);
         let mut effects = mesh_effects(self.mesh.on_channel_closed(peer));
         self.forget_provider(peer, &mut effects);
         effects
@@ -749,6 +797,7 @@ impl Client {
     /// forgotten.
     pub fn ban(&mut self, peer: PeerId) -> Vec<Effect> {
         let until = self.now.saturating_add(BAN_MS);
+        self.relay_budget.remove(&peer);
         let mut effects = mesh_effects(self.mesh.ban(peer, until));
         self.forget_provider(peer, &mut effects);
         effects
@@ -1236,5 +1285,100 @@ mod tests {
         assert!(a.leave().is_empty());
         assert!(a.has_left());
         assert!(a.on_server_closed(1006, "", 0.0).is_empty());
+    }
+
+    /// `client`, welcomed into a room with `others`, has an open channel to `neighbour`.
+    fn with_neighbour(client: &mut Client, others: &[PeerId], neighbour: PeerId) {
+        client.on_server_frame(&welcome(client, others));
+        client.on_channel_open(neighbour);
+        assert!(client.mesh.is_open(neighbour));
+    }
+
+    /// A signed `provide` record of a fresh key, as neighbour `via` would forward it.
+    fn fresh_record(n: u32, via: PeerId) -> Vec<u8> {
+        let mut seed = [7u8; 32];
+        seed[..4].copy_from_slice(&n.to_be_bytes());
+        let mut origin = SignalRelay::new(room(), Identity::from_seed(seed), 1);
+        let mut id = [0u8; 32];
+        id[..4].copy_from_slice(&n.to_be_bytes());
+        let gossip = Gossip::provide(ContentId::from_bytes(id), 1, "fake", "");
+        let (frames, _) = origin
+            .broadcast(&gossip.to_json(), &[via])
+            .expect("a small record");
+        frames.into_iter().next().expect("one frame").1
+    }
+
+    fn relay_of(frame: &[u8]) -> Relay<'_> {
+        match swarm_protocol::wire::decode_binary(frame) {
+            Ok(swarm_protocol::wire::BinaryFrame::Relay(relay)) => relay,
+            other => panic!("not a relay frame: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn records_of_fresh_keys_neither_size_the_room_nor_push_out_real_files() {
+        // 2,000 records of fresh keys added 2,000 members (switching the room to the
+        // structured layer) and evicted the real records.
+        let mut a = client(1).with_dht_above(8);
+        let (b, c) = (peer(2), peer(3));
+        with_neighbour(&mut a, &[b, c], b);
+        a.advance(1);
+        let real = ContentId::from_bytes([5; 32]);
+        let genuine = {
+            let mut c_relay = SignalRelay::new(room(), Identity::from_seed([3; 32]), 1);
+            let gossip = Gossip::provide(real, 10, "real.bin", "");
+            c_relay.broadcast(&gossip.to_json(), &[b]).expect("ok").0[0]
+                .1
+                .clone()
+        };
+        a.on_relay(b, relay_of(&genuine));
+        assert!(a.directory.file(real).is_some());
+        for n in 0..2_000 {
+            let frame = fresh_record(n, b);
+            a.on_relay(b, relay_of(&frame));
+        }
+        assert!(
+            !a.is_large_room(),
+            "{} members listed",
+            a.mesh.listed_count()
+        );
+        assert!(a.mesh.members().count() <= 2 + crate::mesh::MAX_HEARD);
+        assert!(
+            a.directory.file(real).is_some(),
+            "the real file is still listed"
+        );
+        assert!(a.directory.len() <= crate::directory::DEFAULT_MAX_RECORDS);
+    }
+
+    #[test]
+    fn a_neighbour_flooding_relay_frames_is_slowed_to_its_rate() {
+        let mut a = client(1);
+        let b = peer(2);
+        with_neighbour(&mut a, &[b], b);
+        a.advance(1_000);
+        let total = RELAY_BURST as u32 + 500;
+        for n in 0..total {
+            let frame = fresh_record(n, b);
+            a.on_relay(b, relay_of(&frame));
+        }
+        assert_eq!(
+            a.relay_dropped(),
+            500,
+            "the burst, then nothing at the same instant"
+        );
+        // A second later, another second's worth goes through.
+        a.advance(2_000);
+        for n in total..total + 100 {
+            let frame = fresh_record(n, b);
+            a.on_relay(b, relay_of(&frame));
+        }
+        assert_eq!(a.relay_dropped(), 500 + 100 - RELAY_PER_SEC);
+        // Frames from a peer that is not an open neighbour are not taken at all.
+        let before = a.relay_dropped();
+        assert!(
+            a.on_relay(peer(9), relay_of(&fresh_record(1, peer(9))))
+                .is_empty()
+        );
+        assert_eq!(a.relay_dropped(), before);
     }
 }

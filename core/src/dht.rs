@@ -58,8 +58,16 @@ pub const DETOURS: u8 = 8;
 /// Providers kept per content.
 const MAX_PROVIDERS: usize = 20;
 
-/// Contents whose records a peer keeps for others (the oldest are dropped first).
-const MAX_KEYS: usize = 4096;
+/// Records a peer keeps for others, in all; past it, new ones are not taken (what is kept
+/// is never evicted for a newcomer) until some expire.
+pub const MAX_KEPT: usize = 4096;
+
+/// Bytes of signed records a peer keeps for others, in all.
+pub const MAX_KEPT_BYTES: usize = 4 << 20;
+
+/// Longest signed record kept: a relay frame with a `provide` of two labels of the longest
+/// length a manifest allows.
+pub const MAX_RECORD_LEN: usize = 4096;
 
 /// What a routed frame that arrived leads to.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -81,6 +89,8 @@ pub struct Dht {
     store: ProviderStore,
     /// The signed record behind each kept (content, provider).
     records: BTreeMap<(ContentId, PeerId), Vec<u8>>,
+    /// Their total length.
+    kept_bytes: usize,
     /// Our own records and the time each is due to be published again.
     published: BTreeMap<ContentId, (Vec<u8>, u64)>,
 }
@@ -93,6 +103,7 @@ impl Dht {
             me,
             store: ProviderStore::new(MAX_PROVIDERS),
             records: BTreeMap::new(),
+            kept_bytes: 0,
             published: BTreeMap::new(),
         }
     }
@@ -189,6 +200,11 @@ impl Dht {
             self.records.remove(&(id, provider));
             self.store.remove(&Key::for_content(&id), provider);
         }
+        self.recount();
+    }
+
+    fn recount(&mut self) {
+        self.kept_bytes = self.records.values().map(Vec::len).sum();
     }
 
     /// Time passed: drops expired records and publishes ours again when due.
@@ -200,6 +216,7 @@ impl Dht {
                     .providers(&Key::for_content(id), now)
                     .contains(provider)
             });
+            self.recount();
         }
         let due: Vec<(ContentId, Vec<u8>)> = self
             .published
@@ -225,9 +242,14 @@ impl Dht {
         own.into_iter().chain(kept).take(MAX_PROVIDERS).collect()
     }
 
-    /// Contents we keep records of for others.
+    /// Records we keep for others.
     pub fn kept(&self) -> usize {
-        self.store.len()
+        self.records.len()
+    }
+
+    /// Bytes of the records we keep for others.
+    pub fn kept_bytes(&self) -> usize {
+        self.kept_bytes
     }
 
     /// Handles a request at this hop: answer, keep, or pass on.
@@ -379,11 +401,17 @@ impl Dht {
 
     fn keep(&mut self, id: ContentId, provider: PeerId, record: Vec<u8>, now: u64) {
         let key = Key::for_content(&id);
-        if self.store.len() >= MAX_KEYS && self.store.providers(&key, now).is_empty() {
+        let known = self.records.contains_key(&(id, provider));
+        let full = self.records.len() >= MAX_KEPT
+            || self.kept_bytes.saturating_add(record.len()) > MAX_KEPT_BYTES;
+        if record.len() > MAX_RECORD_LEN || (!known && full) {
+            debug!(%id, %provider, "not keeping a provider record: full, or too long");
             return;
         }
         if self.store.add(key, provider, now + RECORD_TTL_MS) {
-            self.records.insert((id, provider), record);
+            let old = self.records.insert((id, provider), record);
+            self.kept_bytes = self.kept_bytes - old.map_or(0, |o| o.len())
+                + self.records.get(&(id, provider)).map_or(0, Vec::len);
         }
     }
 }
@@ -697,6 +725,64 @@ mod tests {
         assert!(dht.records(id, RECORD_TTL_MS + 1).is_empty());
         dht.forget_provider(provider);
         assert_eq!(dht.kept(), 0);
+    }
+
+    /// A signed record of content `n` by a fresh key `n`, with labels `label` long.
+    fn fresh_record(n: u32, label: usize) -> (PeerId, ContentId, Vec<u8>) {
+        let mut seed = [9u8; 32];
+        seed[..4].copy_from_slice(&n.to_be_bytes());
+        let identity = Identity::from_seed(seed);
+        let provider = identity.id();
+        let mut id = [0u8; 32];
+        id[..4].copy_from_slice(&n.to_be_bytes());
+        let id = ContentId::from_bytes(id);
+        let mut relay = SignalRelay::new(room(), identity, 1);
+        let name = "n".repeat(label);
+        let gossip = Gossip::provide(id, 10, &name, &name);
+        let (_, record) = relay.broadcast(&gossip.to_json(), &[]).expect("signs");
+        (provider, id, record)
+    }
+
+    #[test]
+    fn unsolicited_records_are_kept_within_count_and_bytes_and_never_evict() {
+        // 9,796 unsolicited records were kept against a bound of 4,096, and names were not
+        // length-checked on receipt (a real bound of about 4.7 GiB).
+        let me = Identity::from_seed([6; 32]).id();
+        let mut dht = Dht::new(room(), me);
+        let offer = |dht: &mut Dht, provider: PeerId, id: ContentId, record: Vec<u8>| {
+            let frame = RouteOut {
+                kind: RouteKind::AddProvider,
+                id,
+                ttl: 0,
+                path: vec![provider],
+                records: vec![record],
+            }
+            .encode()
+            .expect("fits");
+            let Ok(BinaryFrame::Route(route)) = decode_binary(&frame) else {
+                panic!("route");
+            };
+            dht.on_route(provider, route, &[provider], 0);
+        };
+        let first = fresh_record(0, 8);
+        offer(&mut dht, first.0, first.1, first.2.clone());
+        // Records with the longest labels: the byte bound is reached before the count.
+        for n in 1..(MAX_KEPT as u32 + 500) {
+            let (provider, id, record) = fresh_record(n, swarm_protocol::gossip::MAX_LABEL_LEN);
+            offer(&mut dht, provider, id, record);
+        }
+        assert!(dht.kept() <= MAX_KEPT, "{} kept", dht.kept());
+        assert!(
+            dht.kept_bytes() <= MAX_KEPT_BYTES,
+            "{} bytes",
+            dht.kept_bytes()
+        );
+        assert!(dht.kept() > 100, "it keeps records up to the bound");
+        assert_eq!(
+            dht.records(first.1, 0),
+            vec![first.2],
+            "the first is never evicted"
+        );
     }
 
     #[test]

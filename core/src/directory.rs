@@ -6,18 +6,24 @@
 //! can list the file, dial a provider when the user downloads it, and hand the records to a
 //! new neighbour, who then knows the room's files without anyone flooding them again.
 //!
-//! Records are dropped when their provider leaves the room (or its connection fails), and the
-//! directory holds at most a fixed number of them: beyond it, the oldest is forgotten.
+//! Records are dropped when their provider leaves the room (or its connection fails). The
+//! directory holds at most a fixed number of them, and at most [`MAX_PER_PROVIDER`] of one
+//! provider; when it is full, a new record is not taken: what is held is never evicted for a
+//! newcomer, so a flood of records from fresh keys cannot push the genuine ones out (each
+//! neighbour's flood is also slowed, [`crate::client::RELAY_PER_SEC`]).
 //!
 //! [`Gossip::Provide`]: swarm_protocol::gossip::Gossip::Provide
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 
 use swarm_protocol::{ContentId, PeerId};
 
 /// Records (content, provider) kept by default: a room of a few hundred files with a few
 /// providers each.
 pub const DEFAULT_MAX_RECORDS: usize = 1024;
+
+/// Records one provider may have in the directory.
+pub const MAX_PER_PROVIDER: usize = 64;
 
 /// A content some peer in the room provides, as its gossip described it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,9 +53,9 @@ struct Entry {
 #[derive(Debug)]
 pub struct Directory {
     entries: BTreeMap<ContentId, Entry>,
-    /// Records in the order they were first added (some may have been removed since).
-    order: VecDeque<(ContentId, PeerId)>,
+    /// Records held, in all and per provider.
     records: usize,
+    per_provider: BTreeMap<PeerId, usize>,
     max_records: usize,
 }
 
@@ -64,14 +70,15 @@ impl Directory {
     pub fn new(max_records: usize) -> Self {
         Self {
             entries: BTreeMap::new(),
-            order: VecDeque::new(),
             records: 0,
+            per_provider: BTreeMap::new(),
             max_records: max_records.max(1),
         }
     }
 
     /// Records that `provider` holds content `id`; `record` is the signed frame that said so.
-    /// Returns whether the content itself is new to the directory.
+    /// Returns whether the content itself is new to the directory. Not taken when the
+    /// directory is full, or holds [`MAX_PER_PROVIDER`] records of `provider` already.
     pub fn insert(
         &mut self,
         provider: PeerId,
@@ -81,6 +88,14 @@ impl Directory {
         mime: &str,
         record: Vec<u8>,
     ) -> bool {
+        let known = self
+            .entries
+            .get(&id)
+            .is_some_and(|entry| entry.providers.contains_key(&provider));
+        let of_provider = self.per_provider.get(&provider).copied().unwrap_or(0);
+        if !known && (self.records >= self.max_records || of_provider >= MAX_PER_PROVIDER) {
+            return false;
+        }
         let is_new = !self.entries.contains_key(&id);
         let entry = self.entries.entry(id).or_insert_with(|| Entry {
             name: name.to_owned(),
@@ -90,20 +105,9 @@ impl Directory {
         });
         if entry.providers.insert(provider, record).is_none() {
             self.records += 1;
-            self.order.push_back((id, provider));
-            while self.records > self.max_records {
-                self.evict_oldest();
-            }
+            *self.per_provider.entry(provider).or_default() += 1;
         }
-        is_new && self.entries.contains_key(&id)
-    }
-
-    fn evict_oldest(&mut self) {
-        while let Some((id, provider)) = self.order.pop_front() {
-            if self.remove(id, provider) {
-                return;
-            }
-        }
+        is_new
     }
 
     fn remove(&mut self, id: ContentId, provider: PeerId) -> bool {
@@ -114,6 +118,12 @@ impl Directory {
             return false;
         }
         self.records -= 1;
+        if let Some(n) = self.per_provider.get_mut(&provider) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_provider.remove(&provider);
+            }
+        }
         if entry.providers.is_empty() {
             self.entries.remove(&id);
         }
@@ -131,7 +141,6 @@ impl Directory {
         for id in &ids {
             self.remove(*id, peer);
         }
-        self.order.retain(|(_, provider)| *provider != peer);
         !ids.is_empty()
     }
 
@@ -222,16 +231,31 @@ mod tests {
     }
 
     #[test]
-    fn the_oldest_record_goes_beyond_the_limit() {
+    fn a_full_directory_keeps_what_it_holds() {
+        // A fresh record always displaced the oldest genuine one: a flood of records from
+        // fresh keys emptied the directory of real files.
         let mut dir = Directory::new(2);
         dir.insert(peer(1), content(1), 1, "", "", vec![]);
         dir.insert(peer(2), content(2), 1, "", "", vec![]);
-        dir.remove_provider(peer(1));
-        dir.insert(peer(3), content(3), 1, "", "", vec![]);
-        dir.insert(peer(4), content(4), 1, "", "", vec![]);
+        assert!(!dir.insert(peer(3), content(3), 1, "", "", vec![]));
         assert_eq!(dir.len(), 2);
-        assert!(dir.file(content(2)).is_none(), "the oldest left");
-        assert!(dir.file(content(3)).is_some() && dir.file(content(4)).is_some());
+        assert!(dir.file(content(1)).is_some() && dir.file(content(3)).is_none());
+        // Room again once a provider leaves.
+        dir.remove_provider(peer(1));
+        assert!(dir.insert(peer(3), content(3), 1, "", "", vec![]));
+        assert!(dir.file(content(3)).is_some() && dir.file(content(2)).is_some());
+    }
+
+    #[test]
+    fn one_provider_holds_a_bounded_share() {
+        let mut dir = Directory::default();
+        for n in 0..=MAX_PER_PROVIDER {
+            let mut id = [0u8; 32];
+            id[..8].copy_from_slice(&(n as u64).to_be_bytes());
+            dir.insert(peer(1), ContentId::from_bytes(id), 1, "", "", vec![]);
+        }
+        assert_eq!(dir.len(), MAX_PER_PROVIDER);
+        assert!(dir.insert(peer(2), content(9), 1, "", "", vec![]));
     }
 
     proptest! {

@@ -7,18 +7,23 @@
 //! [`Seen`] remembers the names already handled so a message that comes back by another path
 //! is dropped, and [`forward_targets`] picks where a new one goes next.
 //!
-//! The memory is bounded: beyond its capacity the oldest names are forgotten. A message that
-//! reappears after its name was forgotten is delivered again, so the capacity must exceed the
-//! number of distinct messages that can be in flight in the room during one flood (a flood
-//! lasts a few hops; the TTL bounds how long a copy keeps travelling).
+//! The memory is bounded: beyond its capacity the oldest names are forgotten. A forgotten
+//! name is not accepted again, though: each origin's sequence numbers only grow, so the
+//! memory keeps, per origin, the highest sequence number it forgot (its *floor*) and treats
+//! everything at or below it as seen. Without that, a replayed message was accepted again
+//! once enough fresh ones had pushed its name out. Floors are kept for the
+//! [`MAX_ORIGINS`] origins heard from last.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 
 use swarm_protocol::PeerId;
 
 /// Capacity of [`Seen`] that suits a room of a few thousand peers, each announcing a few
 /// messages per flood period.
 pub const DEFAULT_SEEN_CAPACITY: usize = 4096;
+
+/// Origins whose floor [`Seen`] keeps (the ones heard from least recently are forgotten).
+pub const MAX_ORIGINS: usize = 4096;
 
 /// Hops a flooded message travels by default. A random overlay of 10,000 peers with 8 to 16
 /// neighbours each is 6 hops across; the partial mesh that picks XOR-close neighbours was 17
@@ -32,6 +37,10 @@ pub struct Seen {
     capacity: usize,
     order: VecDeque<(PeerId, u64)>,
     set: HashSet<(PeerId, u64)>,
+    /// Per origin: the highest sequence number forgotten, and when (in insertions) the
+    /// origin was last heard from.
+    floors: HashMap<PeerId, (u64, u64)>,
+    insertions: u64,
 }
 
 impl Seen {
@@ -42,27 +51,59 @@ impl Seen {
             capacity,
             order: VecDeque::new(),
             set: HashSet::new(),
+            floors: HashMap::new(),
+            insertions: 0,
         }
     }
 
     /// Records the message; true if it is new (forward/deliver it), false if seen before
     /// (drop it). Oldest entries are forgotten beyond `capacity`.
     pub fn insert(&mut self, origin: PeerId, seq: u64) -> bool {
-        if !self.set.insert((origin, seq)) {
+        if self.below_floor(origin, seq) || !self.set.insert((origin, seq)) {
             return false;
+        }
+        self.insertions += 1;
+        let now = self.insertions;
+        if let Some((_, heard)) = self.floors.get_mut(&origin) {
+            *heard = now;
         }
         self.order.push_back((origin, seq));
         while self.order.len() > self.capacity {
-            if let Some(old) = self.order.pop_front() {
-                self.set.remove(&old);
+            if let Some((old, old_seq)) = self.order.pop_front() {
+                self.set.remove(&(old, old_seq));
+                self.raise_floor(old, old_seq);
             }
         }
         true
     }
 
-    /// Whether the message is remembered (without recording it).
+    /// Whether the message is remembered, or older than what is forgotten of its origin
+    /// (without recording it).
     pub fn contains(&self, origin: PeerId, seq: u64) -> bool {
-        self.set.contains(&(origin, seq))
+        self.below_floor(origin, seq) || self.set.contains(&(origin, seq))
+    }
+
+    fn below_floor(&self, origin: PeerId, seq: u64) -> bool {
+        self.floors
+            .get(&origin)
+            .is_some_and(|(floor, _)| seq <= *floor)
+    }
+
+    /// `seq` of `origin` is forgotten: everything up to it counts as seen.
+    fn raise_floor(&mut self, origin: PeerId, seq: u64) {
+        let heard = self.insertions;
+        let entry = self.floors.entry(origin).or_insert((seq, heard));
+        entry.0 = entry.0.max(seq);
+        if self.floors.len() > MAX_ORIGINS {
+            let stalest = self
+                .floors
+                .iter()
+                .min_by_key(|(_, (_, heard))| *heard)
+                .map(|(peer, _)| *peer);
+            if let Some(stalest) = stalest {
+                self.floors.remove(&stalest);
+            }
+        }
     }
 
     /// How many messages are remembered.
@@ -133,15 +174,45 @@ mod tests {
     }
 
     #[test]
-    fn the_oldest_is_forgotten_beyond_capacity() {
+    fn the_oldest_is_forgotten_beyond_capacity_but_not_taken_again() {
         let mut seen = Seen::new(2);
         assert!(seen.insert(id(1), 1));
         assert!(seen.insert(id(1), 2));
         assert!(seen.insert(id(1), 3));
         assert_eq!(seen.len(), 2);
-        assert!(!seen.contains(id(1), 1));
         assert!(!seen.insert(id(1), 3));
-        assert!(seen.insert(id(1), 1), "forgotten, so new again");
+        // Forgotten, but below its origin's floor: a replay, not a new message.
+        assert!(seen.contains(id(1), 1));
+        assert!(!seen.insert(id(1), 1));
+        assert!(seen.insert(id(1), 4));
+        // Other origins have floors of their own.
+        assert!(seen.insert(id(2), 1));
+    }
+
+    #[test]
+    fn a_replay_after_a_flood_of_fresh_messages_is_still_refused() {
+        // 4,096 fresh frames pushed a relayed signal out of the memory, and it was accepted
+        // again.
+        let mut seen = Seen::default();
+        assert!(seen.insert(id(7), 1_000));
+        for n in 0..(2 * DEFAULT_SEEN_CAPACITY as u64) {
+            seen.insert(id(9), n);
+        }
+        assert!(!seen.insert(id(7), 1_000), "replayed");
+        assert!(seen.insert(id(7), 1_001), "its next message is new");
+        assert!(seen.len() <= DEFAULT_SEEN_CAPACITY);
+    }
+
+    #[test]
+    fn floors_are_kept_for_a_bounded_number_of_origins() {
+        let mut seen = Seen::new(1);
+        for n in 0..(4 * MAX_ORIGINS as u64) {
+            let mut bytes = [0u8; 16];
+            bytes[..8].copy_from_slice(&n.to_be_bytes());
+            seen.insert(PeerId::from_bytes(bytes), 1);
+        }
+        assert!(seen.floors.len() <= MAX_ORIGINS);
+        assert_eq!(seen.len(), 1);
     }
 
     #[test]
@@ -151,7 +222,8 @@ mod tests {
         seen.insert(id(1), 2);
         assert!(!seen.insert(id(1), 1));
         seen.insert(id(1), 3);
-        assert!(!seen.contains(id(1), 1), "still the oldest");
+        assert_eq!(seen.len(), 2, "the repeat took no room");
+        assert!(seen.contains(id(1), 2) && seen.contains(id(1), 3));
     }
 
     #[test]

@@ -10,7 +10,7 @@
 //! Signed messages are domain-separated and bound to the room, so a signature made for one
 //! purpose or one room is worthless in another.
 
-use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
+use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 use sha2::{Digest, Sha256};
 use swarm_protocol::wire::Relay;
 use swarm_protocol::{PeerId, RoomName, hex};
@@ -136,7 +136,7 @@ pub fn verify_join(
     now: u64,
 ) -> Result<PeerId, IdentityError> {
     let public: [u8; PUBLIC_KEY_LEN] = hex::decode(key).ok_or(IdentityError::BadKey)?;
-    let verifying = VerifyingKey::from_bytes(&public).map_err(|_| IdentityError::BadKey)?;
+    let verifying = strong_key(&public)?;
     let ts = ts.ok_or(IdentityError::StaleProof)?;
     if ts.abs_diff(now) > JOIN_PROOF_SKEW {
         return Err(IdentityError::StaleProof);
@@ -145,7 +145,7 @@ pub fn verify_join(
         .and_then(hex::decode)
         .ok_or(IdentityError::MalformedProof)?;
     verifying
-        .verify(&join_message(room, ts), &Signature::from_bytes(&proof))
+        .verify_strict(&join_message(room, ts), &Signature::from_bytes(&proof))
         .map_err(|_| IdentityError::BadSignature)?;
     Ok(peer_id_of(&public))
 }
@@ -189,13 +189,23 @@ impl RelayedSignal<'_> {
         if peer_id_of(self.public_key) != self.origin {
             return Err(IdentityError::WrongPeer(self.origin));
         }
-        let verifying =
-            VerifyingKey::from_bytes(self.public_key).map_err(|_| IdentityError::BadKey)?;
+        let verifying = strong_key(self.public_key)?;
         let message = relay_message(room, self.origin, self.target, self.seq, self.data);
         verifying
-            .verify(&message, &Signature::from_bytes(self.signature))
+            .verify_strict(&message, &Signature::from_bytes(self.signature))
             .map_err(|_| IdentityError::BadSignature)
     }
+}
+
+/// A public key fit to check signatures with: a valid point, and not one of small order (a
+/// weak key, for which one signature verifies for every message). Signatures are checked
+/// with `verify_strict`, which also refuses non-canonical encodings.
+fn strong_key(public: &[u8; PUBLIC_KEY_LEN]) -> Result<VerifyingKey, IdentityError> {
+    let key = VerifyingKey::from_bytes(public).map_err(|_| IdentityError::BadKey)?;
+    if key.is_weak() {
+        return Err(IdentityError::BadKey);
+    }
+    Ok(key)
 }
 
 fn join_message(room: &RoomName, ts: u64) -> Vec<u8> {
@@ -325,5 +335,46 @@ mod tests {
             ..genuine
         };
         assert_eq!(forged.verify(&room("r")), Err(IdentityError::BadSignature));
+    }
+
+    #[test]
+    fn a_weak_key_with_a_universal_signature_is_refused() {
+        // The identity point as the key and (identity, 0) as the signature: the plain
+        // Ed25519 equation holds for every message.
+        let mut weak = [0u8; PUBLIC_KEY_LEN];
+        weak[0] = 1;
+        let mut universal = [0u8; SIGNATURE_LEN];
+        universal[0] = 1;
+        let origin = peer_id_of(&weak);
+        let bob = Identity::from_seed([2; 32]).id();
+        let signal = RelayedSignal {
+            origin,
+            target: bob,
+            seq: 1,
+            public_key: &weak,
+            signature: &universal,
+            data: b"{}",
+        };
+        // Lenient verification would take it: the attack is real.
+        use ed25519_dalek::Verifier;
+        let lenient = VerifyingKey::from_bytes(&weak).expect("a valid point");
+        let message = relay_message(&room("r"), origin, bob, 1, b"{}");
+        assert!(
+            lenient
+                .verify(&message, &Signature::from_bytes(&universal))
+                .is_ok()
+        );
+        assert_eq!(signal.verify(&room("r")), Err(IdentityError::BadKey));
+        let proof = hex::encode(&universal);
+        assert_eq!(
+            verify_join(
+                &room("r"),
+                &hex::encode(&weak),
+                Some(100),
+                Some(&proof),
+                100
+            ),
+            Err(IdentityError::BadKey)
+        );
     }
 }

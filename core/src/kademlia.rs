@@ -126,34 +126,24 @@ impl ProviderStore {
     }
 
     /// `provider` has the content of `key` until `expires_at_ms`. A known provider gets the
-    /// later of its two expiry times. When the key is full, the record expiring soonest makes
-    /// room if it expires before this one; otherwise nothing changes. Returns whether the
-    /// provider is now stored.
+    /// later of its two expiry times. A full key takes no newcomer: a record is never
+    /// evicted for a newer one (fresh keys cost nothing, so newer says nothing of
+    /// genuineness); records make room by expiring. Returns whether the provider is now
+    /// stored.
     pub fn add(&mut self, key: Key, provider: PeerId, expires_at_ms: u64) -> bool {
         let records = self.records.entry(key).or_default();
         if let Some(record) = records.iter_mut().find(|r| r.provider == provider) {
             record.expires_at_ms = record.expires_at_ms.max(expires_at_ms);
             return true;
         }
-        let record = ProviderRecord {
+        if records.len() >= self.max_per_key {
+            return false;
+        }
+        records.push(ProviderRecord {
             provider,
             expires_at_ms,
-        };
-        if records.len() < self.max_per_key {
-            records.push(record);
-            return true;
-        }
-        match records
-            .iter_mut()
-            .min_by_key(|r| r.expires_at_ms)
-            .filter(|r| r.expires_at_ms < expires_at_ms)
-        {
-            Some(soonest) => {
-                *soonest = record;
-                true
-            }
-            None => false,
-        }
+        });
+        true
     }
 
     /// The providers of `key` whose records have not expired at `now_ms`.
@@ -252,10 +242,14 @@ mod tests {
         assert!(store.add(k, peer(2), 200));
         assert_eq!(store.providers(&k, 0), vec![peer(1), peer(2)]);
         assert_eq!(store.providers(&k, 100), vec![peer(2)]);
-        assert!(store.add(k, peer(3), 150), "replaces the soonest to expire");
-        assert!(!store.add(k, peer(4), 120), "expires sooner than both");
-        assert_eq!(store.providers(&k, 0), vec![peer(3), peer(2)]);
+        assert!(
+            !store.add(k, peer(3), 150),
+            "full: the fresh record does not evict"
+        );
+        assert_eq!(store.providers(&k, 0), vec![peer(1), peer(2)]);
         assert_eq!(store.len(), 2);
+        assert_eq!(store.expire(100), 1);
+        assert!(store.add(k, peer(3), 150), "room again");
         assert_eq!(store.expire(150), 1);
         assert_eq!(store.keys().collect::<Vec<_>>(), vec![k]);
         assert!(store.remove(&k, peer(2)));

@@ -35,6 +35,7 @@
 //! - [`gossip`]: duplicate suppression for messages flooded over the overlay.
 //! - [`kademlia`]: the id space behind [`dht`] and [`mesh`]: keys, XOR distance, the
 //!   provider store.
+//! - [`token_bucket`]: a burst and a rate, for what neighbours may flood us with.
 
 pub mod backoff;
 pub mod bitfield;
@@ -55,3 +56,4 @@ pub mod room;
 pub mod selector;
 pub mod send_queue;
 pub mod share;
+pub mod token_bucket;

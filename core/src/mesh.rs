@@ -38,7 +38,7 @@
 //! given ([`Mesh::advance`], [`Mesh::on_tick`]); the methods without a time argument act at
 //! that time, so a caller advances the clock before it hands in what happened.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use swarm_protocol::PeerId;
 
@@ -67,6 +67,11 @@ pub const BUSY_MS: u64 = 30_000;
 
 /// Peers banned at once ([`Mesh::ban`]); past it, the ban that ends first is lifted.
 pub const MAX_BANNED: usize = 1024;
+
+/// Members heard of only through the mesh (gossip, relayed signals), not listed by the
+/// server, kept at once: a signed record needs only a fresh key, so these are not trusted
+/// to size the room.
+pub const MAX_HEARD: usize = 256;
 
 /// Times in a row a failed connection of a full mesh is dialled again before the peer is
 /// forgotten (it may have gone while the server was away).
@@ -115,6 +120,9 @@ pub struct Mesh {
     /// Every other member of the room we know of, connected or not, with the time at which
     /// we learned of it.
     members: BTreeMap<PeerId, u64>,
+    /// Those of `members` the server listed (`welcome`, `joined`); the others were heard of
+    /// through the mesh, and at most [`MAX_HEARD`] of them are kept.
+    listed: BTreeSet<PeerId>,
     /// The latest time we were given (ms).
     now: u64,
     /// The cap on connections we open ourselves; `None` for a full mesh.
@@ -146,6 +154,12 @@ impl Mesh {
     /// The members of the room we know of, other than us, connected or not.
     pub fn members(&self) -> impl Iterator<Item = PeerId> + '_ {
         self.members.keys().copied()
+    }
+
+    /// How many members the server listed (`welcome`, `joined`, and no `left` since): the
+    /// room's size as far as can be trusted.
+    pub fn listed_count(&self) -> usize {
+        self.listed.len()
     }
 
     /// Whether `peer` is a member of the room as far as we know.
@@ -194,7 +208,7 @@ impl Mesh {
         }
         self.me = Some(me);
         for peer in peers.iter().copied().filter(|peer| *peer != me) {
-            self.learn(peer);
+            self.list(peer);
         }
         let mut candidates: Vec<PeerId> = peers
             .iter()
@@ -232,7 +246,7 @@ impl Mesh {
         if self.me.is_none() || self.me == Some(peer) {
             return Vec::new();
         }
-        self.learn(peer);
+        self.list(peer);
         if self.max_peers.is_some() {
             return Vec::new();
         }
@@ -273,6 +287,7 @@ impl Mesh {
     /// The server says `peer` left.
     pub fn on_left(&mut self, peer: PeerId) -> Vec<Action> {
         self.members.remove(&peer);
+        self.listed.remove(&peer);
         self.lost.remove(&peer);
         self.busy.remove(&peer);
         self.close(peer)
@@ -456,6 +471,7 @@ impl Mesh {
             self.note_lost(peer);
         } else {
             self.members.remove(&peer);
+            self.listed.remove(&peer);
         }
         self.close(peer)
     }
@@ -467,6 +483,7 @@ impl Mesh {
         if failures > MAX_REDIALS || !self.members.contains_key(&peer) {
             self.lost.remove(&peer);
             self.members.remove(&peer);
+            self.listed.remove(&peer);
         } else {
             self.lost.insert(peer, (now, failures));
         }
@@ -488,6 +505,7 @@ impl Mesh {
         }
         self.banned.insert(peer, until);
         self.members.remove(&peer);
+        self.listed.remove(&peer);
         self.lost.remove(&peer);
         self.busy.remove(&peer);
         self.close(peer)
@@ -504,6 +522,7 @@ impl Mesh {
     /// each peer; it asked to leave).
     pub fn leave(&mut self) -> Vec<Action> {
         self.members.clear();
+        self.listed.clear();
         self.lost.clear();
         self.busy.clear();
         std::mem::take(&mut self.peers)
@@ -518,17 +537,31 @@ impl Mesh {
         if self.me == Some(peer) {
             return;
         }
-        if self.is_banned(peer) {
+        if self.is_banned(peer) || self.members.contains_key(&peer) {
+            return;
+        }
+        if self.members.len() - self.listed.len() >= MAX_HEARD {
+            return;
+        }
+        let now = self.now;
+        self.members.insert(peer, now);
+    }
+
+    /// Notes that the server lists `peer` as a member of the room.
+    fn list(&mut self, peer: PeerId) {
+        if self.me == Some(peer) || self.is_banned(peer) {
             return;
         }
         let now = self.now;
         self.members.entry(peer).or_insert(now);
+        self.listed.insert(peer);
     }
 
     /// Closes every connection and tells the application each open peer left: our identity
     /// changed, so they no longer know us.
     fn reset(&mut self) -> Vec<Action> {
         self.members.clear();
+        self.listed.clear();
         self.lost.clear();
         let peers: Vec<PeerId> = self.peers.keys().copied().collect();
         peers
@@ -608,7 +641,6 @@ fn shuffle(round: u64, me: PeerId, peer: PeerId) -> [u8; 8] {
 mod tests {
     use super::*;
     use proptest::prelude::*;
-    use std::collections::BTreeSet;
 
     /// The period of the upkeep in these tests (ms), the one the node uses.
     const STEP: u64 = crate::node::UPKEEP_MS;

@@ -171,6 +171,16 @@ impl SignalRelay {
             return Incoming::Drop(DropReason::Forged(err));
         }
         self.seen.insert(relay.origin, relay.seq);
+        // The hop limit is not signed: whatever a sender says, no more than ours.
+        let most = if relay.target == BROADCAST {
+            DEFAULT_TTL
+        } else {
+            HOP_LIMIT
+        };
+        let relay = Relay {
+            ttl: relay.ttl.min(most),
+            ..relay
+        };
         if relay.target == BROADCAST {
             let forward = match relay.ttl.checked_sub(1) {
                 Some(ttl) => {
@@ -369,6 +379,31 @@ mod tests {
         assert_eq!(delivered.get(&target), Some(&vec![(origin, data.to_vec())]));
         let (delivered, _) = run_line(HOP_LIMIT + 3, data);
         assert!(delivered.is_empty(), "one hop too far");
+    }
+
+    #[test]
+    fn a_hop_limit_above_ours_is_lowered_on_receipt() {
+        // `ttl` is not signed: a sender that set 255 had it forwarded as 254.
+        let (mut a, mut b) = (relay_for(1), relay_for(2));
+        let (c, d) = (relay_for(3).me(), relay_for(4).me());
+        let out = a.send(c, b"{}", &[b.me()]).expect("send");
+        let mut relay = decode(&out[0].1);
+        relay.ttl = u8::MAX;
+        let frame = relay.encode().expect("fits");
+        match b.on_frame(a.me(), decode(&frame), &[a.me(), d]) {
+            Incoming::Forward(next) => assert_eq!(decode(&next[0].1).ttl, HOP_LIMIT - 1),
+            other => panic!("{other:?}"),
+        }
+        let (frames, _) = a.broadcast(b"{}", &[b.me()]).expect("broadcast");
+        let mut relay = decode(&frames[0].1);
+        relay.ttl = u8::MAX;
+        let frame = relay.encode().expect("fits");
+        match b.on_frame(a.me(), decode(&frame), &[a.me(), d]) {
+            Incoming::Broadcast { forward, .. } => {
+                assert_eq!(decode(&forward[0].1).ttl, DEFAULT_TTL - 1)
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

@@ -60,9 +60,21 @@ impl Gossip {
         serde_json::to_vec(self).unwrap_or_default()
     }
 
-    /// Reads a relay frame's `data`; an error for malformed JSON or an unknown `type`.
+    /// Reads a relay frame's `data`; an error for malformed JSON, an unknown `type`, or a
+    /// `name` or `mime` longer than [`MAX_LABEL_LEN`] (what [`Gossip::provide`] makes never
+    /// is; a longer one is someone making us keep it).
     pub fn parse(data: &[u8]) -> Result<Self, serde_json::Error> {
-        serde_json::from_slice(data)
+        let gossip: Self = serde_json::from_slice(data)?;
+        match &gossip {
+            Self::Provide { name, mime, .. }
+                if name.len() > MAX_LABEL_LEN || mime.len() > MAX_LABEL_LEN =>
+            {
+                Err(serde::de::Error::custom(
+                    "a label longer than MAX_LABEL_LEN",
+                ))
+            }
+            _ => Ok(gossip),
+        }
     }
 }
 
@@ -92,6 +104,23 @@ mod tests {
             "{json}"
         );
         assert_eq!(Gossip::parse(json.as_bytes()).expect("parses"), msg);
+    }
+
+    #[test]
+    fn labels_longer_than_the_bound_are_refused_on_receipt() {
+        let id = ContentId::from_bytes([7; 32]);
+        let long = "x".repeat(MAX_LABEL_LEN + 1);
+        for (name, mime) in [(long.as_str(), ""), ("a", long.as_str())] {
+            let forged = Gossip::Provide {
+                id,
+                size: 1,
+                name: name.to_owned(),
+                mime: mime.to_owned(),
+            };
+            assert!(Gossip::parse(&forged.to_json()).is_err());
+        }
+        let longest = "x".repeat(MAX_LABEL_LEN);
+        assert!(Gossip::parse(&Gossip::provide(id, 1, &longest, &longest).to_json()).is_ok());
     }
 
     #[test]
