@@ -9,7 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../fuzz"
 seconds=${1:-10}
-targets="signal_frames peer_frames rooms"
+targets="signal_frames peer_frames rooms hostile_peer"
 triple=$(rustc -vV | sed -n 's/^host: //p')
 
 cargo fmt --check
