@@ -18,6 +18,13 @@ pub const DEFAULT_RESUME_GRACE_SECS: u64 = 20;
 /// Default for [`Config::outgoing_queue`].
 pub const DEFAULT_OUTGOING_QUEUE: usize = 256;
 
+/// Default for [`Config::outgoing_queue_bytes`]: 1 MiB, room for the answers and candidates
+/// of a few hundred peers, and 16 frames of the largest size.
+pub const DEFAULT_OUTGOING_QUEUE_BYTES: usize = 1024 * 1024;
+
+/// The period [`Limits::turn_credentials_per_ip`] counts over.
+pub const TURN_CREDENTIALS_PERIOD: Duration = Duration::from_secs(60 * 60);
+
 /// Everything the server can be told. [`Config::default`] serves `www/` with no ICE servers,
 /// public rooms, and limits generous enough for any honest client.
 #[derive(Debug, Clone)]
@@ -31,6 +38,11 @@ pub struct Config {
     /// Frames queued for one client before it counts as too slow and is disconnected with
     /// close code 1008, so a stalled client never holds up its room.
     pub outgoing_queue: usize,
+    /// Bytes of frames waiting for one client (queued, or in the batch being written) before
+    /// it counts as too slow and is disconnected with close code 1008, whatever the number of
+    /// frames. A frame is always accepted into an empty queue, so the most a client can hold
+    /// is the larger of this and one frame.
+    pub outgoing_queue_bytes: usize,
     /// Handed to every client in `welcome.iceServers` (before the TURN server of
     /// [`Config::turn`], if any).
     pub ice_servers: Vec<IceServer>,
@@ -61,6 +73,10 @@ pub struct Config {
     /// and a server that restarts, need the same one for tokens to stay valid; without one,
     /// each process draws a random key.
     pub resume_secret: Option<String>,
+    /// Send a `Content-Security-Policy` (see [`crate::routes::content_security_policy`])
+    /// with every file of [`Config::www`]. Turn it off for a page of your own that needs
+    /// more than the bundled page does (other origins, inline scripts, framing).
+    pub content_security_policy: bool,
 }
 
 impl Default for Config {
@@ -69,6 +85,7 @@ impl Default for Config {
             www: PathBuf::from("www"),
             max_frame_len: DEFAULT_MAX_FRAME_LEN,
             outgoing_queue: DEFAULT_OUTGOING_QUEUE,
+            outgoing_queue_bytes: DEFAULT_OUTGOING_QUEUE_BYTES,
             ice_servers: Vec::new(),
             turn: None,
             limits: Limits::default(),
@@ -80,6 +97,7 @@ impl Default for Config {
             redis_presence_ttl: Duration::from_secs(DEFAULT_REDIS_PRESENCE_TTL_SECS),
             resume_grace: Duration::from_secs(DEFAULT_RESUME_GRACE_SECS),
             resume_secret: None,
+            content_security_policy: true,
         }
     }
 }
@@ -109,9 +127,31 @@ pub struct Limits {
     pub idle_timeout: Duration,
     /// The server pings every client this often; browsers answer on their own.
     pub ping_interval: Duration,
-    /// Time allowed from accepting a TCP connection to the end of its TLS handshake and
-    /// request headers.
+    /// Time allowed from accepting a TCP connection to the end of its TLS handshake and of the
+    /// headers of its first request. A connection that sends nothing is closed after it too.
     pub handshake_timeout: Duration,
+    /// An HTTP connection (HTTP/1.1 keep-alive or h2c, not a WebSocket) on which no byte has
+    /// moved either way for this long is closed.
+    pub http_idle_timeout: Duration,
+    /// A write to a WebSocket client (one batch of frames, a ping, a close) that does not
+    /// complete within this time means the client is not reading: it is disconnected as too
+    /// slow (1008).
+    pub write_timeout: Duration,
+    /// TCP connections open at once from one IP address (HTTP and WebSocket alike); further
+    /// ones are closed at once, before anything is read. Not applied with
+    /// [`Config::trust_forwarded_for`], where the TCP peer is the proxy.
+    pub tcp_connections_per_ip: usize,
+    /// TURN credentials handed to one IP address (IPv6: one /64) per
+    /// [`TURN_CREDENTIALS_PERIOD`], as a token bucket; past it, `welcome` carries no TURN
+    /// entry (the client joins anyway and connects without a relay).
+    pub turn_credentials_per_ip: u32,
+}
+
+/// Default for [`Limits::tcp_connections_per_ip`] given [`Limits::connections_per_ip`]:
+/// twice as many, for the page's own HTTP connections next to the WebSockets; no limit if
+/// WebSockets have none.
+pub fn default_tcp_connections_per_ip(websockets_per_ip: usize) -> usize {
+    websockets_per_ip.saturating_mul(2)
 }
 
 impl Default for Limits {
@@ -125,6 +165,10 @@ impl Default for Limits {
             idle_timeout: Duration::from_secs(60),
             ping_interval: Duration::from_secs(20),
             handshake_timeout: Duration::from_secs(10),
+            http_idle_timeout: Duration::from_secs(30),
+            write_timeout: Duration::from_secs(30),
+            tcp_connections_per_ip: default_tcp_connections_per_ip(64),
+            turn_credentials_per_ip: 100,
         }
     }
 }

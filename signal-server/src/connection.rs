@@ -1,20 +1,23 @@
 //! One task per WebSocket: join the room, relay `signal` frames, leave.
 //!
-//! The task owns the socket. It waits on six things at once: the server shutting down, its
-//! own outgoing queue overflowing, the client going silent for too long, a frame queued for
-//! it by another peer, the next ping, and a frame from its client (rate limited by a token
-//! bucket). Frames for the client are written in the order they were queued; `welcome` is
-//! written before the task starts reading the queue, so it is always the first frame.
+//! The task owns the socket. It waits on seven things at once: the server shutting down, its
+//! peer resuming on another connection, its own outgoing queue overflowing, the client going
+//! silent for too long, a frame queued for it by another peer, the next ping, and a frame from
+//! its client (rate limited by a token bucket). Frames for the client are written in the
+//! order they were queued; `welcome` is written before the task starts reading the queue, so
+//! it is always the first frame. A write that blocks (the client does not read) still gives
+//! way to shutdown, overflow, the idle timeout and its own write timeout.
 
-use std::collections::VecDeque;
+use std::net::IpAddr;
+use std::pin::Pin;
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, close_code};
 use futures_util::SinkExt;
 use serde_json::value::RawValue;
 use swarm_core::room::{JoinError, Joined};
-use swarm_protocol::{ClientMsg, ErrorCode, PeerId, RoomName, ServerMsg};
-use tokio::time::Instant;
+use swarm_protocol::{ClientMsg, ErrorCode, IceServer, PeerId, RoomName, ServerMsg};
+use tokio::time::{Instant, Sleep};
 use tokio_tungstenite::tungstenite;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -22,7 +25,7 @@ use tracing::{debug, info, warn};
 use crate::access::{issue_resume, unix_now};
 use crate::limits::{IpSlot, TokenBucket};
 use crate::metrics::Metrics;
-use crate::state::{Outbox, Outgoing};
+use crate::state::{Outbox, frame_len};
 use crate::{AppState, turn};
 
 /// How long a close frame may take to write before the connection is simply dropped.
@@ -88,7 +91,7 @@ impl Claim {
     }
 }
 
-/// How a connection's serving loop ended.
+/// How a connection's serving loop ended, for what becomes of the peer's place in its room.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Ending {
     /// The client closed the WebSocket (or the server closed it for a policy): it left.
@@ -99,6 +102,29 @@ enum Ending {
     Replaced,
     /// The server is shutting down.
     Shutdown,
+}
+
+/// Why a connection's serving loop stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    /// The server is shutting down.
+    Shutdown,
+    /// A resumed connection took this peer's place.
+    Replaced,
+    /// The client's outgoing queue overflowed (in frames or bytes): it is not reading.
+    QueueFull,
+    /// A write to the client did not complete within the write timeout: it is not reading.
+    WriteTimeout,
+    /// Nothing came from the client, not even a pong, for the idle timeout.
+    Idle,
+    /// The client kept sending after many `rate-limited` errors in a row.
+    Flooding,
+    /// The client sent a frame over the hard size limit.
+    TooBig,
+    /// The client sent a close frame.
+    ClientClosed,
+    /// The connection broke: a read or write failed, or it ended without a close frame.
+    Broken,
 }
 
 /// Close code for a connection whose peer resumed on a newer connection.
@@ -120,19 +146,39 @@ impl Drop for Counted<'_> {
     }
 }
 
+/// What the admission checks found out about a client that may join.
+#[derive(Debug)]
+pub(crate) struct Admitted {
+    /// Its place in the per-address count of WebSockets, held until the connection ends
+    /// (through the resume grace of a lost connection).
+    pub(crate) slot: Option<IpSlot>,
+    /// The id it claims.
+    pub(crate) claim: Claim,
+    /// Its address, for per-address budgets.
+    pub(crate) ip: Option<IpAddr>,
+}
+
 /// Serves one client in `room` until it disconnects, falls behind, goes silent, or the server
-/// stops. `_slot` holds the client's place in the per-address count until then.
+/// stops.
 pub(crate) async fn serve(
     mut socket: WebSocket,
     state: AppState,
     room: RoomName,
-    _slot: Option<IpSlot>,
-    claim: Claim,
+    admitted: Admitted,
 ) {
+    let Admitted {
+        slot: _slot,
+        claim,
+        ip,
+    } = admitted;
     let _counted = Counted::new(state.metrics());
     let (id, may_take_over) = claim.id().unwrap_or_else(|| (state.new_peer_id(), false));
-    let outbox = Outbox::new(state.config().outgoing_queue);
-    let overflowed = outbox.overflowed().clone();
+    let config = state.config();
+    let outbox = Outbox::new(
+        config.outgoing_queue,
+        config.outgoing_queue_bytes,
+        state.metrics().queue_bytes().clone(),
+    );
     let joining = {
         let mut rooms = state.rooms();
         let old = if may_take_over {
@@ -203,124 +249,333 @@ pub(crate) async fn serve(
     }
     info!(%room, peer = %id, others = peers.len(), resumed, "joined");
 
-    let config = state.config();
-    let mut ice_servers = config.ice_servers.clone();
-    if let Some(turn) = &config.turn {
-        ice_servers.push(turn::credentials(turn, id, unix_now()));
-    }
     let welcome = ServerMsg::Welcome {
         id,
         peers,
-        ice_servers,
+        ice_servers: ice_servers(&state, id, ip),
         resume: Some(issue_resume(state.resume_key(), &room, id)),
     };
-    let mut open = Box::pin(socket.send(text(&welcome))).await.is_ok();
+    let shutdown = state.shutdown_token();
+    let conn = Conn {
+        state: &state,
+        room: &room,
+        id,
+        outbox: &outbox,
+        shutdown: &shutdown,
+    };
+    let idle = tokio::time::sleep(config.limits.idle_timeout);
+    tokio::pin!(idle);
+    let welcomed = Box::pin(conn.send(&mut socket, text(&welcome), idle.deadline())).await;
     let joined_frame = text(&ServerMsg::Joined { id });
     for outbox in joined.notify {
         outbox.push(joined_frame.clone());
     }
-
-    let limits = &config.limits;
-    let mut ping =
-        tokio::time::interval_at(Instant::now() + limits.ping_interval, limits.ping_interval);
-    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let idle = tokio::time::sleep(limits.idle_timeout);
-    tokio::pin!(idle);
-    let mut bucket = TokenBucket::new(limits.rate, limits.burst, std::time::Instant::now());
-    let mut refused_in_a_row = 0;
-    let shutdown = state.shutdown_token();
-    let replaced = outbox.replaced().clone();
-    let guard = SendGuard {
-        overflowed: &overflowed,
-        shutdown: &shutdown,
+    let stop = match welcomed {
+        Ok(()) => Box::pin(conn.relay(&mut socket, idle)).await,
+        Err(stop) => stop,
     };
-    // A welcome that could not be written is a lost connection.
-    let mut ending = Ending::Lost;
-    while open {
-        tokio::select! {
-            biased;
-            () = shutdown.cancelled() => {
-                Box::pin(close(&mut socket, close_code::AWAY, "server shutting down")).await;
-                ending = Ending::Shutdown;
-                open = false;
-            }
-            () = replaced.cancelled() => {
-                Box::pin(close(&mut socket, CLOSE_REPLACED, "resumed on another connection")).await;
-                ending = Ending::Replaced;
-                open = false;
-            }
-            () = overflowed.cancelled() => {
-                warn!(%room, peer = %id, "outgoing queue full: disconnecting slow client");
-                state.metrics().closed_slow();
-                Box::pin(close(&mut socket, close_code::POLICY, "too slow: outgoing queue full")).await;
-                ending = Ending::Closed;
-                open = false;
-            }
-            () = &mut idle => {
-                info!(%room, peer = %id, "silent for {:?}: disconnecting", limits.idle_timeout);
-                state.metrics().closed_idle();
-                Box::pin(close(&mut socket, close_code::POLICY, "idle: no frame or pong received")).await;
-                ending = Ending::Lost;
-                open = false;
-            }
-            () = outbox.queued() => {
-                open = Box::pin(guard.send_all(&mut socket, outbox.take_all(), state.metrics())).await;
-            }
-            _ = ping.tick() => {
-                open = Box::pin(guard.send(&mut socket, Message::Ping(Default::default()))).await;
-            }
-            incoming = socket.recv() => {
-                let now = Instant::now();
-                idle.as_mut().reset(now + limits.idle_timeout);
-                open = match incoming {
-                    Some(Ok(Message::Text(frame))) => {
-                        if bucket.take(now.into_std()) {
-                            refused_in_a_row = 0;
-                            match on_text(&state, &room, id, frame.as_str(), now) {
-                                Handled::Relayed => true,
-                                Handled::Refused(code, message) => {
-                                    Box::pin(reply_error(&mut socket, &state, &guard, code, &message)).await
-                                }
-                                Handled::Elsewhere { to, data } => {
-                                    Box::pin(relay_elsewhere(&mut socket, &state, &guard, &room, id, to, data)).await
-                                }
-                            }
-                        } else if refused_in_a_row >= MAX_REFUSED_IN_A_ROW {
-                            Box::pin(close(&mut socket, close_code::POLICY, "rate limit exceeded")).await;
-                            ending = Ending::Closed;
-                            false
-                        } else {
-                            refused_in_a_row += 1;
-                            let message = format!(
-                                "more than {} frames per second (burst {}): frame dropped, retry in {} ms",
-                                limits.rate, limits.burst, bucket.wait().as_millis().max(1)
-                            );
-                            Box::pin(reply_error(&mut socket, &state, &guard, ErrorCode::RateLimited, &message)).await
-                        }
-                    }
-                    Some(Ok(Message::Binary(_))) => {
-                        let message = "binary frames are not accepted: send JSON text";
-                        Box::pin(reply_error(&mut socket, &state, &guard, ErrorCode::BadMessage, message)).await
-                    }
-                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => true,
-                    Some(Ok(Message::Close(_))) => {
-                        ending = Ending::Closed;
-                        false
-                    }
-                    None => {
-                        ending = Ending::Lost;
-                        false
-                    }
-                    Some(Err(err)) => {
-                        ending = Box::pin(on_read_error(&mut socket, &state, err)).await;
-                        false
-                    }
-                };
+    let ending = Box::pin(conn.finish(&mut socket, stop)).await;
+    drop(socket);
+    Box::pin(depart(&state, &room, id, &outbox, ending)).await;
+}
+
+/// The ICE servers for `id`'s `welcome`: the configured ones, and fresh TURN credentials
+/// unless its address `ip` had its share of them.
+fn ice_servers(state: &AppState, id: PeerId, ip: Option<IpAddr>) -> Vec<IceServer> {
+    let config = state.config();
+    let mut servers = config.ice_servers.clone();
+    if let Some(turn) = &config.turn {
+        let allowed = ip.is_none_or(|ip| state.turn_budgets().take(ip, std::time::Instant::now()));
+        state.metrics().turn_credentials(allowed);
+        if allowed {
+            servers.push(turn::credentials(turn, id, unix_now()));
+        } else {
+            debug!(peer = %id, ?ip, "no TURN credentials: this address had its share");
+        }
+    }
+    servers
+}
+
+/// The frames a client sent that the rate limit let through or refused.
+struct Flood {
+    bucket: TokenBucket,
+    refused_in_a_row: u32,
+}
+
+/// One connection, as the functions that serve it see it.
+struct Conn<'a> {
+    state: &'a AppState,
+    room: &'a RoomName,
+    id: PeerId,
+    outbox: &'a Outbox,
+    shutdown: &'a CancellationToken,
+}
+
+impl Conn<'_> {
+    /// Relays frames both ways until something stops the connection: the server shutting
+    /// down, the peer resuming elsewhere, the client falling behind or going silent (`idle`
+    /// is reset by every frame it sends), or the connection ending.
+    async fn relay(&self, socket: &mut WebSocket, mut idle: Pin<&mut Sleep>) -> Stop {
+        let limits = &self.state.config().limits;
+        let mut ping =
+            tokio::time::interval_at(Instant::now() + limits.ping_interval, limits.ping_interval);
+        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut flood = Flood {
+            bucket: TokenBucket::new(limits.rate, limits.burst, std::time::Instant::now()),
+            refused_in_a_row: 0,
+        };
+        loop {
+            let step = tokio::select! {
+                biased;
+                () = self.shutdown.cancelled() => Err(Stop::Shutdown),
+                () = self.outbox.replaced().cancelled() => Err(Stop::Replaced),
+                () = self.outbox.overflowed().cancelled() => Err(Stop::QueueFull),
+                () = &mut idle => Err(Stop::Idle),
+                () = self.outbox.queued() => {
+                    Box::pin(self.send_queued(socket, idle.deadline())).await
+                }
+                _ = ping.tick() => {
+                    let ping = Message::Ping(Default::default());
+                    Box::pin(self.send(socket, ping, idle.deadline())).await
+                }
+                incoming = socket.recv() => {
+                    let now = Instant::now();
+                    idle.as_mut().reset(now + limits.idle_timeout);
+                    Box::pin(self.on_incoming(socket, &mut flood, incoming, now)).await
+                }
+            };
+            if let Err(stop) = step {
+                return stop;
             }
         }
     }
-    drop(socket);
-    Box::pin(depart(&state, &room, id, &outbox, ending)).await;
+
+    /// Handles one frame (or the end of the stream) from the client, received at `now`.
+    /// Every frame but a close takes a token from the rate limit: text, binary, ping and pong
+    /// alike, so that no kind of frame floods the server unchecked.
+    async fn on_incoming(
+        &self,
+        socket: &mut WebSocket,
+        flood: &mut Flood,
+        incoming: Option<Result<Message, axum::Error>>,
+        now: Instant,
+    ) -> Result<(), Stop> {
+        let idle_at = now + self.state.config().limits.idle_timeout;
+        let frame = match incoming {
+            None => return Err(Stop::Broken),
+            Some(Err(err)) => return Err(read_error(err)),
+            Some(Ok(Message::Close(_))) => return Err(Stop::ClientClosed),
+            Some(Ok(frame)) => frame,
+        };
+        if !flood.bucket.take(now.into_std()) {
+            return self.rate_limited(socket, flood, &frame, idle_at).await;
+        }
+        flood.refused_in_a_row = 0;
+        match frame {
+            Message::Text(text) => {
+                match on_text(self.state, self.room, self.id, text.as_str(), now) {
+                    Handled::Relayed => Ok(()),
+                    Handled::Refused(code, message) => {
+                        self.reply_error(socket, code, &message, idle_at).await
+                    }
+                    Handled::Elsewhere { to, data } => {
+                        Box::pin(self.relay_elsewhere(socket, to, data, idle_at)).await
+                    }
+                }
+            }
+            Message::Binary(_) => {
+                let message = "binary frames are not accepted: send JSON text";
+                self.reply_error(socket, ErrorCode::BadMessage, message, idle_at)
+                    .await
+            }
+            // tungstenite answers pings by itself.
+            Message::Ping(_) | Message::Pong(_) | Message::Close(_) => Ok(()),
+        }
+    }
+
+    /// A frame over the rate: a data frame is answered `rate-limited` (a control frame is
+    /// dropped silently); a client that goes on regardless is disconnected.
+    async fn rate_limited(
+        &self,
+        socket: &mut WebSocket,
+        flood: &mut Flood,
+        frame: &Message,
+        idle_at: Instant,
+    ) -> Result<(), Stop> {
+        if flood.refused_in_a_row >= MAX_REFUSED_IN_A_ROW {
+            return Err(Stop::Flooding);
+        }
+        flood.refused_in_a_row += 1;
+        if !matches!(frame, Message::Text(_) | Message::Binary(_)) {
+            return Ok(());
+        }
+        let limits = &self.state.config().limits;
+        let message = format!(
+            "more than {} frames per second (burst {}): frame dropped, retry in {} ms",
+            limits.rate,
+            limits.burst,
+            flood.bucket.wait().as_millis().max(1)
+        );
+        self.reply_error(socket, ErrorCode::RateLimited, &message, idle_at)
+            .await
+    }
+
+    /// Relays a `signal` to `to` on another instance, or tells the client there is no such
+    /// peer.
+    async fn relay_elsewhere(
+        &self,
+        socket: &mut WebSocket,
+        to: PeerId,
+        data: Box<RawValue>,
+        idle_at: Instant,
+    ) -> Result<(), Stop> {
+        if let Some(cluster) = self.state.cluster()
+            && cluster.relay(self.room, self.id, to, data).await
+        {
+            return Ok(());
+        }
+        let message = format!("no peer {to} in room {}", self.room);
+        self.reply_error(socket, ErrorCode::UnknownPeer, &message, idle_at)
+            .await
+    }
+
+    async fn reply_error(
+        &self,
+        socket: &mut WebSocket,
+        code: ErrorCode,
+        message: &str,
+        idle_at: Instant,
+    ) -> Result<(), Stop> {
+        debug!(code = code.as_str(), message, "refused a frame");
+        self.state.metrics().error(code);
+        let frame = text(&ServerMsg::error(code, message));
+        self.send(socket, frame, idle_at).await
+    }
+
+    /// Writes everything queued for the client with one flush at the end, and records the
+    /// relay latency of each relayed frame.
+    async fn send_queued(&self, socket: &mut WebSocket, idle_at: Instant) -> Result<(), Stop> {
+        let batch = self.outbox.take_all();
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let bytes = batch.iter().map(|out| frame_len(&out.frame)).sum();
+        // Frames are cheap to clone (shared bytes): the batch is kept to time each one after
+        // the flush.
+        let write = async {
+            for out in &batch {
+                socket.feed(out.frame.clone()).await?;
+            }
+            socket.flush().await
+        };
+        let sent = self.guarded(write, idle_at).await;
+        // Written or given up on, the batch is gone when this returns.
+        self.outbox.written(bytes);
+        if sent.is_ok() {
+            let metrics = self.state.metrics();
+            for since in batch.iter().filter_map(|out| out.relayed_at) {
+                metrics.relayed(since.elapsed());
+            }
+        }
+        sent
+    }
+
+    /// Sends one frame.
+    async fn send(
+        &self,
+        socket: &mut WebSocket,
+        frame: Message,
+        idle_at: Instant,
+    ) -> Result<(), Stop> {
+        self.guarded(socket.send(frame), idle_at).await
+    }
+
+    /// Runs a write to the client without letting a client that stopped reading hold the
+    /// task. A client that stops reading blocks the write once the kernel's buffers are
+    /// full; the write is then given up on when it takes longer than the write timeout,
+    /// when the outgoing queue overflows, when the client has been silent until `idle_at`
+    /// (the idle timeout runs on while the write waits), or when the peer resumes elsewhere
+    /// or the server shuts down.
+    async fn guarded<E>(
+        &self,
+        write: impl Future<Output = Result<(), E>>,
+        idle_at: Instant,
+    ) -> Result<(), Stop> {
+        let timeout = self.state.config().limits.write_timeout;
+        tokio::select! {
+            biased;
+            sent = tokio::time::timeout(timeout, write) => match sent {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(_)) => Err(Stop::Broken),
+                Err(_) => Err(Stop::WriteTimeout),
+            },
+            () = self.shutdown.cancelled() => Err(Stop::Shutdown),
+            () = self.outbox.replaced().cancelled() => Err(Stop::Replaced),
+            () = self.outbox.overflowed().cancelled() => Err(Stop::QueueFull),
+            () = tokio::time::sleep_until(idle_at) => Err(Stop::Idle),
+        }
+    }
+
+    /// Tells the client why its connection ends (when there is a reason to give), counts it,
+    /// and says what becomes of its place in the room.
+    ///
+    /// A client the server drops for being too slow has left, like one that closed: it was
+    /// not the network that failed but the client that did not read, and holding its place
+    /// through the resume grace would keep queueing frames for it.
+    async fn finish(&self, socket: &mut WebSocket, stop: Stop) -> Ending {
+        let (room, peer, metrics) = (self.room, self.id, self.state.metrics());
+        let config = self.state.config();
+        match stop {
+            Stop::Shutdown => {
+                close(socket, close_code::AWAY, "server shutting down").await;
+                Ending::Shutdown
+            }
+            Stop::Replaced => {
+                close(socket, CLOSE_REPLACED, "resumed on another connection").await;
+                Ending::Replaced
+            }
+            Stop::QueueFull => {
+                warn!(%room, %peer, "outgoing queue full: disconnecting slow client");
+                metrics.closed_slow();
+                close(socket, close_code::POLICY, "too slow: outgoing queue full").await;
+                Ending::Closed
+            }
+            Stop::WriteTimeout => {
+                let timeout = config.limits.write_timeout;
+                warn!(%room, %peer, "a write took over {timeout:?}: disconnecting slow client");
+                metrics.closed_slow();
+                close(socket, close_code::POLICY, "too slow: write timed out").await;
+                Ending::Closed
+            }
+            Stop::Idle => {
+                let timeout = config.limits.idle_timeout;
+                info!(%room, %peer, "silent for {timeout:?}: disconnecting");
+                metrics.closed_idle();
+                close(
+                    socket,
+                    close_code::POLICY,
+                    "idle: no frame or pong received",
+                )
+                .await;
+                Ending::Lost
+            }
+            Stop::Flooding => {
+                info!(%room, %peer, "ignored {MAX_REFUSED_IN_A_ROW} rate-limited errors: disconnecting");
+                close(socket, close_code::POLICY, "rate limit exceeded").await;
+                Ending::Closed
+            }
+            Stop::TooBig => {
+                let reason = format!("frame larger than {} bytes", config.hard_frame_limit());
+                close(socket, close_code::SIZE, &reason).await;
+                Ending::Closed
+            }
+            Stop::ClientClosed => Ending::Closed,
+            Stop::Broken => {
+                debug!(%room, %peer, "connection broken");
+                Ending::Lost
+            }
+        }
+    }
 }
 
 /// Takes `id` out of `room` after its connection ended, unless it resumed elsewhere: at once
@@ -382,62 +637,6 @@ async fn depart(state: &AppState, room: &RoomName, id: PeerId, outbox: &Outbox, 
     }
 }
 
-/// Writes to a client without letting a client that stopped reading hold the task: the
-/// write gives up when the outgoing queue overflows or the server shuts down.
-struct SendGuard<'a> {
-    overflowed: &'a CancellationToken,
-    shutdown: &'a CancellationToken,
-}
-
-impl SendGuard<'_> {
-    /// Writes `batch` with one flush at the end and records the relay latency of each
-    /// relayed frame; returns whether the connection is still usable.
-    async fn send_all(
-        &self,
-        socket: &mut WebSocket,
-        batch: VecDeque<Outgoing>,
-        metrics: &Metrics,
-    ) -> bool {
-        if batch.is_empty() {
-            return true;
-        }
-        // Frames are cheap to clone (shared bytes): the batch is kept to time each one after
-        // the flush.
-        let write = async {
-            for out in &batch {
-                socket.feed(out.frame.clone()).await?;
-            }
-            socket.flush().await
-        };
-        let sent = self.guarded(write).await;
-        if sent {
-            for since in batch.iter().filter_map(|out| out.relayed_at) {
-                metrics.relayed(since.elapsed());
-            }
-        }
-        sent
-    }
-
-    /// Sends `frame`; returns whether the connection is still usable.
-    async fn send(&self, socket: &mut WebSocket, frame: Message) -> bool {
-        self.guarded(socket.send(frame)).await
-    }
-
-    /// Runs a write to the client; `false` if it failed or was given up.
-    async fn guarded<E>(&self, write: impl Future<Output = Result<(), E>>) -> bool {
-        // A client that stops reading blocks the write once the kernel's buffers are full;
-        // overflow or shutdown then ends the connection without waiting for it.
-        tokio::select! {
-            sent = write => sent.is_ok(),
-            () = self.overflowed.cancelled() => {
-                debug!("client stopped reading: dropping the connection");
-                false
-            }
-            () = self.shutdown.cancelled() => false,
-        }
-    }
-}
-
 /// What became of one text frame from the client.
 enum Handled {
     /// Relayed to a peer on this instance.
@@ -484,68 +683,32 @@ fn on_text(
     }
 }
 
-/// Relays a `signal` to `to` on another instance, or tells the client there is no such peer;
-/// returns whether the connection is still usable.
-async fn relay_elsewhere(
-    socket: &mut WebSocket,
-    state: &AppState,
-    guard: &SendGuard<'_>,
-    room: &RoomName,
-    from: PeerId,
-    to: PeerId,
-    data: Box<RawValue>,
-) -> bool {
-    if let Some(cluster) = state.cluster()
-        && cluster.relay(room, from, to, data).await
-    {
-        return true;
-    }
-    let message = format!("no peer {to} in room {room}");
-    reply_error(socket, state, guard, ErrorCode::UnknownPeer, &message).await
-}
-
-/// A read failed. A frame over the hard size limit gets close code 1009 (the client is
-/// closed); anything else means the connection is already broken (lost).
-async fn on_read_error(socket: &mut WebSocket, state: &AppState, err: axum::Error) -> Ending {
+/// Why a read failed: a frame over the hard size limit (the client gets close code 1009), or
+/// a broken connection.
+fn read_error(err: axum::Error) -> Stop {
     let too_big = err
         .into_inner()
         .downcast_ref::<tungstenite::Error>()
         .is_some_and(|err| matches!(err, tungstenite::Error::Capacity(_)));
-    if too_big {
-        let reason = format!(
-            "frame larger than {} bytes",
-            state.config().hard_frame_limit()
-        );
-        close(socket, close_code::SIZE, &reason).await;
-        Ending::Closed
-    } else {
-        debug!("connection broken");
-        Ending::Lost
-    }
+    if too_big { Stop::TooBig } else { Stop::Broken }
 }
 
-async fn reply_error(
-    socket: &mut WebSocket,
-    state: &AppState,
-    guard: &SendGuard<'_>,
-    code: ErrorCode,
-    message: &str,
-) -> bool {
-    debug!(code = code.as_str(), message, "refused a frame");
-    state.metrics().error(code);
-    guard
-        .send(socket, text(&ServerMsg::error(code, message)))
-        .await
-}
-
-/// Sends a close frame, giving up after [`CLOSE_TIMEOUT`] if the client does not read.
+/// Sends a close frame, giving up after [`CLOSE_TIMEOUT`] if the client does not read, then
+/// waits (as long again at most) for the client's close frame, discarding what it still
+/// sends. Dropping a socket with unread frames in its buffer would reset the connection,
+/// and a reset can destroy what the client had yet to read: the close frame and the
+/// errors before it.
 async fn close(socket: &mut WebSocket, code: u16, reason: &str) {
     let frame = CloseFrame {
         code,
         reason: Utf8Bytes::from(reason),
     };
+    let sent = tokio::time::timeout(CLOSE_TIMEOUT, socket.send(Message::Close(Some(frame)))).await;
     // The peer may already be gone or stuck; there is nothing more to do then.
-    let _ = tokio::time::timeout(CLOSE_TIMEOUT, socket.send(Message::Close(Some(frame)))).await;
+    if matches!(sent, Ok(Ok(()))) {
+        let drain = async { while let Some(Ok(_)) = socket.recv().await {} };
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, drain).await;
+    }
 }
 
 /// A protocol frame as a WebSocket text message.

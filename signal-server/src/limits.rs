@@ -1,8 +1,8 @@
-//! Per-connection and per-address limits: a token bucket for frame rates, and a count of open
-//! WebSockets per IP address.
+//! Per-connection and per-address limits: a token bucket for frame rates, a count of open
+//! connections per IP address, and per-address budgets (TURN credentials).
 
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -27,20 +27,42 @@ impl TokenBucket {
         }
     }
 
+    /// A full bucket at time `now` holding `count` tokens, refilled at `count` per `period`.
+    /// A count of 0 never limits.
+    pub fn per_period(count: u32, period: Duration, now: Instant) -> Self {
+        let count = f64::from(count);
+        Self {
+            rate: count / period.as_secs_f64().max(f64::MIN_POSITIVE),
+            burst: count,
+            tokens: count,
+            last: now,
+        }
+    }
+
     /// Takes one token at `now`; `false` when the bucket is empty (the frame is refused).
     pub fn take(&mut self, now: Instant) -> bool {
         if self.rate == 0.0 {
             return true;
         }
-        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
-        self.last = now;
-        self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
+        self.refill(now);
         if self.tokens >= 1.0 {
             self.tokens -= 1.0;
             true
         } else {
             false
         }
+    }
+
+    /// Whether the bucket has refilled completely by `now`: it then remembers nothing.
+    pub fn is_full(&self, now: Instant) -> bool {
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.tokens + elapsed * self.rate >= self.burst
+    }
+
+    fn refill(&mut self, now: Instant) {
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.last = now;
+        self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
     }
 
     /// How long until a token is available again.
@@ -52,7 +74,57 @@ impl TokenBucket {
     }
 }
 
-/// Open WebSockets per IP address, limited to a maximum (0: no limit).
+/// Entries [`IpBudgets`] keeps before it forgets the addresses whose budget refilled.
+const BUDGETS_BEFORE_PRUNING: usize = 1024;
+
+/// A token bucket per IP address (per /64 for IPv6, which hands each host a whole /64), for
+/// things an address may have a few of per period.
+#[derive(Debug)]
+pub struct IpBudgets {
+    count: u32,
+    period: Duration,
+    buckets: Mutex<HashMap<IpAddr, TokenBucket>>,
+}
+
+impl IpBudgets {
+    /// `count` per address per `period`; 0 never limits.
+    pub fn new(count: u32, period: Duration) -> Self {
+        Self {
+            count,
+            period,
+            buckets: Mutex::default(),
+        }
+    }
+
+    /// Takes one from `ip`'s budget at `now`; `false` if it is spent.
+    pub fn take(&self, ip: IpAddr, now: Instant) -> bool {
+        if self.count == 0 {
+            return true;
+        }
+        let mut buckets = self.buckets.lock().unwrap_or_else(PoisonError::into_inner);
+        if buckets.len() >= BUDGETS_BEFORE_PRUNING {
+            // A full bucket is what a new address gets anyway: forgetting it changes nothing.
+            buckets.retain(|_, bucket| !bucket.is_full(now));
+        }
+        buckets
+            .entry(budget_key(ip))
+            .or_insert_with(|| TokenBucket::per_period(self.count, self.period, now))
+            .take(now)
+    }
+}
+
+/// The key an address's budget is kept under: IPv4 as is, IPv6 by its /64 prefix.
+fn budget_key(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => {
+            let prefix = u128::from(v6) & !u128::from(u64::MAX);
+            IpAddr::V6(Ipv6Addr::from(prefix))
+        }
+        v4 => v4,
+    }
+}
+
+/// Open connections per IP address, limited to a maximum (0: no limit).
 #[derive(Debug, Clone, Default)]
 pub struct IpSlots {
     max: usize,
@@ -127,6 +199,25 @@ mod tests {
         // It never holds more than the burst, however long it rests.
         let much_later = start + Duration::from_secs(60);
         assert_eq!((0..10).filter(|_| bucket.take(much_later)).count(), 5);
+    }
+
+    #[test]
+    fn budgets_are_per_address_and_per_ipv6_prefix() {
+        let start = Instant::now();
+        let budgets = IpBudgets::new(2, Duration::from_secs(3600));
+        let a: IpAddr = [10, 0, 0, 1].into();
+        assert!(budgets.take(a, start) && budgets.take(a, start));
+        assert!(!budgets.take(a, start), "spent");
+        assert!(budgets.take([10, 0, 0, 2].into(), start), "another address");
+        // One /64 is one budget.
+        let host = |last: u16| IpAddr::from([0x2001, 0xdb8, 0, 1, 0, 0, 0, last]);
+        assert!(budgets.take(host(1), start) && budgets.take(host(2), start));
+        assert!(!budgets.take(host(3), start));
+        // Two per hour: one more after half an hour.
+        let later = start + Duration::from_secs(1800);
+        assert!(budgets.take(a, later));
+        assert!(!budgets.take(a, later));
+        assert!(IpBudgets::new(0, Duration::from_secs(1)).take(a, start));
     }
 
     #[test]

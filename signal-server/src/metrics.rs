@@ -3,6 +3,7 @@
 //! Plain atomics: updating a counter never takes a lock, and rendering reads each one once.
 
 use std::fmt::Write as _;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
@@ -36,9 +37,62 @@ pub struct Metrics {
     errors: [AtomicU64; ERROR_CODES.len()],
     closed_slow: AtomicU64,
     closed_idle: AtomicU64,
+    queued: QueueBytes,
+    tcp_open: AtomicU64,
+    tcp_closed: [AtomicU64; TcpClose::ALL.len()],
+    turn_issued: AtomicU64,
+    turn_refused: AtomicU64,
     latency_buckets: [AtomicU64; LATENCY_BUCKETS.len()],
     latency_count: AtomicU64,
     latency_sum_nanos: AtomicU64,
+}
+
+/// Why the server closed a TCP connection that was not (yet) a WebSocket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TcpClose {
+    /// Its address had the most TCP connections open that the server allows.
+    PerIpLimit,
+    /// The TLS handshake and first request headers did not arrive in time.
+    HandshakeTimeout,
+    /// No byte moved either way for the HTTP idle timeout.
+    HttpIdle,
+}
+
+impl TcpClose {
+    const ALL: [Self; 3] = [Self::PerIpLimit, Self::HandshakeTimeout, Self::HttpIdle];
+
+    /// The metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::PerIpLimit => "per-ip-limit",
+            Self::HandshakeTimeout => "handshake-timeout",
+            Self::HttpIdle => "http-idle",
+        }
+    }
+}
+
+/// Bytes of frames waiting for clients: a handle each outgoing queue keeps, to count what it
+/// holds. Cheap to clone.
+#[derive(Debug, Clone, Default)]
+pub struct QueueBytes(Arc<QueueBytesInner>);
+
+#[derive(Debug, Default)]
+struct QueueBytesInner {
+    total: AtomicU64,
+    peak: AtomicU64,
+}
+
+impl QueueBytes {
+    /// One queue grew by `added` bytes, to `queue` bytes.
+    pub fn added(&self, added: usize, queue: usize) {
+        self.0.total.fetch_add(added as u64, Relaxed);
+        self.0.peak.fetch_max(queue as u64, Relaxed);
+    }
+
+    /// A queue let go of `removed` bytes (written, or dropped with its connection).
+    pub fn removed(&self, removed: usize) {
+        self.0.total.fetch_sub(removed as u64, Relaxed);
+    }
 }
 
 /// Values read from elsewhere at render time.
@@ -77,6 +131,39 @@ impl Metrics {
     /// A client was disconnected for silence.
     pub fn closed_idle(&self) {
         self.closed_idle.fetch_add(1, Relaxed);
+    }
+
+    /// The handle outgoing queues count their bytes with.
+    pub fn queue_bytes(&self) -> &QueueBytes {
+        &self.queued
+    }
+
+    /// A TCP connection was accepted and is being served.
+    pub fn tcp_opened(&self) {
+        self.tcp_open.fetch_add(1, Relaxed);
+    }
+
+    /// A served TCP connection ended.
+    pub fn tcp_ended(&self) {
+        self.tcp_open.fetch_sub(1, Relaxed);
+    }
+
+    /// The server closed a TCP connection for `reason`.
+    pub fn tcp_closed(&self, reason: TcpClose) {
+        if let Some(i) = TcpClose::ALL.iter().position(|r| *r == reason) {
+            self.tcp_closed[i].fetch_add(1, Relaxed);
+        }
+    }
+
+    /// TURN credentials were put in a `welcome` (`true`), or left out because the client's
+    /// address had its share (`false`).
+    pub fn turn_credentials(&self, issued: bool) {
+        let counter = if issued {
+            &self.turn_issued
+        } else {
+            &self.turn_refused
+        };
+        counter.fetch_add(1, Relaxed);
     }
 
     /// A `signal` reached its recipient's socket `latency` after it arrived.
@@ -164,6 +251,55 @@ impl Metrics {
                 (
                     "{reason=\"idle\"}".to_owned(),
                     self.closed_idle.load(Relaxed).to_string(),
+                ),
+            ],
+        );
+        metric(
+            "signal_outgoing_queue_bytes",
+            "gauge",
+            "Bytes of frames waiting for WebSocket clients (queued or being written).",
+            &one(self.queued.0.total.load(Relaxed)),
+        );
+        metric(
+            "signal_outgoing_queue_peak_bytes",
+            "gauge",
+            "The most bytes one client's outgoing queue has held since the server started.",
+            &one(self.queued.0.peak.load(Relaxed)),
+        );
+        metric(
+            "signal_tcp_connections",
+            "gauge",
+            "TCP connections open (HTTP and WebSocket).",
+            &one(self.tcp_open.load(Relaxed)),
+        );
+        let tcp_closed: Vec<_> = TcpClose::ALL
+            .iter()
+            .zip(&self.tcp_closed)
+            .map(|(reason, n)| {
+                (
+                    format!("{{reason=\"{}\"}}", reason.as_str()),
+                    n.load(Relaxed).to_string(),
+                )
+            })
+            .collect();
+        metric(
+            "signal_tcp_closed_total",
+            "counter",
+            "TCP connections closed by the server before they carried a WebSocket, by reason.",
+            &tcp_closed,
+        );
+        metric(
+            "signal_turn_credentials_total",
+            "counter",
+            "TURN credentials put in welcome frames (issued) or left out for the per-address limit (refused).",
+            &[
+                (
+                    "{result=\"issued\"}".to_owned(),
+                    self.turn_issued.load(Relaxed).to_string(),
+                ),
+                (
+                    "{result=\"refused\"}".to_owned(),
+                    self.turn_refused.load(Relaxed).to_string(),
                 ),
             ],
         );

@@ -4,7 +4,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use axum::extract::rejection::QueryRejection;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
-use axum::extract::{Path, Query, State, WebSocketUpgrade};
+use axum::extract::{Path, Query, Request, State, WebSocketUpgrade};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -12,12 +12,12 @@ use axum::{Extension, Router};
 use serde::Deserialize;
 use swarm_core::identity::verify_join;
 use swarm_protocol::{ErrorCode, RoomName};
+use tower::ServiceExt;
 use tower_http::services::ServeDir;
-use tower_http::set_header::SetResponseHeader;
+use tower_http::set_header::SetResponseHeaderLayer;
 
 use crate::access::{check_resume, check_token, origin_allowed, unix_now};
-use crate::connection::{self, Claim, Refusal};
-use crate::limits::IpSlot;
+use crate::connection::{self, Admitted, Claim, Refusal};
 use crate::{AppState, Config};
 
 /// The address of the client at the other end of the TCP connection, put in each request's
@@ -50,24 +50,126 @@ const READ_BUFFER: usize = 1024;
 /// at its end anyway).
 const WRITE_BUFFER: usize = 4 * 1024;
 
+/// Longest path segment a static file request may have, in bytes once percent-decoded: the
+/// longest file name Linux and most file systems allow.
+const MAX_SEGMENT_LEN: usize = 255;
+
+/// Longest path a static file request may have, in bytes once percent-decoded (well below
+/// the 4,096 bytes Linux allows for a whole path, `--www` included).
+const MAX_PATH_LEN: usize = 2048;
+
 /// The whole HTTP surface:
 /// - `GET /ws/{room}`: WebSocket upgrade into `room` (HTTP 400 for an invalid room name);
 /// - `GET /healthz`: `ok` while the server runs;
 /// - `GET /metrics`: counters in the Prometheus text format;
 /// - everything else: files from [`crate::Config::www`], revalidated on every load so a
-///   rebuilt client is picked up at once.
+///   rebuilt client is picked up at once (see [`static_file`]).
+///
+/// Every response says `X-Content-Type-Options: nosniff`.
 pub fn app(state: AppState) -> Router {
-    let static_files = ServeDir::new(&state.config().www).append_index_html_on_directories(true);
+    let files = ServeDir::new(&state.config().www).append_index_html_on_directories(true);
     Router::new()
         .route("/ws/{room}", get(websocket))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
-        .fallback_service(SetResponseHeader::if_not_present(
-            static_files,
-            header::CACHE_CONTROL,
-            HeaderValue::from_static("no-cache"),
+        .fallback(move |State(state): State<AppState>, request: Request| {
+            static_file(files.clone(), state, request)
+        })
+        .layer(SetResponseHeaderLayer::overriding(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
         ))
         .with_state(state)
+}
+
+/// A file from `--www`, with `Cache-Control: no-cache` and (unless turned off) the page's
+/// [`content_security_policy`]. A path that no file can have (a segment over 255 bytes, or
+/// over 2,048 bytes in all) is answered 414 without touching the disk, and a redirect (to a
+/// directory's trailing slash) never points at another host.
+async fn static_file(files: ServeDir, state: AppState, request: Request) -> Response {
+    if !path_fits(request.uri().path()) {
+        return (StatusCode::URI_TOO_LONG, "path too long\n").into_response();
+    }
+    let host = request_host(&request).map(str::to_owned);
+    let Ok(response) = files.oneshot(request).await;
+    let mut response = response.map(axum::body::Body::new);
+    let headers = response.headers_mut();
+    headers
+        .entry(header::CACHE_CONTROL)
+        .or_insert(HeaderValue::from_static("no-cache"));
+    if let Some(location) = headers.get(header::LOCATION)
+        && let Some(local) = same_host_location(location)
+    {
+        headers.insert(header::LOCATION, local);
+    }
+    if state.config().content_security_policy
+        && let Ok(policy) = HeaderValue::from_str(&content_security_policy(host.as_deref()))
+    {
+        headers.insert(header::CONTENT_SECURITY_POLICY, policy);
+    }
+    response
+}
+
+/// Whether `path` (as sent, percent-encoded) fits [`MAX_SEGMENT_LEN`] and [`MAX_PATH_LEN`]
+/// once decoded.
+fn path_fits(path: &str) -> bool {
+    decoded_len(path) <= MAX_PATH_LEN && path.split('/').all(|s| decoded_len(s) <= MAX_SEGMENT_LEN)
+}
+
+/// The length in bytes of `text` once percent-decoded: each `%XX` is one byte.
+fn decoded_len(text: &str) -> usize {
+    let bytes = text.as_bytes();
+    let (mut len, mut i) = (0, 0);
+    while i < bytes.len() {
+        let escaped = bytes[i] == b'%'
+            && bytes.get(i + 1).is_some_and(u8::is_ascii_hexdigit)
+            && bytes.get(i + 2).is_some_and(u8::is_ascii_hexdigit);
+        i += if escaped { 3 } else { 1 };
+        len += 1;
+    }
+    len
+}
+
+/// For a `Location` that a browser would read as another host (`//host/…`, or `/\host/…`,
+/// which browsers treat alike), the same path on this host: its leading slashes and
+/// backslashes folded into one slash. `None` for any other location.
+fn same_host_location(location: &HeaderValue) -> Option<HeaderValue> {
+    let location = location.to_str().unwrap_or("//");
+    let path = location.trim_start_matches(['/', '\\']);
+    if location.len() - path.len() < 2 && !location.starts_with('\\') {
+        return None;
+    }
+    HeaderValue::from_str(&format!("/{path}")).ok()
+}
+
+/// The request's host (and port), if it is a plain host name or address: what the page's
+/// WebSocket connects to.
+fn request_host(request: &Request) -> Option<&str> {
+    let host = match request.uri().authority() {
+        Some(authority) => authority.as_str(),
+        None => request.headers().get(header::HOST)?.to_str().ok()?,
+    };
+    let plain = !host.is_empty()
+        && host.len() <= 255
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b));
+    plain.then_some(host)
+}
+
+/// The `Content-Security-Policy` of the bundled page (`www/`): its own scripts and module
+/// worker, WebAssembly (`'wasm-unsafe-eval'`), the storage worker it starts from a `blob:`
+/// URL and the streaming service worker, the WebSocket to this server (`ws://`/`wss://` of
+/// `host`, which `'self'` covers only in newer browsers), `blob:` media and images, the
+/// `data:` icon, and no framing by other pages (`frame-ancestors 'none'`).
+pub fn content_security_policy(host: Option<&str>) -> String {
+    let sockets = host.map_or_else(String::new, |host| format!(" ws://{host} wss://{host}"));
+    format!(
+        "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; worker-src 'self' blob:; \
+         connect-src 'self'{sockets}; img-src 'self' data: blob:; media-src 'self' blob:; \
+         style-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; \
+         frame-ancestors 'none'"
+    )
 }
 
 async fn healthz() -> &'static str {
@@ -116,7 +218,7 @@ async fn websocket(
             let tracker = state.connections().clone();
             tracker.track_future(async move {
                 match admission {
-                    Ok((slot, claim)) => connection::serve(socket, state, room, slot, claim).await,
+                    Ok(admitted) => connection::serve(socket, state, room, admitted).await,
                     Err(refusal) => connection::refuse(socket, &state, refusal).await,
                 }
             })
@@ -131,7 +233,7 @@ fn admit(
     query: Option<&JoinQuery>,
     client_ip: Option<IpAddr>,
     headers: &HeaderMap,
-) -> Result<(Option<IpSlot>, Claim), Refusal> {
+) -> Result<Admitted, Refusal> {
     let param = |get: fn(&JoinQuery) -> &Option<String>| query.and_then(|q| get(q).as_deref());
     let config = state.config();
     let origin = headers
@@ -163,10 +265,18 @@ fn admit(
         param(|q| &q.resume).and_then(|token| check_resume(state.resume_key(), room, token));
     let claim = Claim { keyed, resume };
     let Some(ip) = client_ip else {
-        return Ok((None, claim));
+        return Ok(Admitted {
+            slot: None,
+            claim,
+            ip: None,
+        });
     };
     match state.ip_slots().acquire(ip) {
-        Some(slot) => Ok((Some(slot), claim)),
+        Some(slot) => Ok(Admitted {
+            slot: Some(slot),
+            claim,
+            ip: Some(ip),
+        }),
         None => Err(Refusal::new(
             ErrorCode::TooManyConnections,
             format!(
@@ -194,4 +304,52 @@ fn client_ip(config: &Config, peer: Option<SocketAddr>, headers: &HeaderMap) -> 
         }
     }
     peer.map(|addr| addr.ip())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn locations_that_name_another_host_are_folded_onto_this_one() {
+        let fold = |l: &'static str| same_host_location(&HeaderValue::from_static(l));
+        assert_eq!(fold("//pkg/"), Some(HeaderValue::from_static("/pkg/")));
+        assert_eq!(
+            fold("/\\evil.example/"),
+            Some(HeaderValue::from_static("/evil.example/"))
+        );
+        assert_eq!(
+            fold("\\\\evil.example/"),
+            Some(HeaderValue::from_static("/evil.example/"))
+        );
+        assert_eq!(fold("/pkg/"), None);
+        assert_eq!(fold("http://x/pkg/"), None);
+    }
+
+    #[test]
+    fn paths_are_measured_percent_decoded() {
+        assert_eq!(decoded_len("%61%62c"), 3);
+        assert_eq!(decoded_len("%6"), 2, "a broken escape counts as it is");
+        assert!(path_fits(&format!("/{}", "%61".repeat(255))));
+        assert!(!path_fits(&format!("/{}", "a".repeat(256))));
+    }
+
+    #[test]
+    fn only_plain_hosts_go_into_the_policy() {
+        let request = |host: &str| {
+            Request::builder()
+                .uri("/")
+                .header(header::HOST, host)
+                .body(axum::body::Body::empty())
+                .expect("request")
+        };
+        assert_eq!(
+            request_host(&request("example.org:8080")),
+            Some("example.org:8080")
+        );
+        assert_eq!(request_host(&request("[::1]:8080")), Some("[::1]:8080"));
+        assert_eq!(request_host(&request("x; script-src *")), None);
+        let policy = content_security_policy(None);
+        assert!(policy.contains("connect-src 'self';"), "{policy}");
+    }
 }

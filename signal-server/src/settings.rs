@@ -19,7 +19,7 @@ use serde::Deserialize;
 use swarm_protocol::IceServer;
 use swarm_protocol::signal::IceUrls;
 
-use crate::config::{Config, Limits, TlsConfig, TurnConfig};
+use crate::config::{Config, Limits, TlsConfig, TurnConfig, default_tcp_connections_per_ip};
 
 /// Where the server listens unless told otherwise.
 pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 8080));
@@ -67,6 +67,16 @@ pub struct Settings {
     #[arg(long, env = "SIGNAL_OUTGOING_QUEUE", value_name = "FRAMES")]
     pub outgoing_queue: Option<usize>,
 
+    /// Bytes of frames waiting for a client that is not reading before it is disconnected
+    /// (1008), whatever their number; one frame is always accepted. [default: 1048576]
+    #[arg(long, env = "SIGNAL_OUTGOING_QUEUE_BYTES", value_name = "BYTES")]
+    pub outgoing_queue_bytes: Option<usize>,
+
+    /// Seconds a write to a WebSocket client may take before the client counts as not
+    /// reading and is disconnected (1008). [default: 30]
+    #[arg(long, env = "SIGNAL_WRITE_TIMEOUT", value_name = "SECS")]
+    pub write_timeout: Option<u64>,
+
     /// A STUN server handed to clients, e.g. stun:stun.example.org:3478 (repeat the flag,
     /// or separate with commas, for several).
     #[arg(long, env = "SIGNAL_STUN", value_name = "URL", value_delimiter = ',')]
@@ -107,6 +117,17 @@ pub struct Settings {
     #[arg(long, env = "SIGNAL_MAX_CONNECTIONS_PER_IP", value_name = "N")]
     pub max_connections_per_ip: Option<usize>,
 
+    /// TCP connections (HTTP and WebSocket) open at once from one IP address; further ones
+    /// are closed at once. 0 for no limit; not applied with --trust-forwarded-for.
+    /// [default: twice --max-connections-per-ip]
+    #[arg(long, env = "SIGNAL_MAX_TCP_CONNECTIONS_PER_IP", value_name = "N")]
+    pub max_tcp_connections_per_ip: Option<usize>,
+
+    /// TURN credentials handed to one IP address (IPv6: one /64) per hour; past it, welcome
+    /// carries no TURN server. 0 for no limit. [default: 100]
+    #[arg(long, env = "SIGNAL_MAX_TURN_CREDENTIALS_PER_IP", value_name = "N")]
+    pub max_turn_credentials_per_ip: Option<u32>,
+
     /// Peers in one room; 0 for no limit. [default: 500]
     #[arg(long, env = "SIGNAL_MAX_PEERS_PER_ROOM", value_name = "N")]
     pub max_peers_per_room: Option<usize>,
@@ -124,9 +145,15 @@ pub struct Settings {
     #[arg(long, env = "SIGNAL_PING_INTERVAL", value_name = "SECS")]
     pub ping_interval: Option<u64>,
 
-    /// Seconds allowed for the TLS handshake and the HTTP request headers. [default: 10]
+    /// Seconds from accepting a connection to the end of its TLS handshake and first request
+    /// headers; a connection that sends nothing is closed after it. [default: 10]
     #[arg(long, env = "SIGNAL_HANDSHAKE_TIMEOUT", value_name = "SECS")]
     pub handshake_timeout: Option<u64>,
+
+    /// Seconds an HTTP connection (keep-alive or h2c; not a WebSocket) may carry no bytes
+    /// either way before it is closed. [default: 30]
+    #[arg(long, env = "SIGNAL_HTTP_IDLE_TIMEOUT", value_name = "SECS")]
+    pub http_idle_timeout: Option<u64>,
 
     /// A page origin allowed to connect, e.g. https://example.org (repeat, or separate with
     /// commas). Without any, every origin may connect.
@@ -188,6 +215,12 @@ pub struct Settings {
         hide_env_values = true
     )]
     pub resume_secret: Option<String>,
+
+    /// Send a Content-Security-Policy (and frame-ancestors 'none') with the files of --www;
+    /// turn it off for a page of your own that needs more than the bundled one.
+    /// [default: true]
+    #[arg(long, env = "SIGNAL_CONTENT_SECURITY_POLICY", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub content_security_policy: Option<bool>,
 }
 
 /// Settings that cannot be used.
@@ -255,6 +288,8 @@ impl Settings {
             www: self.www.or(lower.www),
             max_frame: self.max_frame.or(lower.max_frame),
             outgoing_queue: self.outgoing_queue.or(lower.outgoing_queue),
+            outgoing_queue_bytes: self.outgoing_queue_bytes.or(lower.outgoing_queue_bytes),
+            write_timeout: self.write_timeout.or(lower.write_timeout),
             stun: self.stun.or(lower.stun),
             turn_url: self.turn_url.or(lower.turn_url),
             turn_secret: self.turn_secret.or(lower.turn_secret),
@@ -262,11 +297,18 @@ impl Settings {
             rate: self.rate.or(lower.rate),
             burst: self.burst.or(lower.burst),
             max_connections_per_ip: self.max_connections_per_ip.or(lower.max_connections_per_ip),
+            max_tcp_connections_per_ip: self
+                .max_tcp_connections_per_ip
+                .or(lower.max_tcp_connections_per_ip),
+            max_turn_credentials_per_ip: self
+                .max_turn_credentials_per_ip
+                .or(lower.max_turn_credentials_per_ip),
             max_peers_per_room: self.max_peers_per_room.or(lower.max_peers_per_room),
             max_rooms: self.max_rooms.or(lower.max_rooms),
             idle_timeout: self.idle_timeout.or(lower.idle_timeout),
             ping_interval: self.ping_interval.or(lower.ping_interval),
             handshake_timeout: self.handshake_timeout.or(lower.handshake_timeout),
+            http_idle_timeout: self.http_idle_timeout.or(lower.http_idle_timeout),
             allow_origin: self.allow_origin.or(lower.allow_origin),
             token_secret: self.token_secret.or(lower.token_secret),
             trust_forwarded_for: self.trust_forwarded_for.or(lower.trust_forwarded_for),
@@ -277,6 +319,9 @@ impl Settings {
             redis_presence_ttl: self.redis_presence_ttl.or(lower.redis_presence_ttl),
             resume_grace: self.resume_grace.or(lower.resume_grace),
             resume_secret: self.resume_secret.or(lower.resume_secret),
+            content_security_policy: self
+                .content_security_policy
+                .or(lower.content_security_policy),
         }
     }
 
@@ -286,23 +331,41 @@ impl Settings {
         let defaults = Limits::default();
         let secs =
             |value: Option<u64>, default: Duration| value.map_or(default, Duration::from_secs);
+        let connections_per_ip = self
+            .max_connections_per_ip
+            .unwrap_or(defaults.connections_per_ip);
         let limits = Limits {
             rate: self.rate.unwrap_or(defaults.rate),
             burst: self.burst.unwrap_or(defaults.burst),
-            connections_per_ip: self
-                .max_connections_per_ip
-                .unwrap_or(defaults.connections_per_ip),
+            connections_per_ip,
+            tcp_connections_per_ip: self
+                .max_tcp_connections_per_ip
+                .unwrap_or_else(|| default_tcp_connections_per_ip(connections_per_ip)),
+            turn_credentials_per_ip: self
+                .max_turn_credentials_per_ip
+                .unwrap_or(defaults.turn_credentials_per_ip),
             peers_per_room: self.max_peers_per_room.unwrap_or(defaults.peers_per_room),
             rooms: self.max_rooms.unwrap_or(defaults.rooms),
             idle_timeout: secs(self.idle_timeout, defaults.idle_timeout),
             ping_interval: secs(self.ping_interval, defaults.ping_interval),
             handshake_timeout: secs(self.handshake_timeout, defaults.handshake_timeout),
+            http_idle_timeout: secs(self.http_idle_timeout, defaults.http_idle_timeout),
+            write_timeout: secs(self.write_timeout, defaults.write_timeout),
         };
         if limits.ping_interval.is_zero() || limits.ping_interval >= limits.idle_timeout {
             return invalid("--ping-interval must be at least 1 and below --idle-timeout");
         }
         if limits.handshake_timeout.is_zero() {
             return invalid("--handshake-timeout must be at least 1 second");
+        }
+        if limits.http_idle_timeout.is_zero() {
+            return invalid("--http-idle-timeout must be at least 1 second");
+        }
+        if limits.write_timeout.is_zero() {
+            return invalid("--write-timeout must be at least 1 second");
+        }
+        if self.outgoing_queue_bytes == Some(0) {
+            return invalid("--outgoing-queue-bytes must be at least 1");
         }
         if limits.rate > 0 && limits.burst == 0 {
             return invalid("--burst must be at least 1 when --rate limits frames");
@@ -354,6 +417,9 @@ impl Settings {
                 www: self.www.unwrap_or(defaults.www),
                 max_frame_len: self.max_frame.unwrap_or(defaults.max_frame_len),
                 outgoing_queue: self.outgoing_queue.unwrap_or(defaults.outgoing_queue),
+                outgoing_queue_bytes: self
+                    .outgoing_queue_bytes
+                    .unwrap_or(defaults.outgoing_queue_bytes),
                 ice_servers,
                 turn,
                 limits,
@@ -365,6 +431,7 @@ impl Settings {
                 redis_presence_ttl: Duration::from_secs(redis_presence_ttl),
                 resume_grace: secs(self.resume_grace, defaults.resume_grace),
                 resume_secret: self.resume_secret,
+                content_security_policy: self.content_security_policy.unwrap_or(true),
             },
         })
     }
@@ -385,6 +452,27 @@ mod tests {
         assert_eq!(resolved.config.limits, Limits::default());
         assert!(resolved.config.token_secret.is_none());
         assert!(resolved.config.allowed_origins.is_empty());
+    }
+
+    #[test]
+    fn the_tcp_limit_follows_the_websocket_limit_unless_set() {
+        let resolved = parse("max-connections-per-ip = 10\n")
+            .resolve()
+            .expect("resolves");
+        assert_eq!(resolved.config.limits.tcp_connections_per_ip, 20);
+        let unlimited = parse("max-connections-per-ip = 0\n")
+            .resolve()
+            .expect("resolves");
+        assert_eq!(unlimited.config.limits.tcp_connections_per_ip, 0);
+        let set = parse("max-connections-per-ip = 0\nmax-tcp-connections-per-ip = 5\n")
+            .resolve()
+            .expect("resolves");
+        assert_eq!(set.config.limits.tcp_connections_per_ip, 5);
+        let csp = parse("content-security-policy = false\n")
+            .resolve()
+            .expect("resolves");
+        assert!(!csp.config.content_security_policy);
+        assert!(parse("outgoing-queue-bytes = 0\n").resolve().is_err());
     }
 
     #[test]

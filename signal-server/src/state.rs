@@ -13,8 +13,9 @@ use tokio_util::task::TaskTracker;
 
 use crate::Config;
 use crate::cluster::Cluster;
+use crate::limits::IpBudgets;
 use crate::limits::IpSlots;
-use crate::metrics::{Gauges, Metrics};
+use crate::metrics::{Gauges, Metrics, QueueBytes};
 
 /// A frame waiting in a peer's outgoing queue.
 #[derive(Debug)]
@@ -24,8 +25,18 @@ pub(crate) struct Outgoing {
     pub(crate) relayed_at: Option<Instant>,
 }
 
-/// The way to reach one connected peer: its bounded outgoing queue, and a token that its
-/// connection task watches to be told it fell too far behind.
+/// The bytes a frame takes in an outgoing queue (its payload; the frame header and the
+/// bookkeeping are a few dozen bytes more).
+pub(crate) fn frame_len(frame: &Message) -> usize {
+    match frame {
+        Message::Text(text) => text.len(),
+        Message::Binary(bytes) | Message::Ping(bytes) | Message::Pong(bytes) => bytes.len(),
+        Message::Close(close) => close.as_ref().map_or(0, |c| c.reason.len()),
+    }
+}
+
+/// The way to reach one connected peer: its outgoing queue, bounded in frames and in bytes,
+/// and a token that its connection task watches to be told it fell too far behind.
 ///
 /// A plain deque behind a lock rather than a channel: an idle peer's empty queue allocates
 /// nothing (a tokio channel allocates a block of 32 slots up front), and the connection task
@@ -35,10 +46,20 @@ pub(crate) struct Outbox {
     inner: Arc<OutboxInner>,
 }
 
+#[derive(Debug, Default)]
+struct Queue {
+    frames: VecDeque<Outgoing>,
+    /// Bytes of `frames` and of the batch the connection task is writing.
+    bytes: usize,
+}
+
 #[derive(Debug)]
 struct OutboxInner {
-    queue: Mutex<VecDeque<Outgoing>>,
+    queue: Mutex<Queue>,
     capacity: usize,
+    max_bytes: usize,
+    /// The server-wide count of queued bytes, kept up to date by every queue.
+    gauge: QueueBytes,
     /// Woken when a frame is queued; a wake-up with nobody waiting is kept for the next wait.
     queued: Notify,
     overflowed: CancellationToken,
@@ -46,13 +67,23 @@ struct OutboxInner {
     replaced: CancellationToken,
 }
 
+impl Drop for OutboxInner {
+    fn drop(&mut self) {
+        let queue = self.queue.get_mut().unwrap_or_else(PoisonError::into_inner);
+        self.gauge.removed(queue.bytes);
+    }
+}
+
 impl Outbox {
-    /// An empty queue that overflows past `capacity` frames.
-    pub(crate) fn new(capacity: usize) -> Self {
+    /// An empty queue that overflows past `capacity` frames or `max_bytes` bytes (a frame is
+    /// always accepted into an empty queue), counting its bytes in `gauge`.
+    pub(crate) fn new(capacity: usize, max_bytes: usize, gauge: QueueBytes) -> Self {
         Self {
             inner: Arc::new(OutboxInner {
-                queue: Mutex::new(VecDeque::new()),
+                queue: Mutex::default(),
                 capacity: capacity.max(1),
+                max_bytes,
+                gauge,
                 queued: Notify::new(),
                 overflowed: CancellationToken::new(),
                 replaced: CancellationToken::new(),
@@ -80,20 +111,31 @@ impl Outbox {
         self.inner.queued.notified().await;
     }
 
-    /// Everything queued so far, oldest first.
+    /// Everything queued so far, oldest first. Its bytes still count against the bound until
+    /// [`Outbox::written`] says the batch is gone.
     pub(crate) fn take_all(&self) -> VecDeque<Outgoing> {
-        std::mem::take(&mut *self.lock())
+        std::mem::take(&mut self.lock().frames)
     }
 
-    fn lock(&self) -> MutexGuard<'_, VecDeque<Outgoing>> {
+    /// A batch of `bytes` from [`Outbox::take_all`] was written (or given up on).
+    pub(crate) fn written(&self, bytes: usize) {
+        let mut queue = self.lock();
+        let bytes = bytes.min(queue.bytes);
+        queue.bytes -= bytes;
+        drop(queue);
+        self.inner.gauge.removed(bytes);
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Queue> {
         self.inner
             .queue
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Queues a frame without waiting. A full queue means the peer is not reading: it is
-    /// disconnected rather than allowed to stall whoever is sending to it.
+    /// Queues a frame without waiting. A full queue (in frames or in bytes) means the peer is
+    /// not reading: it is disconnected rather than allowed to stall whoever is sending to it,
+    /// and nothing more is queued for it.
     pub(crate) fn push(&self, frame: Message) {
         self.push_outgoing(Outgoing {
             frame,
@@ -110,14 +152,23 @@ impl Outbox {
     }
 
     fn push_outgoing(&self, outgoing: Outgoing) {
+        if self.inner.overflowed.is_cancelled() {
+            return;
+        }
+        let len = frame_len(&outgoing.frame);
         let mut queue = self.lock();
-        if queue.len() >= self.inner.capacity {
+        let too_many = queue.frames.len() >= self.inner.capacity;
+        let too_big = queue.bytes > 0 && queue.bytes.saturating_add(len) > self.inner.max_bytes;
+        if too_many || too_big {
             drop(queue);
             self.inner.overflowed.cancel();
             return;
         }
-        queue.push_back(outgoing);
+        queue.frames.push_back(outgoing);
+        queue.bytes += len;
+        let bytes = queue.bytes;
         drop(queue);
+        self.inner.gauge.added(len, bytes);
         self.inner.queued.notify_one();
     }
 }
@@ -138,6 +189,10 @@ struct Shared {
     connections: TaskTracker,
     metrics: Metrics,
     ip_slots: IpSlots,
+    /// Open TCP connections per client address.
+    tcp_slots: IpSlots,
+    /// TURN credentials handed out per client address.
+    turn_budgets: IpBudgets,
     /// Set once at start when rooms are shared through Redis.
     cluster: OnceLock<Arc<Cluster>>,
     /// The key `resume` tokens are signed with.
@@ -152,6 +207,11 @@ impl AppState {
             peers_per_room: config.limits.peers_per_room,
         };
         let ip_slots = IpSlots::new(config.limits.connections_per_ip);
+        let tcp_slots = IpSlots::new(config.limits.tcp_connections_per_ip);
+        let turn_budgets = IpBudgets::new(
+            config.limits.turn_credentials_per_ip,
+            crate::config::TURN_CREDENTIALS_PERIOD,
+        );
         let resume_key = crate::access::resume_key(config.resume_secret.as_deref());
         Self {
             shared: Arc::new(Shared {
@@ -161,6 +221,8 @@ impl AppState {
                 connections: TaskTracker::new(),
                 metrics: Metrics::default(),
                 ip_slots,
+                tcp_slots,
+                turn_budgets,
                 cluster: OnceLock::new(),
                 resume_key,
             }),
@@ -202,6 +264,16 @@ impl AppState {
     /// Open WebSockets per client address.
     pub(crate) fn ip_slots(&self) -> &IpSlots {
         &self.shared.ip_slots
+    }
+
+    /// Open TCP connections per client address.
+    pub(crate) fn tcp_slots(&self) -> &IpSlots {
+        &self.shared.tcp_slots
+    }
+
+    /// TURN credentials handed out per client address.
+    pub(crate) fn turn_budgets(&self) -> &IpBudgets {
+        &self.shared.turn_budgets
     }
 
     /// The settings.

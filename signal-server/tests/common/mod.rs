@@ -134,6 +134,33 @@ impl Server {
         (a, b)
     }
 
+    /// The directory the server serves at `/`.
+    pub fn www(&self) -> &std::path::Path {
+        self._www.path()
+    }
+
+    /// A value of `/metrics`: the number on the line that starts with `name` (labels
+    /// included, e.g. `signal_disconnects_total{reason="slow"}`).
+    pub async fn metric(&self, name: &str) -> u64 {
+        let text = self.metrics().await;
+        text.lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+            .unwrap_or_else(|| panic!("no {name} in\n{text}"))
+            .parse()
+            .expect("a whole number")
+    }
+
+    /// Like [`Server::http_get`], but `None` when the server closes or resets the connection
+    /// without an answer.
+    pub async fn try_get(&self, path: &str) -> Option<String> {
+        let mut stream = TcpStream::connect(self.addr).await.ok()?;
+        let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.ok()?;
+        let mut response = Vec::new();
+        stream.read_to_end(&mut response).await.ok()?;
+        (!response.is_empty()).then(|| String::from_utf8_lossy(&response).into_owned())
+    }
+
     pub async fn http_get(&self, path: &str) -> String {
         let mut stream = TcpStream::connect(self.addr).await.expect("connect");
         let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
