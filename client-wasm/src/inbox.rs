@@ -24,6 +24,9 @@ pub(crate) enum Event {
         code: u16,
         reason: String,
     },
+    /// Signalling connection `socket` has not answered within
+    /// [`crate::state::SOCKET_ANSWER_MS`].
+    SocketSilent { socket: u32 },
     /// Time to try the signalling server again.
     Reconnect,
     /// The node's upkeep is due.

@@ -37,6 +37,11 @@ pub(crate) struct JoinWaiter {
     pub(crate) reject: js_sys::Function,
 }
 
+/// How long a new signalling connection may take to send its first frame (`welcome`, or
+/// an `error`) before it is given up as if it had failed: `join` rejects with
+/// `server-unreachable`, or, after a first `welcome`, the client tries again with backoff.
+pub(crate) const SOCKET_ANSWER_MS: u64 = 15_000;
+
 /// The state of one joined room.
 pub(crate) struct State {
     /// `ws[s]://host/ws/{room}`, with `?token=` if there is one.
@@ -49,6 +54,8 @@ pub(crate) struct State {
     /// The serial of the newest signalling connection (events of older ones are ignored).
     socket_serial: u32,
     retry: Option<Timeout>,
+    /// Runs until the newest signalling connection sends its first frame.
+    answer_timer: Option<Timeout>,
     links: HashMap<PeerId, PeerLink>,
     link_serial: u32,
     join_waiter: Option<JoinWaiter>,
@@ -92,6 +99,7 @@ impl State {
             socket: None,
             socket_serial: 0,
             retry: None,
+            answer_timer: None,
             links: HashMap::new(),
             link_serial: 0,
             join_waiter: None,
@@ -151,6 +159,13 @@ impl State {
             self.inbox.clone(),
             self.socket_serial,
         )?);
+        // A socket may never open and never close: one the page's Content-Security-Policy
+        // blocks, or a server that drops packets. Without a deadline, `join` would hang.
+        let (inbox, socket) = (self.inbox.clone(), self.socket_serial);
+        let answer = move || inbox.post(Event::SocketSilent { socket });
+        self.answer_timer = Timeout::start(SOCKET_ANSWER_MS as i32, answer)
+            .map_err(|err| warn!(error = %describe(&err), "cannot start the socket timer"))
+            .ok();
         Ok(())
     }
 
@@ -270,7 +285,19 @@ impl State {
         match event {
             Event::ServerFrame { socket, text } => {
                 if socket == self.socket_serial {
+                    self.answer_timer = None;
                     self.node.handle(node::Input::ServerFrame(&text), now);
+                }
+            }
+            Event::SocketSilent { socket } => {
+                if socket == self.socket_serial && self.socket.take().is_some() {
+                    warn!("the signalling server did not answer; giving the connection up");
+                    let reason = format!("no answer within {} s", SOCKET_ANSWER_MS / 1000);
+                    let input = node::Input::ServerClosed {
+                        code: 1006,
+                        reason: &reason,
+                    };
+                    self.node.handle(input, now);
                 }
             }
             Event::ServerClosed {

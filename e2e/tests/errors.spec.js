@@ -107,3 +107,25 @@ test('a page closed while the seeder has frames queued for it does not wedge the
   expect(await outcome(other)).toEqual({ ok: true, size: 80 * MiB, hash: file.hash });
   await stillTalking(other, seeder, 'after a page closed mid-download');
 });
+
+test('a signalling socket that never opens (blocked by the page CSP) fails the join instead of hanging', async ({ browser, server }) => {
+  // The socket neither opens nor closes: Chromium blocks it and fires nothing, as for a server
+  // that drops packets. `join` rejects with server-unreachable after the answer deadline.
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  await page.route('**/', async (route) => {
+    const response = await route.fetch();
+    const policy = "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; connect-src 'self'; img-src 'self' data:";
+    await route.fulfill({ response, headers: { ...response.headers(), 'content-security-policy': policy } });
+  });
+  await page.goto(`${server.url}/`);
+  const started = Date.now();
+  const result = await page.evaluate(async () => {
+    const { default: init, Swarm } = await import('/pkg/client_wasm.js');
+    await init();
+    return Swarm.join('ws://127.0.0.1:9', 'demo').then(() => ({ joined: true }), (err) => ({ name: err.name, code: err.code, message: err.message }));
+  });
+  expect(result).toMatchObject({ name: 'SwarmError', code: 'server-unreachable' });
+  expect(result.message).toContain('no answer within 15 s');
+  expect(Date.now() - started).toBeLessThan(30_000);
+});

@@ -90,7 +90,6 @@ async fn static_file(files: ServeDir, state: AppState, request: Request) -> Resp
     if !path_fits(request.uri().path()) {
         return (StatusCode::URI_TOO_LONG, "path too long\n").into_response();
     }
-    let host = request_host(&request).map(str::to_owned);
     let Ok(response) = files.oneshot(request).await;
     let mut response = response.map(axum::body::Body::new);
     let headers = response.headers_mut();
@@ -102,10 +101,11 @@ async fn static_file(files: ServeDir, state: AppState, request: Request) -> Resp
     {
         headers.insert(header::LOCATION, local);
     }
-    if state.config().content_security_policy
-        && let Ok(policy) = HeaderValue::from_str(&content_security_policy(host.as_deref()))
-    {
-        headers.insert(header::CONTENT_SECURITY_POLICY, policy);
+    if state.config().content_security_policy {
+        headers.insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(CONTENT_SECURITY_POLICY),
+        );
     }
     response
 }
@@ -142,35 +142,15 @@ fn same_host_location(location: &HeaderValue) -> Option<HeaderValue> {
     HeaderValue::from_str(&format!("/{path}")).ok()
 }
 
-/// The request's host (and port), if it is a plain host name or address: what the page's
-/// WebSocket connects to.
-fn request_host(request: &Request) -> Option<&str> {
-    let host = match request.uri().authority() {
-        Some(authority) => authority.as_str(),
-        None => request.headers().get(header::HOST)?.to_str().ok()?,
-    };
-    let plain = !host.is_empty()
-        && host.len() <= 255
-        && host
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b));
-    plain.then_some(host)
-}
-
 /// The `Content-Security-Policy` of the bundled page (`www/`): its own scripts and module
 /// worker, WebAssembly (`'wasm-unsafe-eval'`), the storage worker it starts from a `blob:`
-/// URL and the streaming service worker, the WebSocket to this server (`ws://`/`wss://` of
-/// `host`, which `'self'` covers only in newer browsers), `blob:` media and images, the
-/// `data:` icon, and no framing by other pages (`frame-ancestors 'none'`).
-pub fn content_security_policy(host: Option<&str>) -> String {
-    let sockets = host.map_or_else(String::new, |host| format!(" ws://{host} wss://{host}"));
-    format!(
-        "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; worker-src 'self' blob:; \
-         connect-src 'self'{sockets}; img-src 'self' data: blob:; media-src 'self' blob:; \
-         style-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; \
-         frame-ancestors 'none'"
-    )
-}
+/// URL and the streaming service worker, WebSockets to any signalling server (`Swarm.join`
+/// takes any server's URL, not only this one's), `blob:` media and images, the `data:` icon,
+/// and no framing by other pages (`frame-ancestors 'none'`).
+pub const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; \
+     worker-src 'self' blob:; connect-src 'self' ws: wss:; img-src 'self' data: blob:; \
+     media-src 'self' blob:; style-src 'self'; object-src 'none'; base-uri 'none'; \
+     form-action 'self'; frame-ancestors 'none'";
 
 async fn healthz() -> &'static str {
     "ok"
@@ -332,24 +312,5 @@ mod tests {
         assert_eq!(decoded_len("%6"), 2, "a broken escape counts as it is");
         assert!(path_fits(&format!("/{}", "%61".repeat(255))));
         assert!(!path_fits(&format!("/{}", "a".repeat(256))));
-    }
-
-    #[test]
-    fn only_plain_hosts_go_into_the_policy() {
-        let request = |host: &str| {
-            Request::builder()
-                .uri("/")
-                .header(header::HOST, host)
-                .body(axum::body::Body::empty())
-                .expect("request")
-        };
-        assert_eq!(
-            request_host(&request("example.org:8080")),
-            Some("example.org:8080")
-        );
-        assert_eq!(request_host(&request("[::1]:8080")), Some("[::1]:8080"));
-        assert_eq!(request_host(&request("x; script-src *")), None);
-        let policy = content_security_policy(None);
-        assert!(policy.contains("connect-src 'self';"), "{policy}");
     }
 }
