@@ -66,7 +66,11 @@ test('a shared video plays while it downloads, and a seek to 80 % plays within s
     return { ms: performance.now() - started, duration: video.duration, at: video.currentTime, received };
   });
   expect(seek.duration).toBeGreaterThan(55);
-  expect(seek.ms).toBeLessThan(10_000);
+  // Within seconds, and long before the download ends (over 30 s at the cap). The time
+  // depends on how much of the pieces already in flight at the moment of the seek must still
+  // arrive at 128 KiB/s: 0.7 to 8 s in most runs, 14 s seen once on a loaded machine; how fast
+  // a seek plays is measured by `scripts/bench.sh media`, not here.
+  expect(seek.ms).toBeLessThan(20_000);
   expect(seek.received).toBeLessThan(size);
   // The whole file still arrives intact, and the download then reports all of it.
   const done = await b.page.evaluate(async () => (await window.dl.blob()).size);
