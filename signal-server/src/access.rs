@@ -94,30 +94,40 @@ pub fn resume_key(secret: Option<&str>) -> [u8; 32] {
     }
 }
 
-/// A token that gives `id` back in `room`: `{id}.{signature}`, the signature being the
-/// first 16 bytes of HMAC-SHA256(`key`, `resume\n{room}\n{id}`), unpadded base64url.
-pub fn issue_resume(key: &[u8; 32], room: &RoomName, id: PeerId) -> String {
-    let tag = resume_mac(key, room, id).finalize().into_bytes();
+/// A `resume` token giving `id` back in `room`. A `keyed` id (its client proved a key) is
+/// marked in the MAC: its token takes the id over only together with a fresh proof of that
+/// key ([`check_resume`] says which it is), so the token alone is not the id.
+pub fn issue_resume(key: &[u8; 32], room: &RoomName, id: PeerId, keyed: bool) -> String {
+    let tag = resume_mac(key, room, id, keyed).finalize().into_bytes();
     format!("{id}.{}", URL_SAFE_NO_PAD.encode(&tag[..RESUME_TAG_LEN]))
 }
 
-/// The id a `resume` token gives back in `room`, if it is genuine.
-pub fn check_resume(key: &[u8; 32], room: &RoomName, token: &str) -> Option<PeerId> {
+/// The id a `resume` token gives back in `room`, and whether it is a keyed id, if the token
+/// is genuine.
+pub fn check_resume(key: &[u8; 32], room: &RoomName, token: &str) -> Option<(PeerId, bool)> {
     let (id, tag) = token.split_once('.')?;
     let id: PeerId = id.parse().ok()?;
     let tag = URL_SAFE_NO_PAD.decode(tag).ok()?;
-    // Constant-time comparison of the truncated tag.
-    resume_mac(key, room, id).verify_truncated_left(&tag).ok()?;
-    (tag.len() == RESUME_TAG_LEN).then_some(id)
+    if tag.len() != RESUME_TAG_LEN {
+        return None;
+    }
+    // Constant-time comparisons of the truncated tag.
+    [false, true].into_iter().find_map(|keyed| {
+        resume_mac(key, room, id, keyed)
+            .verify_truncated_left(&tag)
+            .ok()
+            .map(|()| (id, keyed))
+    })
 }
 
 /// Bytes of HMAC kept in a resume token (128 bits).
 const RESUME_TAG_LEN: usize = 16;
 
-fn resume_mac(key: &[u8; 32], room: &RoomName, id: PeerId) -> Hmac<Sha256> {
+fn resume_mac(key: &[u8; 32], room: &RoomName, id: PeerId, keyed: bool) -> Hmac<Sha256> {
     let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(key)
         .unwrap_or_else(|_| unreachable!("HMAC accepts keys of any length"));
-    mac.update(format!("resume\n{room}\n{id}").as_bytes());
+    let kind = if keyed { "resume-keyed" } else { "resume" };
+    mac.update(format!("{kind}\n{room}\n{id}").as_bytes());
     mac
 }
 
@@ -189,12 +199,15 @@ mod tests {
     fn a_resume_token_gives_back_its_id_in_its_room_only() {
         let key = resume_key(Some("s3cret"));
         let id = PeerId::from_bytes([7; 16]);
-        let token = issue_resume(&key, &room("demo"), id);
+        let token = issue_resume(&key, &room("demo"), id, false);
         assert!(token.starts_with(&id.to_string()));
-        assert_eq!(check_resume(&key, &room("demo"), &token), Some(id));
+        assert_eq!(check_resume(&key, &room("demo"), &token), Some((id, false)));
+        let keyed = issue_resume(&key, &room("demo"), id, true);
+        assert_ne!(keyed, token);
+        assert_eq!(check_resume(&key, &room("demo"), &keyed), Some((id, true)));
         assert_eq!(
             check_resume(&resume_key(Some("s3cret")), &room("demo"), &token),
-            Some(id),
+            Some((id, false)),
             "the same secret gives the same key (restarts, other instances)"
         );
         assert_eq!(check_resume(&key, &room("other"), &token), None);

@@ -75,18 +75,20 @@ pub(crate) async fn refuse(mut socket: WebSocket, state: &AppState, refusal: Ref
 pub(crate) struct Claim {
     /// The id its key certifies (`?key=` with a valid proof).
     pub(crate) keyed: Option<PeerId>,
-    /// The id its `?resume=` token gives back, if the token is genuine.
-    pub(crate) resume: Option<PeerId>,
+    /// The id its `?resume=` token gives back, if the token is genuine, and whether that id
+    /// is keyed.
+    pub(crate) resume: Option<(PeerId, bool)>,
 }
 
 impl Claim {
     /// The id to use, if the client claims one, and whether the client may take over a
-    /// member holding it (its resume token is for that id).
+    /// member holding it (its resume token is for that id). A keyed id is only ever taken
+    /// with a fresh proof of its key: its token alone claims nothing.
     fn id(self) -> Option<(PeerId, bool)> {
         match (self.keyed, self.resume) {
-            (Some(keyed), resume) => Some((keyed, resume == Some(keyed))),
-            (None, Some(resume)) => Some((resume, true)),
-            (None, None) => None,
+            (Some(keyed), resume) => Some((keyed, resume.map(|(id, _)| id) == Some(keyed))),
+            (None, Some((resume, false))) => Some((resume, true)),
+            (None, Some((_, true)) | None) => None,
         }
     }
 }
@@ -253,7 +255,12 @@ pub(crate) async fn serve(
         id,
         peers,
         ice_servers: ice_servers(&state, id, ip),
-        resume: Some(issue_resume(state.resume_key(), &room, id)),
+        resume: Some(issue_resume(
+            state.resume_key(),
+            &room,
+            id,
+            claim.keyed == Some(id),
+        )),
     };
     let shutdown = state.shutdown_token();
     let conn = Conn {

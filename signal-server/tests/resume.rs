@@ -172,6 +172,21 @@ async fn a_key_gives_its_own_id_which_only_its_resume_token_can_take_over() {
 }
 
 #[tokio::test]
+async fn a_keyed_peers_resume_token_without_its_key_takes_nothing_over() {
+    // The token was a bearer credential: whoever had it took the keyed id over (and the
+    // owner was told, with close 4000, not to come back).
+    let server = Server::start_resumable(resumable()).await;
+    let identity = Identity::from_seed([43; 32]);
+    let mut a = join(&server, &keyed_path("k", &identity)).await;
+    let token = a.resume.clone().expect("token");
+    let thief = join(&server, &format!("/ws/k?resume={token}")).await;
+    assert_ne!(thief.id, a.id, "a fresh id, not the keyed one");
+    // The owner is still there and hears of the newcomer.
+    assert_eq!(a.recv().await, json!({"type": "joined", "id": thief.id}));
+    server.shutdown().await;
+}
+
+#[tokio::test]
 async fn a_key_gives_the_same_id_after_a_restart_even_without_a_shared_secret() {
     let identity = Identity::from_seed([9; 32]);
     let first = Server::start_resumable(Config::default()).await;
