@@ -409,9 +409,11 @@ impl Dht {
             return;
         }
         if self.store.add(key, provider, now + RECORD_TTL_MS) {
-            let old = self.records.insert((id, provider), record);
-            self.kept_bytes = self.kept_bytes - old.map_or(0, |o| o.len())
-                + self.records.get(&(id, provider)).map_or(0, Vec::len);
+            let len = record.len();
+            if let Some(old) = self.records.insert((id, provider), record) {
+                self.kept_bytes -= old.len();
+            }
+            self.kept_bytes += len;
         }
     }
 }

@@ -540,7 +540,7 @@ impl Mesh {
         if self.is_banned(peer) || self.members.contains_key(&peer) {
             return;
         }
-        if self.members.len() - self.listed.len() >= MAX_HEARD {
+        if self.members.len().saturating_sub(self.listed.len()) >= MAX_HEARD {
             return;
         }
         let now = self.now;

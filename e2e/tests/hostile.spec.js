@@ -20,6 +20,7 @@ async function attacker(browser, server, room, victimId) {
   const page = await context.newPage();
   await page.goto(`${server.url}/`);
   const id = await page.evaluate(async ({ ws, victimId }) => {
+    const MiB = 1024 * 1024;
     const hex = (s) => Uint8Array.from(s.match(/../g), (b) => parseInt(b, 16));
     const attack = { frames: [], closed: false, open: false };
     window.attack = attack;
@@ -80,7 +81,6 @@ async function attacker(browser, server, room, victimId) {
       view.setUint16(43 + label.length, 0);
       dc.send(frame);
     };
-    const MiB = 1024 * 1024;
     attack.announce(attack.bait, 'bait.bin');
     return welcome.id;
   }, { ws: `${server.url.replace(/^http/, 'ws')}/ws/${room}`, victimId });

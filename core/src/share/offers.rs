@@ -98,37 +98,31 @@ impl<P: Ord + Copy> Share<P> {
         }
     }
 
-    /// Replaces (`Some`) or grows to `len` bytes (`None`) the packed bits gathered for `peer`
-    /// as a source of `id`, within its budget. `false` if it did not announce `id`, or went
-    /// past its budget (then it is reported).
+    /// Sets the packed bits gathered for `peer` as a source of `id` (`bits`) within its
+    /// budget, and returns them. `None` if it did not announce `id`, or went past its budget
+    /// (then it is reported).
     fn set_source_bits(
         &mut self,
         out: &mut Outputs<P>,
         id: ContentId,
         peer: P,
-        bits: Result<&[u8], usize>,
-    ) -> bool {
-        let (Some(raw), Some(state)) = (
-            self.offers
-                .get_mut(&id)
-                .and_then(|o| o.sources.get_mut(&peer)),
-            self.peers.get_mut(&peer),
-        ) else {
-            return false;
-        };
+        bits: SourceBits<'_>,
+    ) -> Option<&mut Vec<u8>> {
+        let raw = self.offers.get_mut(&id)?.sources.get_mut(&peer)?;
+        let state = self.peers.get_mut(&peer)?;
         let new = match bits {
-            Ok(bits) => bits.len(),
-            Err(len) => len.max(raw.len()),
+            SourceBits::Replace(bits) => bits.len(),
+            SourceBits::GrowTo(len) => len.max(raw.len()),
         };
         if let Err(reason) = state.budget.resize_bits(raw.len(), new) {
             abusive(out, state, peer, reason);
-            return false;
+            return None;
         }
         match bits {
-            Ok(bits) => *raw = bits.to_vec(),
-            Err(_) => raw.resize(new, 0),
+            SourceBits::Replace(bits) => *raw = bits.to_vec(),
+            SourceBits::GrowTo(_) => raw.resize(new, 0),
         }
-        true
+        Some(raw)
     }
 
     pub(super) fn on_bitfield(
@@ -139,7 +133,10 @@ impl<P: Ord + Copy> Share<P> {
         bits: &[u8],
         now: u64,
     ) {
-        if self.set_source_bits(out, id, peer, Ok(bits)) {
+        if self
+            .set_source_bits(out, id, peer, SourceBits::Replace(bits))
+            .is_some()
+        {
             self.refresh_source(out, id, peer, now);
         }
     }
@@ -161,14 +158,7 @@ impl<P: Ord + Copy> Share<P> {
             return;
         }
         let byte = (piece / 8) as usize;
-        if !self.set_source_bits(out, id, peer, Err(byte + 1)) {
-            return;
-        }
-        let Some(raw) = self
-            .offers
-            .get_mut(&id)
-            .and_then(|o| o.sources.get_mut(&peer))
-        else {
+        let Some(raw) = self.set_source_bits(out, id, peer, SourceBits::GrowTo(byte + 1)) else {
             return;
         };
         raw[byte] |= 0x80 >> (piece % 8);
@@ -339,6 +329,14 @@ impl<P: Ord + Copy> Share<P> {
             Err(_) => self.mark_bad(out, id, peer, "manifest does not match the content id", now),
         }
     }
+}
+
+/// How a source's packed bits change.
+enum SourceBits<'a> {
+    /// To a whole `bitfield`.
+    Replace(&'a [u8]),
+    /// To at least this many bytes (a `have` past the end), new bits clear.
+    GrowTo(usize),
 }
 
 /// `peer` went past a bound of its budget: report it once, and ignore it from now on.
