@@ -154,6 +154,9 @@ pub struct Client {
     mesh: Mesh,
     relay: SignalRelay,
     resume: Option<String>,
+    /// The `ts` of our last join proof: each new one is later, since the server takes a
+    /// proof only once (a reconnection within the same second signs the next second).
+    last_proof_ts: Option<u64>,
     server: ServerState,
     backoff: Backoff,
     welcomed: bool,
@@ -198,6 +201,7 @@ impl Client {
             mesh: Mesh::with_max_peers(max_peers),
             relay,
             resume: None,
+            last_proof_ts: None,
             server: ServerState::Connected,
             backoff: Backoff::default(),
             welcomed: false,
@@ -265,10 +269,16 @@ impl Client {
         self.mesh.members().collect()
     }
 
-    /// The query to append to the server's room URL (without `?`): our key's proof for
-    /// `now_secs` (Unix time) and, after the first `welcome`, our resume token.
-    pub fn server_query(&self, now_secs: u64) -> String {
-        let mut query = self.identity.join_proof(&self.room, now_secs).query();
+    /// The query to append to the server's room URL (without `?`): a new proof of our key
+    /// for `now_secs` (Unix time; a second after the last proof's if that was not earlier,
+    /// since a server takes each proof once) and, after the first `welcome`, our resume token.
+    pub fn server_query(&mut self, now_secs: u64) -> String {
+        let ts = match self.last_proof_ts {
+            Some(last) if last >= now_secs => last.saturating_add(1),
+            _ => now_secs,
+        };
+        self.last_proof_ts = Some(ts);
+        let mut query = self.identity.join_proof(&self.room, ts).query();
         if let Some(token) = &self.resume {
             query.push_str("&resume=");
             query.push_str(&percent_encode(token));
@@ -940,8 +950,14 @@ mod tests {
             .count();
         assert_eq!(connects, 2);
         let query = a.server_query(1_700_000_000);
+        assert!(query.contains("&ts=1700000000&"), "{query}");
         assert!(query.contains("&resume="), "{query}");
         assert!(query.ends_with(".tag%2B%2F%3D"), "{query}");
+        // A reconnection within the same second (or after the clock stepped back) signs a
+        // later second: the server takes each proof once.
+        assert!(a.server_query(1_700_000_000).contains("&ts=1700000001&"));
+        assert!(a.server_query(1_699_999_990).contains("&ts=1700000002&"));
+        assert!(a.server_query(1_700_000_100).contains("&ts=1700000100&"));
         // A second welcome (after a reconnection) is not the first.
         let again = a.on_server_frame(&welcome(&a, &others));
         assert!(matches!(again[0], Effect::Welcomed { first: false, .. }));

@@ -484,8 +484,8 @@ impl Node {
     // ---- what the shell may ask ----
 
     /// The query string of a new signalling connection (our key's proof at wall-clock
-    /// second `now_secs`, and the resume token once welcomed).
-    pub fn server_query(&self, now_secs: u64) -> String {
+    /// second `now_secs`, never reused, and the resume token once welcomed).
+    pub fn server_query(&mut self, now_secs: u64) -> String {
         self.client.server_query(now_secs)
     }
 
