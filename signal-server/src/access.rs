@@ -12,7 +12,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hmac::digest::KeyInit;
 use hmac::{Hmac, Mac};
-use sha2::Sha256;
+use sha2::{Digest, Sha256};
 use swarm_protocol::{PeerId, RoomName};
 
 /// Seconds since the Unix epoch by the system clock (0 if the clock is before 1970): the
@@ -94,40 +94,86 @@ pub fn resume_key(secret: Option<&str>) -> [u8; 32] {
     }
 }
 
-/// A `resume` token giving `id` back in `room`. A `keyed` id (its client proved a key) is
-/// marked in the MAC: its token takes the id over only together with a fresh proof of that
-/// key ([`check_resume`] says which it is), so the token alone is not the id.
+/// A `resume` token giving `id` back in `room`: `{id}.{nonce}.{tag}`, with a fresh random
+/// nonce each time, so no two tokens are alike. The server keeps the [`fingerprint`] of the
+/// latest token of each member and takes only that one, once, while the member holds its
+/// place (see `PROTOCOL.md`, "Resuming"). A `keyed` id (its client proved a key) is marked
+/// in the MAC: its token takes the id over only together with a fresh proof of that key
+/// ([`check_resume`] says which it is), so the token alone is not the id.
 pub fn issue_resume(key: &[u8; 32], room: &RoomName, id: PeerId, keyed: bool) -> String {
-    let tag = resume_mac(key, room, id, keyed).finalize().into_bytes();
-    format!("{id}.{}", URL_SAFE_NO_PAD.encode(&tag[..RESUME_TAG_LEN]))
+    let nonce = URL_SAFE_NO_PAD.encode(rand::random::<[u8; RESUME_NONCE_LEN]>());
+    let tag = resume_mac(key, room, id, keyed, &nonce)
+        .finalize()
+        .into_bytes();
+    format!(
+        "{id}.{nonce}.{}",
+        URL_SAFE_NO_PAD.encode(&tag[..RESUME_TAG_LEN])
+    )
 }
 
-/// The id a `resume` token gives back in `room`, and whether it is a keyed id, if the token
-/// is genuine.
-pub fn check_resume(key: &[u8; 32], room: &RoomName, token: &str) -> Option<(PeerId, bool)> {
-    let (id, tag) = token.split_once('.')?;
+/// What a genuine `resume` token claims. Whether it is still good (the latest token of a
+/// member that holds its place) only the room's state can tell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResumeClaim {
+    /// The id it gives back.
+    pub id: PeerId,
+    /// Whether that id is keyed: then the token counts only with a fresh proof of the key.
+    pub keyed: bool,
+    /// The token's [`fingerprint`], to compare with the one its member holds.
+    pub fingerprint: Fingerprint,
+}
+
+/// SHA-256 of a `resume` token: what the server keeps of it (in memory and, in a cluster,
+/// in Redis), so that the token itself is stored nowhere.
+pub type Fingerprint = [u8; 32];
+
+/// The [`Fingerprint`] of `token`.
+pub fn fingerprint(token: &str) -> Fingerprint {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+/// What `token` claims in `room`, if it is genuine (signed with `key` for `room`).
+pub fn check_resume(key: &[u8; 32], room: &RoomName, token: &str) -> Option<ResumeClaim> {
+    let mut parts = token.split('.');
+    let (id, nonce, tag) = (parts.next()?, parts.next()?, parts.next()?);
+    if parts.next().is_some() {
+        return None;
+    }
     let id: PeerId = id.parse().ok()?;
     let tag = URL_SAFE_NO_PAD.decode(tag).ok()?;
-    if tag.len() != RESUME_TAG_LEN {
+    if tag.len() != RESUME_TAG_LEN || nonce.len() > 2 * RESUME_NONCE_LEN {
         return None;
     }
     // Constant-time comparisons of the truncated tag.
     [false, true].into_iter().find_map(|keyed| {
-        resume_mac(key, room, id, keyed)
+        resume_mac(key, room, id, keyed, nonce)
             .verify_truncated_left(&tag)
             .ok()
-            .map(|()| (id, keyed))
+            .map(|()| ResumeClaim {
+                id,
+                keyed,
+                fingerprint: fingerprint(token),
+            })
     })
 }
 
 /// Bytes of HMAC kept in a resume token (128 bits).
 const RESUME_TAG_LEN: usize = 16;
 
-fn resume_mac(key: &[u8; 32], room: &RoomName, id: PeerId, keyed: bool) -> Hmac<Sha256> {
+/// Random bytes in each resume token.
+const RESUME_NONCE_LEN: usize = 12;
+
+fn resume_mac(
+    key: &[u8; 32],
+    room: &RoomName,
+    id: PeerId,
+    keyed: bool,
+    nonce: &str,
+) -> Hmac<Sha256> {
     let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(key)
         .unwrap_or_else(|_| unreachable!("HMAC accepts keys of any length"));
     let kind = if keyed { "resume-keyed" } else { "resume" };
-    mac.update(format!("{kind}\n{room}\n{id}").as_bytes());
+    mac.update(format!("{kind}\n{room}\n{id}\n{nonce}").as_bytes());
     mac
 }
 
@@ -199,32 +245,44 @@ mod tests {
     fn a_resume_token_gives_back_its_id_in_its_room_only() {
         let key = resume_key(Some("s3cret"));
         let id = PeerId::from_bytes([7; 16]);
+        let claim = |key: &[u8; 32], room_name: &str, token: &str| {
+            check_resume(key, &room(room_name), token).map(|c| (c.id, c.keyed))
+        };
         let token = issue_resume(&key, &room("demo"), id, false);
         assert!(token.starts_with(&id.to_string()));
-        assert_eq!(check_resume(&key, &room("demo"), &token), Some((id, false)));
+        assert_eq!(claim(&key, "demo", &token), Some((id, false)));
+        assert_eq!(
+            check_resume(&key, &room("demo"), &token).map(|c| c.fingerprint),
+            Some(fingerprint(&token))
+        );
+        let again = issue_resume(&key, &room("demo"), id, false);
+        assert_ne!(again, token, "every token is new");
+        assert_ne!(fingerprint(&again), fingerprint(&token));
         let keyed = issue_resume(&key, &room("demo"), id, true);
-        assert_ne!(keyed, token);
-        assert_eq!(check_resume(&key, &room("demo"), &keyed), Some((id, true)));
+        assert_eq!(claim(&key, "demo", &keyed), Some((id, true)));
         assert_eq!(
-            check_resume(&resume_key(Some("s3cret")), &room("demo"), &token),
+            claim(&resume_key(Some("s3cret")), "demo", &token),
             Some((id, false)),
-            "the same secret gives the same key (restarts, other instances)"
+            "the same secret gives the same key (other instances)"
         );
-        assert_eq!(check_resume(&key, &room("other"), &token), None);
-        assert_eq!(check_resume(&resume_key(None), &room("demo"), &token), None);
-        let (_, tag) = token.split_once('.').expect("dot");
+        assert_eq!(claim(&key, "other", &token), None);
+        assert_eq!(claim(&resume_key(None), "demo", &token), None);
+        let (_, rest) = token.split_once('.').expect("dot");
         let other = PeerId::from_bytes([8; 16]);
-        assert_eq!(
-            check_resume(&key, &room("demo"), &format!("{other}.{tag}")),
-            None
-        );
+        assert_eq!(claim(&key, "demo", &format!("{other}.{rest}")), None);
+        let (nonce, tag) = rest.split_once('.').expect("two dots");
+        assert_eq!(claim(&key, "demo", &format!("{id}.x{nonce}.{tag}")), None);
         let short = &tag[..4];
-        assert_eq!(
-            check_resume(&key, &room("demo"), &format!("{id}.{short}")),
-            None
-        );
-        for bad in ["", ".", "x.y", &id.to_string()] {
-            assert_eq!(check_resume(&key, &room("demo"), bad), None, "{bad:?}");
+        assert_eq!(claim(&key, "demo", &format!("{id}.{nonce}.{short}")), None);
+        for bad in [
+            "",
+            ".",
+            "x.y",
+            "x.y.z",
+            &id.to_string(),
+            &format!("{token}.x"),
+        ] {
+            assert_eq!(claim(&key, "demo", bad), None, "{bad:?}");
         }
     }
 

@@ -2,6 +2,9 @@
 //!
 //! Each instance has a random id and keeps, in Redis:
 //! - `swarm:room:{room}`: a hash of peer id → instance id, the room's members everywhere;
+//! - `swarm:resume:{room}`: a hash of peer id → the fingerprint of the member's latest
+//!   `resume` token, so the member can resume on any instance, once per token;
+//! - `swarm:proof:{id}:{ts}`: a join proof taken (it expires when the proof is stale);
 //! - `swarm:alive:{instance}`: a key that expires after the presence TTL unless the instance
 //!   keeps refreshing it (every third of the TTL).
 //!
@@ -15,6 +18,12 @@
 //! on another instance is published to that instance. When an instance's presence key
 //! expires, every other instance tells its local peers that the dead instance's peers left
 //! (within the TTL plus a third of it) and removes them from the room's hash.
+//!
+//! A join that claims an id (a key, or a resume token) first looks it up ([`Cluster::claim`]):
+//! an id held on another live instance is refused as `id-in-use` unless the join brings the
+//! member's latest resume token, which a Lua script compares and deletes in one step (so a
+//! token is good once, on whichever instance), and then the instance that held the member
+//! closes its connection (4000) without anyone hearing it leave.
 //!
 //! A graceful shutdown does not announce its peers as left either: it closes their
 //! connections (`1001`) and refreshes its presence a last time, so each has a presence TTL to
@@ -34,7 +43,12 @@ use swarm_protocol::{PeerId, RoomName, ServerMsg};
 use tokio::sync::Mutex;
 use tracing::{debug, info, warn};
 
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use swarm_core::identity::JOIN_PROOF_SKEW;
+
 use crate::AppState;
+use crate::access::Fingerprint;
 use crate::connection::text;
 
 /// A message from one instance to another, as JSON on the recipient's channel. Externally
@@ -56,6 +70,9 @@ enum Event {
         peer: PeerId,
         to: Vec<PeerId>,
     },
+    /// `peer` resumed on another instance: close its connection here (4000), telling
+    /// nobody.
+    Replaced { room: RoomName, peer: PeerId },
     /// Relay `data` from `from` to the local peer `to` in `room`.
     Signal {
         room: RoomName,
@@ -86,6 +103,48 @@ pub(crate) struct Cluster {
 
 fn room_key(room: &RoomName) -> String {
     format!("swarm:room:{room}")
+}
+
+fn resume_key(room: &RoomName) -> String {
+    format!("swarm:resume:{room}")
+}
+
+fn proof_key(peer: PeerId, ts: u64) -> String {
+    format!("swarm:proof:{peer}:{ts}")
+}
+
+/// A fingerprint as Redis keeps it.
+fn fingerprint_text(fingerprint: &Fingerprint) -> String {
+    URL_SAFE_NO_PAD.encode(fingerprint)
+}
+
+/// Looks a claimed id up in a room: `KEYS[1]` the room's hash, `KEYS[2]` its resume hash,
+/// `ARGV[1]` the id, `ARGV[2]` the fingerprint of the token presented (or empty). Returns
+/// `{0, ''}` if nobody holds the id, `{1, owner}` if the token is the member's latest (it is
+/// deleted: good once), `{2, owner}` otherwise.
+const CLAIM_SCRIPT: &str = r"
+local owner = redis.call('HGET', KEYS[1], ARGV[1])
+if not owner then return {0, ''} end
+if ARGV[2] ~= '' and redis.call('HGET', KEYS[2], ARGV[1]) == ARGV[2] then
+  redis.call('HDEL', KEYS[2], ARGV[1])
+  return {1, owner}
+end
+return {2, owner}
+";
+
+/// What [`Cluster::claim`] found out about an id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Claimed {
+    /// No live instance holds it.
+    Free,
+    /// A live instance (this one or another) holds it, and the token presented (if any) is
+    /// not its latest.
+    InUse,
+    /// The token presented was the member's latest: it is spent, and the id is the
+    /// joiner's (another instance that held it was told to let it go).
+    TakenOver,
+    /// Redis could not say: only this instance's rooms count.
+    Unknown,
 }
 
 fn alive_key(instance: &str) -> String {
@@ -135,15 +194,23 @@ impl Cluster {
             .await
     }
 
-    /// Records `peer` joining `room` here and tells the other instances; returns the peers in
-    /// the room on other instances, for its `welcome`.
-    pub(crate) async fn join(&self, room: &RoomName, peer: PeerId) -> Vec<PeerId> {
+    /// Records `peer` joining `room` here, with the fingerprint of the resume token its
+    /// `welcome` carries, and tells the other instances; returns the peers in the room on
+    /// other instances, for its `welcome`.
+    pub(crate) async fn join(
+        &self,
+        room: &RoomName,
+        peer: PeerId,
+        resume: &Fingerprint,
+    ) -> Vec<PeerId> {
         let mut remote = self.remote.lock().await;
         let key = room_key(room);
         let before: redis::RedisResult<(HashMap<String, String>,)> = redis::pipe()
             .atomic()
             .hgetall(&key)
             .hset(&key, peer.to_string(), &self.instance)
+            .ignore()
+            .hset(resume_key(room), peer.to_string(), fingerprint_text(resume))
             .ignore()
             .query_async(&mut self.conn.clone())
             .await;
@@ -176,6 +243,64 @@ impl Cluster {
         peers
     }
 
+    /// Looks up the id `peer` that a join claims in `room`, with the fingerprint of the
+    /// resume token it presents: see [`Claimed`]. A token that matches is spent, and the
+    /// instance holding the member is told to let it go.
+    pub(crate) async fn claim(
+        &self,
+        room: &RoomName,
+        peer: PeerId,
+        token: Option<&Fingerprint>,
+    ) -> Claimed {
+        let found: redis::RedisResult<(u8, String)> = redis::cmd("EVAL")
+            .arg(CLAIM_SCRIPT)
+            .arg(2)
+            .arg(room_key(room))
+            .arg(resume_key(room))
+            .arg(peer.to_string())
+            .arg(token.map(fingerprint_text).unwrap_or_default())
+            .query_async(&mut self.conn.clone())
+            .await;
+        match found {
+            Ok((1, owner)) => {
+                if owner != self.instance {
+                    let event = Event::Replaced {
+                        room: room.clone(),
+                        peer,
+                    };
+                    self.publish(&owner, &event).await;
+                }
+                Claimed::TakenOver
+            }
+            Ok((2, owner)) if owner == self.instance || self.is_alive(&owner).await => {
+                Claimed::InUse
+            }
+            Ok(_) => Claimed::Free,
+            Err(err) => {
+                warn!(%room, %err, "Redis failed: cannot tell whether another instance holds this id");
+                Claimed::Unknown
+            }
+        }
+    }
+
+    /// Takes the join proof of `peer` made at `ts` for the whole cluster: `false` if some
+    /// instance took it before. If Redis cannot say, only this instance's memory counts.
+    pub(crate) async fn take_proof(&self, peer: PeerId, ts: u64) -> bool {
+        let set: redis::RedisResult<Option<String>> = redis::cmd("SET")
+            .arg(proof_key(peer, ts))
+            .arg(1)
+            .arg("NX")
+            .arg("EX")
+            .arg(2 * JOIN_PROOF_SKEW + 1)
+            .query_async(&mut self.conn.clone())
+            .await;
+        set.unwrap_or_else(|err| {
+            warn!(%err, "Redis failed: a join proof is checked against this instance only");
+            Some("OK".to_owned())
+        })
+        .is_some()
+    }
+
     /// Whether `peer` of `room` now belongs to another instance (it resumed there after its
     /// connection here was lost).
     pub(crate) async fn owned_elsewhere(&self, room: &RoomName, peer: PeerId) -> bool {
@@ -195,6 +320,8 @@ impl Cluster {
         let after: redis::RedisResult<(HashMap<String, String>,)> = redis::pipe()
             .atomic()
             .hdel(&key, peer.to_string())
+            .ignore()
+            .hdel(resume_key(room), peer.to_string())
             .ignore()
             .hgetall(&key)
             .query_async(&mut self.conn.clone())
@@ -301,7 +428,13 @@ impl Cluster {
 
     async fn forget(&self, room: &RoomName, peers: &[PeerId]) {
         let fields: Vec<String> = peers.iter().map(ToString::to_string).collect();
-        let removed: redis::RedisResult<()> = self.conn.clone().hdel(room_key(room), fields).await;
+        let removed: redis::RedisResult<()> = redis::pipe()
+            .hdel(room_key(room), &fields)
+            .ignore()
+            .hdel(resume_key(room), &fields)
+            .ignore()
+            .query_async(&mut self.conn.clone())
+            .await;
         if let Err(err) = removed {
             debug!(%err, "could not remove stale members");
         }
@@ -371,6 +504,23 @@ impl Cluster {
                 let frame = text(&ServerMsg::Left { id: peer });
                 for outbox in local_outboxes(state, &room, &to) {
                     outbox.push(frame.clone());
+                }
+            }
+            Event::Replaced { room, peer } => {
+                let mut remote = self.remote.lock().await;
+                let (old, emptied) = {
+                    let mut rooms = state.rooms();
+                    match rooms.route(&room, peer).cloned() {
+                        Some(old) => (Some(old), rooms.leave(&room, peer).is_empty()),
+                        None => (None, false),
+                    }
+                };
+                if emptied {
+                    remote.forget_room(&room);
+                }
+                if let Some(old) = old {
+                    info!(%room, %peer, "resumed on another instance");
+                    old.replaced().cancel();
                 }
             }
             Event::Signal {

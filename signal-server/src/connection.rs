@@ -22,7 +22,8 @@ use tokio_tungstenite::tungstenite;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::access::{issue_resume, unix_now};
+use crate::access::{Fingerprint, ResumeClaim, fingerprint, issue_resume, unix_now};
+use crate::cluster::Claimed;
 use crate::limits::{IpSlot, TokenBucket};
 use crate::metrics::Metrics;
 use crate::state::{Outbox, frame_len};
@@ -70,25 +71,113 @@ pub(crate) async fn refuse(mut socket: WebSocket, state: &AppState, refusal: Ref
     close(&mut socket, refusal.close_code(), refusal.code.as_str()).await;
 }
 
+/// A key's proof that a joining client passed: the id it certifies, and the proof's time.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct KeyProof {
+    pub(crate) id: PeerId,
+    pub(crate) ts: u64,
+}
+
+/// The refusal message for a join proof presented a second time.
+pub(crate) const PROOF_USED: &str =
+    "this join proof was used already: sign a new one (a later ts) for each connection";
+
 /// Which id a joining client asks for.
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct Claim {
-    /// The id its key certifies (`?key=` with a valid proof).
-    pub(crate) keyed: Option<PeerId>,
-    /// The id its `?resume=` token gives back, if the token is genuine, and whether that id
-    /// is keyed.
-    pub(crate) resume: Option<(PeerId, bool)>,
+    /// Its key's proof (`?key=` with a valid proof, not used before on this instance).
+    pub(crate) keyed: Option<KeyProof>,
+    /// What its `?resume=` token claims, if the token is genuine. Whether it is still good
+    /// is decided in [`choose_id`].
+    pub(crate) resume: Option<ResumeClaim>,
 }
 
 impl Claim {
-    /// The id to use, if the client claims one, and whether the client may take over a
-    /// member holding it (its resume token is for that id). A keyed id is only ever taken
-    /// with a fresh proof of its key: its token alone claims nothing.
-    fn id(self) -> Option<(PeerId, bool)> {
+    /// The id the client claims, if any, with the fingerprint of the token it brings for
+    /// that id. A keyed id is only ever taken with a fresh proof of its key: its token alone
+    /// claims nothing.
+    fn id(self) -> Option<(PeerId, Option<Fingerprint>)> {
         match (self.keyed, self.resume) {
-            (Some(keyed), resume) => Some((keyed, resume.map(|(id, _)| id) == Some(keyed))),
-            (None, Some((resume, false))) => Some((resume, true)),
-            (None, Some((_, true)) | None) => None,
+            (Some(keyed), resume) => Some((
+                keyed.id,
+                resume.filter(|r| r.id == keyed.id).map(|r| r.fingerprint),
+            )),
+            (None, Some(resume)) if !resume.keyed => Some((resume.id, Some(resume.fingerprint))),
+            (None, _) => None,
+        }
+    }
+
+    /// Whether the client proved a key for `id`.
+    fn is_keyed(self, id: PeerId) -> bool {
+        self.keyed.is_some_and(|k| k.id == id)
+    }
+}
+
+/// How a joining client takes its place, once [`choose_id`] decided its id.
+#[derive(Debug, Clone, Copy)]
+enum Place {
+    /// As a member joining (in a cluster, possibly one whose token was spent on another
+    /// instance).
+    Join,
+    /// In the place of the member on this instance whose latest token it brings.
+    Resume(Fingerprint),
+}
+
+/// Decides the id of a client that joins with `claim`: the claimed id if it is free or the
+/// client brings the latest resume token of the member holding it, a new random id for a
+/// token that is not (or no longer) good, and `id-in-use` for a key whose id someone holds.
+/// A token is good once, while its member holds its place: on this instance, or (in a
+/// cluster) on any live one.
+async fn choose_id(
+    state: &AppState,
+    room: &RoomName,
+    claim: Claim,
+) -> Result<(PeerId, Place), Refusal> {
+    let Some((id, token)) = claim.id() else {
+        return Ok((state.new_peer_id(), Place::Join));
+    };
+    let keyed = claim.is_keyed(id);
+    let here = state.rooms().route(room, id).cloned();
+    let in_use = || {
+        Refusal::new(
+            ErrorCode::IdInUse,
+            format!(
+                "peer {id} is in room {room} already, and this join has no valid resume token for it"
+            ),
+        )
+    };
+    let resumes_here = here
+        .as_ref()
+        .zip(token)
+        .is_some_and(|(member, token)| member.resumes_with(&token));
+    // In a cluster Redis decides (it knows whether the token was spent on another
+    // instance); this instance's rooms decide when there is no Redis to ask.
+    let verdict = match state.cluster() {
+        Some(cluster) => Box::pin(cluster.claim(room, id, token.as_ref())).await,
+        None => Claimed::Unknown,
+    };
+    let free = match verdict {
+        Claimed::TakenOver => {
+            return Ok(match token {
+                Some(token) if resumes_here => (id, Place::Resume(token)),
+                _ => (id, Place::Join),
+            });
+        }
+        Claimed::InUse => false,
+        Claimed::Free | Claimed::Unknown => {
+            if let Some(token) = token.filter(|_| resumes_here && verdict == Claimed::Unknown) {
+                return Ok((id, Place::Resume(token)));
+            }
+            here.is_none()
+        }
+    };
+    match (keyed, free) {
+        (true, true) => Ok((id, Place::Join)),
+        (true, false) => Err(in_use()),
+        // An unkeyed id comes back only through its member's latest token.
+        (false, _) => {
+            debug!(%room, peer = %id, "a resume token that is not (or no longer) good: a new id");
+            Ok((state.new_peer_id(), Place::Join))
         }
     }
 }
@@ -174,19 +263,38 @@ pub(crate) async fn serve(
         ip,
     } = admitted;
     let _counted = Counted::new(state.metrics());
-    let (id, may_take_over) = claim.id().unwrap_or_else(|| (state.new_peer_id(), false));
+    if let (Some(keyed), Some(cluster)) = (claim.keyed, state.cluster())
+        && !Box::pin(cluster.take_proof(keyed.id, keyed.ts)).await
+    {
+        let refusal = Refusal::new(ErrorCode::InvalidKey, PROOF_USED);
+        return Box::pin(refuse(socket, &state, refusal)).await;
+    }
+    let (id, place) = match Box::pin(choose_id(&state, &room, claim)).await {
+        Ok(chosen) => chosen,
+        Err(refusal) => return Box::pin(refuse(socket, &state, refusal)).await,
+    };
+    let resume = issue_resume(state.resume_key(), &room, id, claim.is_keyed(id));
+    let resume_fingerprint = fingerprint(&resume);
     let config = state.config();
     let outbox = Outbox::new(
         config.outgoing_queue,
         config.outgoing_queue_bytes,
         state.metrics().queue_bytes().clone(),
+        resume_fingerprint,
     );
     let joining = {
         let mut rooms = state.rooms();
-        let old = if may_take_over {
-            rooms.replace(&room, id, outbox.clone())
-        } else {
-            None
+        // The member's token was checked in `choose_id`; the place is taken only if it is
+        // still that member's (no other connection resumed it meanwhile).
+        let old = match place {
+            Place::Resume(token)
+                if rooms
+                    .route(&room, id)
+                    .is_some_and(|member| member.resumes_with(&token)) =>
+            {
+                rooms.replace(&room, id, outbox.clone())
+            }
+            Place::Resume(_) | Place::Join => None,
         };
         match old {
             // A resumed connection: the peer never left, so nobody is told anything.
@@ -247,7 +355,7 @@ pub(crate) async fn serve(
     };
     let mut peers = joined.peers;
     if let Some(cluster) = state.cluster() {
-        peers.extend(Box::pin(cluster.join(&room, id)).await);
+        peers.extend(Box::pin(cluster.join(&room, id, &resume_fingerprint)).await);
     }
     info!(%room, peer = %id, others = peers.len(), resumed, "joined");
 
@@ -255,12 +363,7 @@ pub(crate) async fn serve(
         id,
         peers,
         ice_servers: ice_servers(&state, id, ip),
-        resume: Some(issue_resume(
-            state.resume_key(),
-            &room,
-            id,
-            claim.keyed == Some(id),
-        )),
+        resume: Some(resume),
     };
     let shutdown = state.shutdown_token();
     let conn = Conn {

@@ -14,7 +14,8 @@
 //!   per-address counts, metrics, and the shutdown signal.
 //! - [`cluster`]: rooms shared by several instances through Redis (`--redis`).
 //! - [`access`] (room tokens, `Origin`), [`turn`] (TURN credentials), [`limits`] (token
-//!   bucket, per-address slots), [`metrics`] (Prometheus text), [`tls`].
+//!   bucket, per-address slots), [`metrics`] (Prometheus text), [`tls`], [`proofs`] (each
+//!   join proof is taken once).
 
 pub mod access;
 pub mod cluster;
@@ -22,6 +23,7 @@ pub mod config;
 mod connection;
 pub mod limits;
 pub mod metrics;
+pub mod proofs;
 pub mod routes;
 pub mod serve;
 pub mod settings;

@@ -17,7 +17,7 @@ use tower_http::services::ServeDir;
 use tower_http::set_header::SetResponseHeaderLayer;
 
 use crate::access::{check_resume, check_token, origin_allowed, unix_now};
-use crate::connection::{self, Admitted, Claim, Refusal};
+use crate::connection::{self, Admitted, Claim, KeyProof, PROOF_USED, Refusal};
 use crate::{AppState, Config};
 
 /// The address of the client at the other end of the TCP connection, put in each request's
@@ -232,12 +232,18 @@ fn admit(
         check_token(secret, room, param(|q| &q.token), unix_now())
             .map_err(|err| Refusal::new(ErrorCode::Unauthorized, err.to_string()))?;
     }
+    let now = unix_now();
     let keyed = match param(|q| &q.key) {
         Some(key) => {
             let ts = param(|q| &q.ts).and_then(|ts| ts.parse().ok());
-            let id = verify_join(room, key, ts, param(|q| &q.proof), unix_now())
+            let id = verify_join(room, key, ts, param(|q| &q.proof), now)
                 .map_err(|err| Refusal::new(ErrorCode::InvalidKey, err.to_string()))?;
-            Some(id)
+            // verify_join refuses a proof without a time.
+            let ts = ts.unwrap_or_default();
+            if !state.take_proof(id, ts, now) {
+                return Err(Refusal::new(ErrorCode::InvalidKey, PROOF_USED));
+            }
+            Some(KeyProof { id, ts })
         }
         None => None,
     };

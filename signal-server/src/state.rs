@@ -12,10 +12,12 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::Config;
+use crate::access::Fingerprint;
 use crate::cluster::Cluster;
 use crate::limits::IpBudgets;
 use crate::limits::IpSlots;
 use crate::metrics::{Gauges, Metrics, QueueBytes};
+use crate::proofs::ProofLedger;
 
 /// A frame waiting in a peer's outgoing queue.
 #[derive(Debug)]
@@ -65,6 +67,9 @@ struct OutboxInner {
     overflowed: CancellationToken,
     /// Cancelled when a resumed connection takes over this peer's place in its room.
     replaced: CancellationToken,
+    /// The fingerprint of the `resume` token in this connection's `welcome`: the one token
+    /// that may take its place.
+    resume: Fingerprint,
 }
 
 impl Drop for OutboxInner {
@@ -76,8 +81,14 @@ impl Drop for OutboxInner {
 
 impl Outbox {
     /// An empty queue that overflows past `capacity` frames or `max_bytes` bytes (a frame is
-    /// always accepted into an empty queue), counting its bytes in `gauge`.
-    pub(crate) fn new(capacity: usize, max_bytes: usize, gauge: QueueBytes) -> Self {
+    /// always accepted into an empty queue), counting its bytes in `gauge`, for a connection
+    /// whose `welcome` carries the resume token with fingerprint `resume`.
+    pub(crate) fn new(
+        capacity: usize,
+        max_bytes: usize,
+        gauge: QueueBytes,
+        resume: Fingerprint,
+    ) -> Self {
         Self {
             inner: Arc::new(OutboxInner {
                 queue: Mutex::default(),
@@ -87,8 +98,15 @@ impl Outbox {
                 queued: Notify::new(),
                 overflowed: CancellationToken::new(),
                 replaced: CancellationToken::new(),
+                resume,
             }),
         }
+    }
+
+    /// Whether a resume token with fingerprint `token` may take this connection's place: it
+    /// is the one in this connection's `welcome`.
+    pub(crate) fn resumes_with(&self, token: &Fingerprint) -> bool {
+        self.inner.resume == *token
     }
 
     /// Cancelled once the queue overflowed.
@@ -197,6 +215,8 @@ struct Shared {
     cluster: OnceLock<Arc<Cluster>>,
     /// The key `resume` tokens are signed with.
     resume_key: [u8; 32],
+    /// The join proofs taken (each is good once).
+    proofs: Mutex<ProofLedger>,
 }
 
 impl AppState {
@@ -225,6 +245,7 @@ impl AppState {
                 turn_budgets,
                 cluster: OnceLock::new(),
                 resume_key,
+                proofs: Mutex::default(),
             }),
         }
     }
@@ -242,6 +263,16 @@ impl AppState {
     /// The key `resume` tokens are signed with.
     pub(crate) fn resume_key(&self) -> &[u8; 32] {
         &self.shared.resume_key
+    }
+
+    /// Takes the join proof of `id` made at `ts` on this instance, at Unix time `now`:
+    /// `false` if it was taken before (see [`crate::proofs`]).
+    pub(crate) fn take_proof(&self, id: PeerId, ts: u64, now: u64) -> bool {
+        self.shared
+            .proofs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take(id, ts, now)
     }
 
     /// The counters behind `/metrics`.

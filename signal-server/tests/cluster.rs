@@ -8,9 +8,11 @@ use std::net::TcpListener as StdListener;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::{Client, Server};
+use common::{Client, Server, come_and_go, expect_proof_used, keyed_path};
 use serde_json::json;
 use signal_server::Config;
+use swarm_core::identity::Identity;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 /// A `redis-server` on a free loopback port, killed on drop.
 struct Redis {
@@ -338,4 +340,104 @@ async fn a_graceful_shutdown_hands_its_peers_to_another_instance_without_a_left(
     while b.next_message(Duration::from_millis(300)).await.is_some() {}
     a.assert_usable(&mut b).await;
     one.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_join_proof_is_taken_once_in_the_whole_cluster() {
+    let redis = Redis::start();
+    let one = Server::start_with(redis.config()).await;
+    let two = Server::start_with(redis.config()).await;
+    let identity = Identity::from_seed([31; 32]);
+    let path = keyed_path("proofs", &identity);
+    let mut watcher = two.client("proofs").await;
+    come_and_go(&one, &mut watcher, &path).await;
+    // The same proof on the other instance: refused there too.
+    expect_proof_used(&two, &path).await;
+}
+
+#[tokio::test]
+async fn a_keyed_id_is_in_use_across_the_cluster_unless_its_latest_token_takes_it_over() {
+    let redis = Redis::start();
+    let grace = Duration::from_secs(5);
+    let one = Server::start_resumable(redis.resumable(grace)).await;
+    let two = Server::start_resumable(redis.resumable(grace)).await;
+    let identity = Identity::from_seed([32; 32]);
+    let mut watcher = one.client("keyed").await;
+    let mut owner = one.connect(&keyed_path("keyed", &identity), &[]).await;
+    owner.read_welcome().await;
+    assert_eq!(
+        watcher.recv().await,
+        json!({"type": "joined", "id": owner.id})
+    );
+
+    // The same key through the other instance, without the token: the id is in use.
+    let mut twin = two.connect(&keyed_path("keyed", &identity), &[]).await;
+    twin.expect_error("id-in-use").await;
+    assert_eq!(twin.expect_close().await.0, CloseCode::Policy);
+
+    // With its latest token it takes over: the old connection is closed with 4000, and the
+    // watcher never hears the id leave (a repeated `joined` is tolerated).
+    let token = owner.resume.clone().expect("a resume token");
+    let path = format!("{}&resume={token}", keyed_path("keyed", &identity));
+    let mut moved = two.connect(&path, &[]).await;
+    moved.read_welcome().await;
+    assert_eq!(moved.id, owner.id);
+    assert_eq!(moved.peers, vec![watcher.id.clone()]);
+    assert_eq!(owner.expect_close().await.0, CloseCode::from(4000));
+    for frame in frames_within(&mut watcher, Duration::from_secs(2)).await {
+        assert_eq!(
+            frame,
+            json!({"type": "joined", "id": owner.id}),
+            "unexpected {frame}"
+        );
+    }
+    watcher.assert_usable(&mut moved).await;
+    moved.assert_usable(&mut watcher).await;
+
+    // The spent token, on either instance, takes nothing over.
+    for server in [&one, &two] {
+        let again = format!("{}&resume={token}", keyed_path("keyed", &identity));
+        let mut late = server.connect(&again, &[]).await;
+        late.expect_error("id-in-use").await;
+    }
+}
+
+#[tokio::test]
+async fn a_resume_token_is_good_once_in_the_whole_cluster() {
+    let redis = Redis::start();
+    let grace = Duration::from_secs(5);
+    let one = Server::start_resumable(redis.resumable(grace)).await;
+    let two = Server::start_resumable(redis.resumable(grace)).await;
+    let mut a = one.client("once").await;
+    let mut b = one.connect("/ws/once", &[]).await;
+    b.read_welcome().await;
+    assert_eq!(a.recv().await, json!({"type": "joined", "id": b.id}));
+    let (b_id, token) = (b.id.clone(), b.resume.clone().expect("a resume token"));
+    drop(b);
+    let mut back = two.connect(&format!("/ws/once?resume={token}"), &[]).await;
+    back.read_welcome().await;
+    assert_eq!(back.id, b_id);
+    // The same token again, on either instance: a new id, and b keeps its place.
+    let mut thieves = Vec::new();
+    for server in [&one, &two] {
+        let mut thief = server
+            .connect(&format!("/ws/once?resume={token}"), &[])
+            .await;
+        thief.read_welcome().await;
+        assert_ne!(thief.id, b_id);
+        thieves.push(thief.id.clone());
+    }
+    // `a` hears the thieves join (and may hear b's `joined` again), never b leave.
+    let mut heard = BTreeSet::new();
+    for frame in frames_within(&mut a, Duration::from_secs(1)).await {
+        assert_eq!(frame["type"], "joined", "unexpected {frame}");
+        heard.insert(frame["id"].as_str().expect("id").to_owned());
+    }
+    heard.remove(&b_id);
+    assert_eq!(heard, thieves.into_iter().collect::<BTreeSet<_>>());
+    for frame in frames_within(&mut back, Duration::from_millis(300)).await {
+        assert_eq!(frame["type"], "joined", "unexpected {frame}");
+    }
+    back.assert_usable(&mut a).await;
+    a.assert_usable(&mut back).await;
 }

@@ -294,17 +294,18 @@ async fn a_client_that_stops_reading_is_dropped_once_its_queue_passes_the_byte_b
     }
     assert_eq!(queued, 0, "nothing stays queued for a dropped client");
     expect_dropped_as_slow(&mut victim).await;
-    // Its resume token still gives its id back, as a newcomer.
+    // It left (its place was not held), and its resume token went with its place: it comes
+    // back as a newcomer with a new id.
     let resume = victim.resume.clone().expect("a resume token");
     let mut back = server
         .connect(&format!("/ws/slow?resume={resume}"), &[])
         .await;
     back.read_welcome().await;
-    assert_eq!(back.id, victim.id);
+    assert_ne!(back.id, victim.id);
     loop {
         let frame = sender.recv().await;
         if frame["type"] == "joined" {
-            assert_eq!(frame["id"], victim.id.as_str());
+            assert_eq!(frame["id"], back.id.as_str());
             break;
         }
         assert_eq!(

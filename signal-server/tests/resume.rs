@@ -1,12 +1,13 @@
 //! Resumption: a peer whose connection is lost keeps its place for the grace period and gets
-//! its id back with the `resume` token of its `welcome`; a peer that joins with a key gets
-//! the id its key certifies, on any server, after any restart.
+//! its id back with the `resume` token of its `welcome`, once, while it holds that place; a
+//! peer that joins with a key gets the id its key certifies, on any server, after any
+//! restart, with each proof of its key taken once.
 
 mod common;
 
 use std::time::Duration;
 
-use common::{Client, QUIET, Server};
+use common::{Client, QUIET, Server, come_and_go, expect_proof_used, keyed_path};
 use serde_json::json;
 use signal_server::Config;
 use swarm_core::identity::Identity;
@@ -126,27 +127,49 @@ async fn a_forged_or_foreign_resume_token_gives_a_new_id() {
 }
 
 #[tokio::test]
-async fn a_resume_token_outlives_a_restart_with_the_same_secret() {
-    let first = Server::start_resumable(resumable()).await;
-    let a = join(&first, "/ws/r").await;
-    let path = resume_path("r", &a);
-    first.shutdown().await;
-    let second = Server::start_resumable(resumable()).await;
-    let mut b = second.client("r").await;
-    let a2 = join(&second, &path).await;
-    assert_eq!(a2.id, a.id);
-    assert_eq!(a2.peers, vec![b.id.clone()]);
-    assert_eq!(b.recv().await, json!({"type": "joined", "id": a.id}));
-    second.shutdown().await;
+async fn a_resume_token_is_good_once() {
+    let server = Server::start_resumable(resumable()).await;
+    let (mut a, b) = server.pair("r").await;
+    let first = resume_path("r", &b);
+    drop(b);
+    let b = join(&server, &first).await;
+    assert_ne!(
+        resume_path("r", &b),
+        first,
+        "a new token in the new welcome"
+    );
+    // The spent token again (b's connection lost once more): it gives nothing back.
+    let b_id = b.id.clone();
+    let second = resume_path("r", &b);
+    drop(b);
+    let thief = join(&server, &first).await;
+    assert_ne!(thief.id, b_id, "a spent token gets a new id");
+    assert_eq!(a.recv().await, json!({"type": "joined", "id": thief.id}));
+    // The latest token still works, and nobody heard b leave.
+    let b = join(&server, &second).await;
+    assert_eq!(b.id, b_id);
+    quiet_for(&mut a, Duration::from_millis(500)).await;
+    server.shutdown().await;
 }
 
-fn keyed_path(room: &str, identity: &Identity) -> String {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_secs();
-    let proof = identity.join_proof(&RoomName::new(room).expect("room"), now);
-    format!("/ws/{room}?{}", proof.query())
+#[tokio::test]
+async fn a_resume_token_dies_with_its_place() {
+    // After the grace (or a restart, even with the same secret) the token gives nothing back:
+    // a stolen token is not the id for ever.
+    let first = Server::start_resumable(resumable()).await;
+    let (mut a, b) = first.pair("r").await;
+    let path = resume_path("r", &b);
+    let b_id = b.id.clone();
+    drop(b);
+    assert_eq!(a.recv().await, json!({"type": "left", "id": b_id}));
+    let late = join(&first, &path).await;
+    assert_ne!(late.id, b_id, "after the grace");
+    let path = resume_path("r", &late);
+    first.shutdown().await;
+    let second = Server::start_resumable(resumable()).await;
+    let after_restart = join(&second, &path).await;
+    assert_ne!(after_restart.id, late.id, "after a restart");
+    second.shutdown().await;
 }
 
 #[tokio::test]
@@ -221,5 +244,21 @@ async fn bad_keys_and_proofs_are_refused() {
         assert!(!message.is_empty());
         assert_eq!(client.expect_close().await.0, CloseCode::Policy, "{path}");
     }
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_join_proof_is_taken_once() {
+    // A proof seen once (a log, a shared screen) used to join as the key's id again for ten
+    // minutes once its owner had left.
+    let server = Server::start_resumable(resumable()).await;
+    let identity = Identity::from_seed([6; 32]);
+    let path = keyed_path("k", &identity);
+    let mut watcher = server.client("k").await;
+    come_and_go(&server, &mut watcher, &path).await;
+    expect_proof_used(&server, &path).await;
+    // A fresh proof of the same key joins.
+    let again = join(&server, &keyed_path("k", &identity)).await;
+    assert_eq!(again.id, identity.id().to_string());
     server.shutdown().await;
 }

@@ -264,3 +264,45 @@ impl Client {
         }
     }
 }
+
+/// A proof of `identity`'s key to join `room`, signed for a second later than the last one
+/// this test binary made (a server takes each proof once, as a client signs a later second
+/// for each connection).
+pub fn keyed_path(room: &str, identity: &swarm_core::identity::Identity) -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static LATER: AtomicU64 = AtomicU64::new(0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    let ts = now + LATER.fetch_add(1, Ordering::Relaxed);
+    let proof = identity.join_proof(&swarm_protocol::RoomName::new(room).expect("room"), ts);
+    format!("/ws/{room}?{}", proof.query())
+}
+
+/// Joins through `path` on `server` and closes again, with `watcher` (in the same room, on
+/// any instance) seeing the peer come and go; returns the peer's id.
+pub async fn come_and_go(server: &Server, watcher: &mut Client, path: &str) -> String {
+    let mut peer = server.connect(path, &[]).await;
+    peer.read_welcome().await;
+    assert_eq!(
+        watcher.recv().await,
+        json!({"type": "joined", "id": peer.id})
+    );
+    peer.ws.close(None).await.expect("close");
+    assert_eq!(watcher.recv().await, json!({"type": "left", "id": peer.id}));
+    peer.id.clone()
+}
+
+/// Checks that joining through `path` on `server` is refused because its join proof was
+/// used already.
+pub async fn expect_proof_used(server: &Server, path: &str) {
+    let mut replay = server.connect(path, &[]).await;
+    let message = replay.expect_error("invalid-key").await;
+    assert!(message.contains("used already"), "{message}");
+    let (code, _) = replay.expect_close().await;
+    assert_eq!(
+        code,
+        tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode::Policy
+    );
+}
