@@ -444,7 +444,7 @@ impl Client {
             return Vec::new();
         }
         let neighbours = self.open_peers();
-        match self.relay.on_frame(from, relay, &neighbours) {
+        match self.relay.on_frame(from, relay, &neighbours, self.now) {
             Incoming::Deliver { from: origin, data } => {
                 match serde_json::from_slice::<SignalData>(&data) {
                     Ok(data) => self.on_signal(origin, data),
@@ -527,8 +527,23 @@ impl Client {
     }
 
     /// Relay and routing frames dropped so far because their neighbour sent too many.
+    /// Frames dropped for their origin are counted apart ([`Client::relay_origin_dropped`]).
     pub fn relay_dropped(&self) -> u64 {
         self.relay_dropped
+    }
+
+    /// Relayed frames not forwarded so far because their origin (the signer, whichever
+    /// neighbour they came through) had had its share sent on
+    /// ([`crate::relay::ORIGIN_BURST`], [`crate::relay::ORIGIN_PER_SEC`]). A broadcast among
+    /// them was still handled here.
+    pub fn relay_origin_dropped(&self) -> u64 {
+        self.relay.origin_limited()
+    }
+
+    /// Relayed frames refused so far because the replay memory was full of frames younger
+    /// than [`crate::relay::SEEN_RETENTION_MS`] (a flood of fresh frames).
+    pub fn relay_memory_full(&self) -> u64 {
+        self.relay.memory_full()
     }
 
     fn forget_provider(&mut self, peer: PeerId, effects: &mut Vec<Effect>) {
@@ -1396,5 +1411,37 @@ mod tests {
                 .is_empty()
         );
         assert_eq!(a.relay_dropped(), before);
+    }
+    #[test]
+    fn one_origin_flooding_through_many_neighbours_gets_only_its_share_forwarded() {
+        // Four neighbours each well within their own limit carry one origin's signals to a
+        // peer we are not connected to: without a limit per origin, every one went on.
+        let mut a = client(1);
+        let ns = [peer(2), peer(3), peer(4), peer(5)];
+        a.on_server_frame(&welcome(&a, &ns));
+        for n in ns {
+            a.on_channel_open(n);
+            assert!(a.mesh.is_open(n));
+        }
+        a.advance(1_000);
+        let mut origin = SignalRelay::new(room(), Identity::from_seed([9; 32]), 1);
+        let target = peer(50);
+        let extra = 100;
+        let mut forwarded = 0;
+        for n in 0..(crate::relay::ORIGIN_BURST + extra) {
+            let via = ns[n as usize % ns.len()];
+            let frame = origin
+                .send(target, b"{}", &[via])
+                .expect("send")
+                .remove(0)
+                .1;
+            if !a.on_relay(via, relay_of(&frame)).is_empty() {
+                forwarded += 1;
+            }
+        }
+        assert_eq!(forwarded, crate::relay::ORIGIN_BURST);
+        assert_eq!(a.relay_origin_dropped(), extra);
+        assert_eq!(a.relay_dropped(), 0, "no neighbour passed its own limit");
+        assert_eq!(a.relay_memory_full(), 0);
     }
 }

@@ -13,6 +13,12 @@
 //! everything at or below it as seen. Without that, a replayed message was accepted again
 //! once enough fresh ones had pushed its name out. Floors are kept for the
 //! [`MAX_ORIGINS`] origins heard from last.
+//!
+//! The memory can also be sized by time ([`Seen::with_retention`]): a name is then kept for
+//! at least that long whatever comes after it, and a message that would push out a younger
+//! name is refused instead ([`Insert::Full`]). Floors alone did not close the replay: a flood
+//! of fresh *origins* (keys are free to mint) pushed the victim's name out, then its floor,
+//! and the replay was new again.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 
@@ -31,50 +37,96 @@ pub const MAX_ORIGINS: usize = 4096;
 /// generous one costs nothing on a healthy overlay.
 pub const DEFAULT_TTL: u8 = 32;
 
+/// What [`Seen::insert_at`] made of a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Insert {
+    /// First seen: recorded (forward or deliver it).
+    New,
+    /// Seen before, or older than what is forgotten of its origin: drop it.
+    Seen,
+    /// Not recorded: the memory is full of messages younger than its retention, and
+    /// forgetting one would let it be replayed. Drop it; it may be taken when it comes again.
+    Full,
+}
+
 /// Bounded memory of the messages already seen, by (origin, sequence number).
 #[derive(Debug, Clone)]
 pub struct Seen {
     capacity: usize,
-    order: VecDeque<(PeerId, u64)>,
+    /// No message is forgotten before it has been remembered this long (ms).
+    retention_ms: u64,
+    /// (origin, sequence number, when it was recorded), oldest first.
+    order: VecDeque<(PeerId, u64, u64)>,
     set: HashSet<(PeerId, u64)>,
     /// Per origin: the highest sequence number forgotten, and when (in insertions) the
     /// origin was last heard from.
     floors: HashMap<PeerId, (u64, u64)>,
     insertions: u64,
+    /// The latest time given to [`Seen::insert_at`] (ms).
+    now: u64,
 }
 
 impl Seen {
-    /// Remembers up to `capacity` messages (at least one).
+    /// Remembers up to `capacity` messages (at least one), forgetting the oldest beyond it
+    /// at once (no retention time: see [`Seen::with_retention`]).
     pub fn new(capacity: usize) -> Self {
         let capacity = capacity.max(1);
         Self {
             capacity,
+            retention_ms: 0,
             order: VecDeque::new(),
             set: HashSet::new(),
             floors: HashMap::new(),
             insertions: 0,
+            now: 0,
         }
     }
 
+    /// Keeps every message for at least `ms` after it was recorded: past `capacity`, a new
+    /// message is refused ([`Insert::Full`]) rather than a younger one forgotten. Times are
+    /// those given to [`Seen::insert_at`].
+    pub fn with_retention(mut self, ms: u64) -> Self {
+        self.retention_ms = ms;
+        self
+    }
+
     /// Records the message; true if it is new (forward/deliver it), false if seen before
-    /// (drop it). Oldest entries are forgotten beyond `capacity`.
+    /// or refused (drop it). Acts at the latest time given to [`Seen::insert_at`].
     pub fn insert(&mut self, origin: PeerId, seq: u64) -> bool {
-        if self.below_floor(origin, seq) || !self.set.insert((origin, seq)) {
-            return false;
+        self.insert_at(origin, seq, self.now) == Insert::New
+    }
+
+    /// Records the message at `now` (ms; time going back counts as the latest time given).
+    /// Beyond `capacity` the oldest message is forgotten, if it has been kept for the
+    /// retention time; otherwise this one is refused.
+    pub fn insert_at(&mut self, origin: PeerId, seq: u64, now: u64) -> Insert {
+        self.now = self.now.max(now);
+        let now = self.now;
+        if self.contains(origin, seq) {
+            return Insert::Seen;
         }
+        if self.order.len() >= self.capacity
+            && self
+                .order
+                .front()
+                .is_some_and(|(_, _, at)| now.saturating_sub(*at) < self.retention_ms)
+        {
+            return Insert::Full;
+        }
+        self.set.insert((origin, seq));
         self.insertions += 1;
-        let now = self.insertions;
-        if let Some((_, heard)) = self.floors.get_mut(&origin) {
-            *heard = now;
+        let heard = self.insertions;
+        if let Some((_, last)) = self.floors.get_mut(&origin) {
+            *last = heard;
         }
-        self.order.push_back((origin, seq));
+        self.order.push_back((origin, seq, now));
         while self.order.len() > self.capacity {
-            if let Some((old, old_seq)) = self.order.pop_front() {
+            if let Some((old, old_seq, _)) = self.order.pop_front() {
                 self.set.remove(&(old, old_seq));
                 self.raise_floor(old, old_seq);
             }
         }
-        true
+        Insert::New
     }
 
     /// Whether the message is remembered, or older than what is forgotten of its origin
@@ -201,6 +253,69 @@ mod tests {
         assert!(!seen.insert(id(7), 1_000), "replayed");
         assert!(seen.insert(id(7), 1_001), "its next message is new");
         assert!(seen.len() <= DEFAULT_SEEN_CAPACITY);
+    }
+
+    /// A distinct origin per `n`, as an attacker mints keys.
+    fn fresh(n: u64) -> PeerId {
+        let mut bytes = [0xffu8; 16];
+        bytes[..8].copy_from_slice(&n.to_be_bytes());
+        PeerId::from_bytes(bytes)
+    }
+
+    #[test]
+    fn without_retention_a_flood_of_fresh_origins_flushes_a_floor() {
+        // What the retention time closes: the victim's name is pushed out, then its floor
+        // (the origin heard from least recently), and its replay is new again.
+        let mut seen = Seen::new(16);
+        assert!(seen.insert(id(7), 1_000));
+        for n in 0..(16 + MAX_ORIGINS as u64 + 1) {
+            assert!(seen.insert(fresh(n), 1));
+        }
+        assert!(seen.insert(id(7), 1_000), "replayed and taken");
+    }
+
+    #[test]
+    fn with_retention_a_flood_neither_pushes_out_a_young_name_nor_its_floor() {
+        let (capacity, retention) = (16, 30_000);
+        let mut seen = Seen::new(capacity).with_retention(retention);
+        assert_eq!(seen.insert_at(id(7), 1_000, 0), Insert::New);
+        // The same flood as above, within the retention time: refused once full.
+        let mut refused = 0;
+        for n in 0..(capacity as u64 + MAX_ORIGINS as u64 + 1) {
+            match seen.insert_at(fresh(n), 1, 10) {
+                Insert::New => {}
+                Insert::Full => refused += 1,
+                Insert::Seen => panic!("fresh"),
+            }
+        }
+        assert_eq!(
+            refused,
+            MAX_ORIGINS + 2,
+            "all but the first {}",
+            capacity - 1
+        );
+        assert_eq!(seen.insert_at(id(7), 1_000, 10), Insert::Seen, "replay");
+        assert_eq!(seen.len(), capacity);
+        // Once the retention time has passed, the oldest make room again, and what is
+        // forgotten of an origin is still refused (its floor).
+        assert_eq!(seen.insert_at(id(8), 1, retention), Insert::New);
+        assert!(!seen.contains(id(7), 1_001));
+        assert_eq!(seen.insert_at(id(7), 1_000, retention), Insert::Seen);
+        assert_eq!(seen.insert_at(id(7), 1_001, retention + 10), Insert::New);
+        // A refused message was not recorded: it is taken once there is room.
+        assert_eq!(
+            seen.insert_at(fresh(capacity as u64 + 5), 1, 2 * retention),
+            Insert::New
+        );
+    }
+
+    #[test]
+    fn time_going_back_does_not_age_a_name() {
+        let mut seen = Seen::new(1).with_retention(1_000);
+        assert_eq!(seen.insert_at(id(1), 1, 5_000), Insert::New);
+        assert_eq!(seen.insert_at(id(2), 1, 0), Insert::Full);
+        assert_eq!(seen.insert_at(id(2), 1, 6_000), Insert::New);
+        assert!(seen.contains(id(1), 1), "forgotten, under its floor");
     }
 
     #[test]

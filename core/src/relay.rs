@@ -9,16 +9,24 @@
 //! flood: a forwarder that is connected to the target sends it there only; otherwise it sends
 //! it on to every neighbour but the one it came from.
 //!
+//! What we forward is limited per origin ([`ORIGIN_BURST`], [`ORIGIN_PER_SEC`]) on top of the
+//! limit per neighbour the caller applies ([`crate::client::RELAY_PER_SEC`]): one origin's
+//! frames arriving through many neighbours get no more than its share sent on. The replay
+//! memory is sized by time as well as count ([`SEEN_RETENTION_MS`]).
+//!
 //! The same frames carry room-wide [`swarm_protocol::gossip`] messages: their target is
 //! [`BROADCAST`], and every peer both delivers one and passes it on (with a larger hop
 //! limit, [`crate::gossip::DEFAULT_TTL`]), so it floods the overlay once.
+
+use std::collections::BTreeMap;
 
 use swarm_protocol::gossip::BROADCAST;
 use swarm_protocol::wire::{Relay, WireError};
 use swarm_protocol::{PeerId, RoomName};
 
-use crate::gossip::{DEFAULT_TTL, Seen, forward_targets};
+use crate::gossip::{DEFAULT_TTL, Insert, MAX_ORIGINS, Seen, forward_targets};
 use crate::identity::{Identity, IdentityError, RelayedSignal};
+use crate::token_bucket::TokenBucket;
 
 /// Frames to send: (neighbour, encoded frame).
 pub type Frames = Vec<(PeerId, Vec<u8>)>;
@@ -27,8 +35,40 @@ pub type Frames = Vec<(PeerId, Vec<u8>)>;
 /// most `HOP_LIMIT + 1` links.
 pub const HOP_LIMIT: u8 = 3;
 
-/// Relayed signals remembered for duplicate suppression.
-const SEEN_CAPACITY: usize = 4096;
+/// Relayed frames remembered for duplicate suppression. With [`SEEN_RETENTION_MS`] this is
+/// the most fresh frames taken in that time: one neighbour at its limit
+/// ([`crate::client::RELAY_BURST`] then [`crate::client::RELAY_PER_SEC`]) sends at most
+/// 2,048 + 64 × 30 = 3,968 in 30 s, so it takes four neighbours flooding at their limits to
+/// have fresh frames refused. About 1 MiB at most.
+pub const SEEN_CAPACITY: usize = 16_384;
+
+/// Least time a relayed frame is remembered (ms), whatever comes after it: a flood of fresh
+/// frames (of fresh keys) cannot push a frame out and have it replayed within this time;
+/// past [`SEEN_CAPACITY`] fresh frames are refused instead ([`DropReason::MemoryFull`]).
+/// Copies of a frame that come by other paths arrive within a few seconds; after 30 s the
+/// per-origin floors of [`Seen`] still refuse a replay (for the origins heard from last).
+pub const SEEN_RETENTION_MS: u64 = 30_000;
+
+/// Frames of one origin we forward at once (then [`ORIGIN_PER_SEC`]). A peer reconnecting
+/// through the mesh signals to each of its new neighbours (an offer or answer and a few ICE
+/// candidates each), and one sharing a folder floods a provide record per file (of which
+/// the directory keeps [`crate::directory::MAX_PER_PROVIDER`], 64): 256 covers both with
+/// room to spare, and is an eighth of what one neighbour may send at once.
+pub const ORIGIN_BURST: u64 = 256;
+
+/// Frames of one origin we forward a second after its burst: a quarter of what one
+/// neighbour may send ([`crate::client::RELAY_PER_SEC`], 64), so an origin flooding through
+/// many neighbours gets no more on than a quarter of one neighbour's share, and a neighbour
+/// flooding under one key has a quarter of its frames sent on.
+pub const ORIGIN_PER_SEC: u64 = 16;
+
+/// Origins whose forwarding budget we hold (as many as [`Seen`] keeps floors for). Only a
+/// budget that has refilled to its burst is forgotten (it is then the same as a new one), so
+/// a flood of fresh keys cannot hand a flooder a fresh budget; while every budget held is in
+/// use, frames of origins beyond them are not forwarded. An origin that had one frame
+/// forwarded frees its place within 1/16 s, so filling all of them takes 4,096 fresh keys
+/// × 16 frames a second, far more than the per-neighbour limit lets a few neighbours send.
+pub const MAX_RATED_ORIGINS: usize = MAX_ORIGINS;
 
 /// What to do with a relay frame that arrived.
 #[derive(Debug, PartialEq, Eq)]
@@ -68,6 +108,56 @@ pub enum DropReason {
     Forged(IdentityError),
     /// It claims to come from us.
     Ours,
+    /// The replay memory is full of frames younger than [`SEEN_RETENTION_MS`] (a flood of
+    /// fresh frames): refused rather than forgetting one that could then be replayed.
+    MemoryFull,
+    /// Not forwarded: its origin has had its share sent on ([`ORIGIN_BURST`],
+    /// [`ORIGIN_PER_SEC`]), or [`MAX_RATED_ORIGINS`] other origins are using theirs.
+    OriginRate,
+}
+
+/// The forwarding budgets of the origins of relayed frames: a [`TokenBucket`] each, for at
+/// most `max` origins at once.
+#[derive(Debug)]
+struct OriginBudgets {
+    buckets: BTreeMap<PeerId, TokenBucket>,
+    max: usize,
+    burst: u64,
+    per_sec: u64,
+    /// When full buckets were last looked for: none refill without time passing, so once
+    /// per instant is enough.
+    swept_at: Option<u64>,
+}
+
+impl OriginBudgets {
+    fn new(max: usize, burst: u64, per_sec: u64) -> Self {
+        Self {
+            buckets: BTreeMap::new(),
+            max,
+            burst,
+            per_sec,
+            swept_at: None,
+        }
+    }
+
+    /// Takes one of `origin`'s tokens at `now`, if it has one and a budget can be held for
+    /// it. Existing budgets are never evicted for a newcomer unless they are full again.
+    fn take(&mut self, origin: PeerId, now: u64) -> bool {
+        if let Some(bucket) = self.buckets.get_mut(&origin) {
+            return bucket.take(now);
+        }
+        if self.buckets.len() >= self.max && self.swept_at != Some(now) {
+            self.swept_at = Some(now);
+            self.buckets.retain(|_, bucket| !bucket.is_full(now));
+        }
+        if self.buckets.len() >= self.max {
+            return false;
+        }
+        let mut bucket = TokenBucket::new(self.burst, self.per_sec, now);
+        let taken = bucket.take(now);
+        self.buckets.insert(origin, bucket);
+        taken
+    }
 }
 
 /// One peer's side of signalling through the mesh.
@@ -78,6 +168,11 @@ pub struct SignalRelay {
     public_key: [u8; 32],
     next_seq: u64,
     seen: Seen,
+    origins: OriginBudgets,
+    /// Frames not forwarded (or broadcasts delivered but not passed on) for their origin.
+    origin_limited: u64,
+    /// Frames refused because the replay memory was full of young frames.
+    memory_full: u64,
 }
 
 impl SignalRelay {
@@ -85,14 +180,45 @@ impl SignalRelay {
     /// same key (a clock reading in milliseconds will do), so that a restarted peer's new
     /// signals are not taken for replays of its old ones.
     pub fn new(room: RoomName, identity: Identity, first_seq: u64) -> Self {
+        Self::with_memory(
+            room,
+            identity,
+            first_seq,
+            Seen::new(SEEN_CAPACITY).with_retention(SEEN_RETENTION_MS),
+            OriginBudgets::new(MAX_RATED_ORIGINS, ORIGIN_BURST, ORIGIN_PER_SEC),
+        )
+    }
+
+    fn with_memory(
+        room: RoomName,
+        identity: Identity,
+        first_seq: u64,
+        seen: Seen,
+        origins: OriginBudgets,
+    ) -> Self {
         let public_key = identity.public_key();
         Self {
             room,
             identity,
             public_key,
             next_seq: first_seq,
-            seen: Seen::new(SEEN_CAPACITY),
+            seen,
+            origins,
+            origin_limited: 0,
+            memory_full: 0,
         }
+    }
+
+    /// Frames not forwarded because their origin had had its share sent on
+    /// ([`DropReason::OriginRate`]; a broadcast is still delivered here), so far.
+    pub fn origin_limited(&self) -> u64 {
+        self.origin_limited
+    }
+
+    /// Frames refused because the replay memory was full of young frames
+    /// ([`DropReason::MemoryFull`]), so far.
+    pub fn memory_full(&self) -> u64 {
+        self.memory_full
     }
 
     /// Our id.
@@ -111,7 +237,7 @@ impl SignalRelay {
         let seq = self.next_seq;
         self.next_seq += 1;
         let me = self.me();
-        self.seen.insert(me, seq);
+        // Not remembered in `seen`: a frame of ours that comes back is dropped as ours.
         let signature = self.identity.sign_relay(&self.room, target, seq, data);
         let relay = Relay {
             origin: me,
@@ -157,8 +283,19 @@ impl SignalRelay {
         Ok((frames, record))
     }
 
-    /// A relay frame arrived from neighbour `from`; `neighbours` are our open connections.
-    pub fn on_frame(&mut self, from: PeerId, relay: Relay<'_>, neighbours: &[PeerId]) -> Incoming {
+    /// A relay frame arrived from neighbour `from` at `now` (ms on a monotonic clock);
+    /// `neighbours` are our open connections.
+    ///
+    /// Only what we send on spends its origin's budget: a frame for us, a frame with no hops
+    /// left and a duplicate spend nothing (the caller's per-neighbour limit bounds those),
+    /// and a broadcast past the budget is still delivered here, only not passed on.
+    pub fn on_frame(
+        &mut self,
+        from: PeerId,
+        relay: Relay<'_>,
+        neighbours: &[PeerId],
+        now: u64,
+    ) -> Incoming {
         let me = self.me();
         if relay.origin == me {
             return Incoming::Drop(DropReason::Ours);
@@ -170,7 +307,14 @@ impl SignalRelay {
         if let Err(err) = RelayedSignal::from(&relay).verify(&self.room) {
             return Incoming::Drop(DropReason::Forged(err));
         }
-        self.seen.insert(relay.origin, relay.seq);
+        match self.seen.insert_at(relay.origin, relay.seq, now) {
+            Insert::New => {}
+            Insert::Seen => return Incoming::Drop(DropReason::Duplicate),
+            Insert::Full => {
+                self.memory_full += 1;
+                return Incoming::Drop(DropReason::MemoryFull);
+            }
+        }
         // The hop limit is not signed: whatever a sender says, no more than ours.
         let most = if relay.target == BROADCAST {
             DEFAULT_TTL
@@ -182,7 +326,7 @@ impl SignalRelay {
             ..relay
         };
         if relay.target == BROADCAST {
-            let forward = match relay.ttl.checked_sub(1) {
+            let mut forward: Frames = match relay.ttl.checked_sub(1) {
                 Some(ttl) => {
                     let frame = Relay { ttl, ..relay }.encode().unwrap_or_default();
                     forward_targets(Some(from), neighbours.iter().copied(), relay.ttl)
@@ -193,6 +337,10 @@ impl SignalRelay {
                 }
                 None => Vec::new(),
             };
+            if !forward.is_empty() && !self.origins.take(relay.origin, now) {
+                self.origin_limited += 1;
+                forward.clear();
+            }
             return Incoming::Broadcast {
                 from: relay.origin,
                 data: relay.data.to_vec(),
@@ -209,7 +357,7 @@ impl SignalRelay {
         let Some(ttl) = relay.ttl.checked_sub(1) else {
             return Incoming::Forward(Vec::new());
         };
-        let targets = if neighbours.contains(&relay.target) {
+        let targets: Vec<PeerId> = if neighbours.contains(&relay.target) {
             vec![relay.target]
         } else {
             forward_targets(Some(from), neighbours.iter().copied(), relay.ttl)
@@ -217,6 +365,13 @@ impl SignalRelay {
                 .filter(|peer| *peer != relay.origin)
                 .collect()
         };
+        if targets.is_empty() {
+            return Incoming::Forward(Vec::new());
+        }
+        if !self.origins.take(relay.origin, now) {
+            self.origin_limited += 1;
+            return Incoming::Drop(DropReason::OriginRate);
+        }
         let Ok(frame) = Relay { ttl, ..relay }.encode() else {
             // It decoded from a frame of at most the maximum size, so it re-encodes.
             return Incoming::Forward(Vec::new());
@@ -282,7 +437,7 @@ mod tests {
         while let Some((from, to, frame)) = queue.pop_front() {
             frames += 1;
             let i = ids.iter().position(|id| *id == to).expect("known");
-            match peers[i].on_frame(from, decode(&frame), &neighbours(i)) {
+            match peers[i].on_frame(from, decode(&frame), &neighbours(i), 0) {
                 Incoming::Deliver { from, data } => {
                     delivered.entry(to).or_default().push((from, data))
                 }
@@ -313,7 +468,7 @@ mod tests {
         let mut records = Vec::new();
         while let Some((from, to, frame)) = queue.pop_front() {
             let i = ids.iter().position(|id| *id == to).expect("known");
-            match peers[i].on_frame(from, decode(&frame), &neighbours(i)) {
+            match peers[i].on_frame(from, decode(&frame), &neighbours(i), 0) {
                 Incoming::Broadcast {
                     from: origin,
                     data: got,
@@ -334,7 +489,7 @@ mod tests {
         assert!(delivered[1..].iter().all(|d| *d == 1), "{delivered:?}");
         // A record handed to a newcomer is delivered there and goes no further.
         let mut newcomer = relay_for(200);
-        match newcomer.on_frame(ids[3], decode(&records[0]), &[ids[3], ids[4]]) {
+        match newcomer.on_frame(ids[3], decode(&records[0]), &[ids[3], ids[4]], 0) {
             Incoming::Broadcast { forward, .. } => assert!(forward.is_empty()),
             other => panic!("{other:?}"),
         }
@@ -347,7 +502,7 @@ mod tests {
         .encode()
         .expect("fits");
         assert_eq!(
-            relay_for(201).on_frame(ids[3], decode(&altered), &[ids[3]]),
+            relay_for(201).on_frame(ids[3], decode(&altered), &[ids[3]], 0),
             Incoming::Drop(DropReason::Forged(IdentityError::BadSignature))
         );
     }
@@ -364,7 +519,7 @@ mod tests {
         .encode()
         .expect("fits");
         assert_eq!(
-            b.on_frame(a.me(), decode(&as_broadcast), &[a.me()]),
+            b.on_frame(a.me(), decode(&as_broadcast), &[a.me()], 0),
             Incoming::Drop(DropReason::Forged(IdentityError::BadSignature))
         );
     }
@@ -390,7 +545,7 @@ mod tests {
         let mut relay = decode(&out[0].1);
         relay.ttl = u8::MAX;
         let frame = relay.encode().expect("fits");
-        match b.on_frame(a.me(), decode(&frame), &[a.me(), d]) {
+        match b.on_frame(a.me(), decode(&frame), &[a.me(), d], 0) {
             Incoming::Forward(next) => assert_eq!(decode(&next[0].1).ttl, HOP_LIMIT - 1),
             other => panic!("{other:?}"),
         }
@@ -398,7 +553,7 @@ mod tests {
         let mut relay = decode(&frames[0].1);
         relay.ttl = u8::MAX;
         let frame = relay.encode().expect("fits");
-        match b.on_frame(a.me(), decode(&frame), &[a.me(), d]) {
+        match b.on_frame(a.me(), decode(&frame), &[a.me(), d], 0) {
             Incoming::Broadcast { forward, .. } => {
                 assert_eq!(decode(&forward[0].1).ttl, DEFAULT_TTL - 1)
             }
@@ -413,7 +568,7 @@ mod tests {
         let out = a.send(c, b"{}", &[b.me(), d]).expect("send");
         assert_eq!(out.len(), 2, "a is not connected to c: flood");
         let frame = &out[0].1;
-        match b.on_frame(a.me(), decode(frame), &[a.me(), c, d]) {
+        match b.on_frame(a.me(), decode(frame), &[a.me(), c, d], 0) {
             Incoming::Forward(next) => {
                 assert_eq!(next.iter().map(|(p, _)| *p).collect::<Vec<_>>(), vec![c]);
                 assert_eq!(decode(&next[0].1).ttl, HOP_LIMIT - 1);
@@ -430,16 +585,17 @@ mod tests {
         let out = a.send(b.me(), b"{\"x\":1}", &[m.me()]).expect("send");
         let frame = out[0].1.clone();
         // m forwards it genuinely...
-        let Incoming::Forward(fwd) = m.on_frame(a.me(), decode(&frame), &[a.me(), b.me()]) else {
+        let Incoming::Forward(fwd) = m.on_frame(a.me(), decode(&frame), &[a.me(), b.me()], 0)
+        else {
             panic!("forwarded");
         };
         assert!(matches!(
-            b.on_frame(m.me(), decode(&fwd[0].1), &[m.me()]),
+            b.on_frame(m.me(), decode(&fwd[0].1), &[m.me()], 0),
             Incoming::Deliver { .. }
         ));
         // ...and replays it.
         assert_eq!(
-            b.on_frame(m.me(), decode(&fwd[0].1), &[m.me()]),
+            b.on_frame(m.me(), decode(&fwd[0].1), &[m.me()], 0),
             Incoming::Drop(DropReason::Duplicate)
         );
         // m alters the data.
@@ -452,7 +608,7 @@ mod tests {
         .encode()
         .expect("fits");
         assert_eq!(
-            b.on_frame(m.me(), decode(&altered), &[m.me()]),
+            b.on_frame(m.me(), decode(&altered), &[m.me()], 0),
             Incoming::Drop(DropReason::Forged(IdentityError::BadSignature))
         );
         // m signs with its own key but claims a's origin.
@@ -465,12 +621,12 @@ mod tests {
         .encode()
         .expect("fits");
         assert_eq!(
-            b.on_frame(m.me(), decode(&forged), &[m.me()]),
+            b.on_frame(m.me(), decode(&forged), &[m.me()], 0),
             Incoming::Drop(DropReason::Forged(IdentityError::WrongPeer(a.me())))
         );
         // Our own signal coming back.
         assert_eq!(
-            a.on_frame(m.me(), decode(&frame), &[m.me()]),
+            a.on_frame(m.me(), decode(&frame), &[m.me()], 0),
             Incoming::Drop(DropReason::Ours)
         );
     }
@@ -487,12 +643,154 @@ mod tests {
         .encode()
         .expect("fits");
         assert!(matches!(
-            b.on_frame(m.me(), decode(&forged), &[]),
+            b.on_frame(m.me(), decode(&forged), &[], 0),
             Incoming::Drop(_)
         ));
         assert!(matches!(
-            b.on_frame(a.me(), decode(&frame), &[]),
+            b.on_frame(a.me(), decode(&frame), &[], 0),
             Incoming::Deliver { .. }
         ));
+    }
+    #[test]
+    fn one_origin_through_many_neighbours_gets_its_share_forwarded_and_no_more() {
+        // Each neighbour stays well within its own limit; without a limit per origin, all
+        // of a's frames were sent on.
+        let (mut a, mut b, mut c) = (relay_for(1), relay_for(2), relay_for(3));
+        let ns: Vec<PeerId> = (10..14).map(|n| relay_for(n).me()).collect();
+        let target = relay_for(50).me();
+        let extra = 50;
+        let mut forwarded = 0;
+        for n in 0..(ORIGIN_BURST + extra) {
+            let via = ns[n as usize % ns.len()];
+            let frame = a.send(target, b"{}", &[via]).expect("send").remove(0).1;
+            match b.on_frame(via, decode(&frame), &ns, 0) {
+                Incoming::Forward(out) => {
+                    assert_eq!(out.len(), ns.len() - 1);
+                    forwarded += 1;
+                }
+                Incoming::Drop(DropReason::OriginRate) => {}
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(forwarded, ORIGIN_BURST);
+        assert_eq!(b.origin_limited(), extra);
+        // Another origin has a budget of its own.
+        let frame = c.send(target, b"{}", &[ns[0]]).expect("send").remove(0).1;
+        assert!(matches!(
+            b.on_frame(ns[0], decode(&frame), &ns, 0),
+            Incoming::Forward(out) if !out.is_empty()
+        ));
+        // What a sends to b itself is still delivered, and its broadcasts are still
+        // handled here, only not passed on.
+        let frame = a.send(b.me(), b"{}", &[ns[1]]).expect("send").remove(0).1;
+        assert!(matches!(
+            b.on_frame(ns[1], decode(&frame), &ns, 0),
+            Incoming::Deliver { .. }
+        ));
+        let (frames, _) = a.broadcast(b"{}", &[ns[2]]).expect("broadcast");
+        match b.on_frame(ns[2], decode(&frames[0].1), &ns, 0) {
+            Incoming::Broadcast { forward, .. } => assert!(forward.is_empty()),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(b.origin_limited(), extra + 1);
+        // A second later, a second's worth goes on.
+        let mut later = 0;
+        for _ in 0..(ORIGIN_PER_SEC + 10) {
+            let frame = a.send(target, b"{}", &[ns[3]]).expect("send").remove(0).1;
+            if let Incoming::Forward(out) = b.on_frame(ns[3], decode(&frame), &ns, 1_000) {
+                assert!(!out.is_empty());
+                later += 1;
+            }
+        }
+        assert_eq!(later, ORIGIN_PER_SEC);
+    }
+
+    #[test]
+    fn frames_that_go_nowhere_spend_no_budget() {
+        // With no hops left, or no neighbour to send to, nothing is forwarded and nothing
+        // is spent.
+        let (mut a, mut b) = (relay_for(1), relay_for(2));
+        let target = relay_for(50).me();
+        for _ in 0..(2 * ORIGIN_BURST) {
+            let frame = a.send(target, b"{}", &[b.me()]).expect("send").remove(0).1;
+            assert_eq!(
+                b.on_frame(a.me(), decode(&frame), &[a.me()], 0),
+                Incoming::Forward(Vec::new())
+            );
+        }
+        assert_eq!(b.origin_limited(), 0);
+    }
+
+    #[test]
+    fn a_flood_of_fresh_origins_does_not_reset_a_flooders_budget() {
+        let (flooder, fresh) = (PeerId::from_bytes([1; 16]), |n: u8| {
+            PeerId::from_bytes([n + 100; 16])
+        });
+        let mut budgets = OriginBudgets::new(4, 2, 1);
+        assert!(budgets.take(flooder, 0) && budgets.take(flooder, 0));
+        assert!(!budgets.take(flooder, 0));
+        // Fresh origins fill the table; the next one is not given a budget, and none of
+        // theirs was made room for by forgetting the flooder's.
+        assert!((0..3).all(|n| budgets.take(fresh(n), 0)));
+        assert!(!budgets.take(fresh(3), 0), "full of budgets in use");
+        assert!(!budgets.take(flooder, 0));
+        // A second on, the fresh ones are full again and make room; the flooder's is not,
+        // and keeps what it has: one token, not a new burst.
+        assert!(budgets.take(fresh(3), 1_000));
+        assert!(budgets.take(flooder, 1_000));
+        assert!(!budgets.take(flooder, 1_000));
+        assert!(budgets.buckets.len() <= 4);
+    }
+
+    #[test]
+    fn a_flood_of_fresh_frames_cannot_push_out_a_young_one_to_replay_it() {
+        let capacity = 4;
+        let seen = Seen::new(capacity).with_retention(SEEN_RETENTION_MS);
+        let budgets = OriginBudgets::new(MAX_RATED_ORIGINS, ORIGIN_BURST, ORIGIN_PER_SEC);
+        let mut b =
+            SignalRelay::with_memory(room(), Identity::from_seed([2; 32]), 1, seen, budgets);
+        let mut a = relay_for(1);
+        let frame = a.send(b.me(), b"{}", &[b.me()]).expect("send").remove(0).1;
+        assert!(matches!(
+            b.on_frame(a.me(), decode(&frame), &[a.me()], 0),
+            Incoming::Deliver { .. }
+        ));
+        // Frames of fresh keys: the memory fills, then refuses them.
+        let mut full = 0;
+        for n in 0..(capacity as u8 + 3) {
+            let mut fresh = relay_for(100 + n);
+            let flood = fresh
+                .send(b.me(), b"{}", &[a.me()])
+                .expect("send")
+                .remove(0)
+                .1;
+            if b.on_frame(a.me(), decode(&flood), &[a.me()], 1_000)
+                == Incoming::Drop(DropReason::MemoryFull)
+            {
+                full += 1;
+            }
+        }
+        assert_eq!(full, 4);
+        assert_eq!(b.memory_full(), 4);
+        assert_eq!(
+            b.on_frame(a.me(), decode(&frame), &[a.me()], 1_000),
+            Incoming::Drop(DropReason::Duplicate),
+            "the replay is still refused"
+        );
+        // Once it is old enough to be forgotten, its origin's floor refuses it still.
+        let mut late = relay_for(120);
+        let flood = late
+            .send(b.me(), b"{}", &[a.me()])
+            .expect("send")
+            .remove(0)
+            .1;
+        assert!(matches!(
+            b.on_frame(a.me(), decode(&flood), &[a.me()], SEEN_RETENTION_MS),
+            Incoming::Deliver { .. }
+        ));
+        assert_eq!(
+            b.on_frame(a.me(), decode(&frame), &[a.me()], SEEN_RETENTION_MS),
+            Incoming::Drop(DropReason::Duplicate)
+        );
     }
 }

@@ -37,6 +37,15 @@ impl TokenBucket {
         self.milli -= 1000;
         true
     }
+
+    /// Whether the bucket has refilled to its burst by `now`: it is then the same as a new
+    /// one, so a holder of many buckets may forget it without giving anyone tokens back.
+    pub fn is_full(&self, now: u64) -> bool {
+        let refill = now
+            .saturating_sub(self.last_ms)
+            .saturating_mul(self.per_sec);
+        self.milli.saturating_add(refill) >= self.burst.saturating_mul(1000)
+    }
 }
 
 #[cfg(test)]
@@ -54,6 +63,16 @@ mod tests {
         // Idle for long: full again, not more.
         assert!((0..3).all(|_| bucket.take(60_000)));
         assert!(!bucket.take(60_000));
+    }
+
+    #[test]
+    fn full_again_once_it_has_refilled_its_burst() {
+        let mut bucket = TokenBucket::new(2, 4, 0);
+        assert!(bucket.is_full(0));
+        assert!(bucket.take(0));
+        assert!(!bucket.is_full(0));
+        assert!(!bucket.is_full(249), "not quite a token back");
+        assert!(bucket.is_full(250));
     }
 
     #[test]
