@@ -18,7 +18,7 @@ use tracing::{debug, info, warn};
 
 use crate::backoff::Backoff;
 use crate::dht::{self, Dht, Routed};
-use crate::directory::{Directory, RemoteFile};
+use crate::directory::{Directory, Record, RemoteFile, Unlisted};
 use crate::identity::Identity;
 use crate::mesh::{Action, Event, Mesh};
 use crate::relay::{Incoming, SignalRelay};
@@ -163,6 +163,9 @@ pub struct Client {
     left: bool,
     /// Providers heard of by gossip.
     directory: Directory,
+    /// Provider records of origins the server has not listed: they go in the directory
+    /// only once it does.
+    unlisted: Unlisted,
     /// Our own provide records (signed frames), handed to each new neighbour.
     provided: BTreeMap<ContentId, Vec<u8>>,
     /// Contents we are downloading, with the time of the last attempt to reach a provider.
@@ -207,6 +210,7 @@ impl Client {
             welcomed: false,
             left: false,
             directory: Directory::default(),
+            unlisted: Unlisted::default(),
             provided: BTreeMap::new(),
             wanted: BTreeMap::new(),
             sought: BTreeMap::new(),
@@ -316,12 +320,20 @@ impl Client {
                     first,
                 }];
                 effects.extend(mesh_effects(self.mesh.on_welcome(id, &peers)));
+                for peer in peers {
+                    self.now_listed(peer, &mut effects);
+                }
                 self.set_server(ServerState::Connected, &mut effects);
                 effects
             }
-            ServerMsg::Joined { id } => mesh_effects(self.mesh.on_joined(id)),
+            ServerMsg::Joined { id } => {
+                let mut effects = mesh_effects(self.mesh.on_joined(id));
+                self.now_listed(id, &mut effects);
+                effects
+            }
             ServerMsg::Left { id } => {
                 let mut effects = mesh_effects(self.mesh.on_left(id));
+                self.unlisted.take(id);
                 self.forget_provider(id, &mut effects);
                 self.dht.forget_provider(id);
                 effects
@@ -493,17 +505,55 @@ impl Client {
             } => {
                 // Its signature shows the origin holds its key: it is (or was) in the room.
                 self.mesh.learn(origin);
-                let new = self
-                    .directory
-                    .insert(origin, id, size, &name, &mime, record);
-                if let Some(file) = self.directory.file(id) {
-                    debug!(%id, provider = %origin, "heard of a provider");
-                    effects.push(Effect::Provided { file, new });
-                }
-                if self.wanted.contains_key(&id) {
-                    effects.extend(self.dial_providers(id));
+                let record = Record {
+                    provider: origin,
+                    id,
+                    size,
+                    name,
+                    mime,
+                    frame: record,
+                };
+                if self.mesh.is_listed(origin) {
+                    self.add_provider(record, effects);
+                } else {
+                    // Anyone can sign with a fresh key: it waits until the server lists it.
+                    debug!(%id, provider = %origin, "a provider the server has not listed (yet)");
+                    self.unlisted.push(record);
                 }
             }
+        }
+    }
+
+    /// Puts a provider record in the directory, and dials the provider if we want the
+    /// content.
+    fn add_provider(&mut self, record: Record, effects: &mut Vec<Effect>) {
+        let Record {
+            provider,
+            id,
+            size,
+            name,
+            mime,
+            frame,
+        } = record;
+        let new = self
+            .directory
+            .insert(provider, id, size, &name, &mime, frame);
+        if let Some(file) = self.directory.file(id) {
+            debug!(%id, %provider, "heard of a provider");
+            effects.push(Effect::Provided { file, new });
+        }
+        if self.wanted.contains_key(&id) {
+            effects.extend(self.dial_providers(id));
+        }
+    }
+
+    /// The server lists `peer`: the records it gossiped before go in the directory.
+    fn now_listed(&mut self, peer: PeerId, effects: &mut Vec<Effect>) {
+        if !self.mesh.is_listed(peer) {
+            return;
+        }
+        for record in self.unlisted.take(peer) {
+            self.add_provider(record, effects);
         }
     }
 
@@ -1098,13 +1148,18 @@ mod tests {
             .collect();
         let ids: Vec<PeerId> = net.iter().map(|c| c.identity.id()).collect();
         for (i, client) in net.iter_mut().enumerate() {
+            // As the server tells them: each is welcomed with those before it, and hears
+            // the others join.
             let welcome = ServerMsg::Welcome {
                 id: ids[i],
-                peers: Vec::new(),
+                peers: ids[..i].to_vec(),
                 ice_servers: Vec::new(),
                 resume: None,
             };
             client.on_server_frame(&welcome.to_json());
+            for later in &ids[i + 1..] {
+                client.on_server_frame(&ServerMsg::Joined { id: *later }.to_json());
+            }
             for j in [i.wrapping_sub(1), i + 1] {
                 if let Some(other) = ids.get(j) {
                     client.mesh.on_signal_from(*other);
@@ -1151,7 +1206,7 @@ mod tests {
         newcomer.on_server_frame(
             &ServerMsg::Welcome {
                 id: idn,
-                peers: vec![ids[3]],
+                peers: ids.clone(),
                 ice_servers: Vec::new(),
                 resume: None,
             }
@@ -1326,10 +1381,16 @@ mod tests {
     }
 
     /// A signed `provide` record of a fresh key, as neighbour `via` would forward it.
-    fn fresh_record(n: u32, via: PeerId) -> Vec<u8> {
+    /// The seed of the fresh key numbered `n` ([`fresh_record`]).
+    fn fresh_seed(n: u32) -> [u8; 32] {
         let mut seed = [7u8; 32];
         seed[..4].copy_from_slice(&n.to_be_bytes());
-        let mut origin = SignalRelay::new(room(), Identity::from_seed(seed), 1);
+        seed
+    }
+
+    /// A `provide` record signed by the fresh key numbered `n`, as neighbour `via` passes it.
+    fn fresh_record(n: u32, via: PeerId) -> Vec<u8> {
+        let mut origin = SignalRelay::new(room(), Identity::from_seed(fresh_seed(n)), 1);
         let mut id = [0u8; 32];
         id[..4].copy_from_slice(&n.to_be_bytes());
         let gossip = Gossip::provide(ContentId::from_bytes(id), 1, "fake", "");
@@ -1378,7 +1439,26 @@ mod tests {
             a.directory.file(real).is_some(),
             "the real file is still listed"
         );
-        assert!(a.directory.len() <= crate::directory::DEFAULT_MAX_RECORDS);
+        assert_eq!(
+            a.directory.len(),
+            1,
+            "records of keys the server never listed stay out of the directory"
+        );
+        assert_eq!(a.unlisted.len(), crate::directory::MAX_UNLISTED);
+        // The server lists one of those keys after all: its record moves in; a `left`
+        // drops what waits for another.
+        let listed = Identity::from_seed(fresh_seed(1_999)).id();
+        let effects = a.on_server_frame(&ServerMsg::Joined { id: listed }.to_json());
+        assert!(
+            effects
+                .iter()
+                .any(|e| matches!(e, Effect::Provided { new: true, .. })),
+            "{effects:?}"
+        );
+        assert_eq!(a.directory.len(), 2);
+        let gone = Identity::from_seed(fresh_seed(1_998)).id();
+        a.on_server_frame(&ServerMsg::Left { id: gone }.to_json());
+        assert_eq!(a.unlisted.len(), crate::directory::MAX_UNLISTED - 2);
     }
 
     #[test]

@@ -12,9 +12,16 @@
 //! newcomer, so a flood of records from fresh keys cannot push the genuine ones out (each
 //! neighbour's flood is also slowed, [`crate::client::RELAY_PER_SEC`]).
 //!
+//! Only members the server listed (`welcome`, `joined`) go in the directory: a signed record
+//! needs no more than a fresh key, so records of origins the server never named wait in
+//! [`Unlisted`], a small queue of their own where the newest push the oldest out, and move
+//! to the directory if the server lists their provider (its `joined` may come after its
+//! gossip). A flood of records from fresh keys thus never fills the directory, and never
+//! stays: it only churns the queue.
+//!
 //! [`Gossip::Provide`]: swarm_protocol::gossip::Gossip::Provide
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 
 use swarm_protocol::{ContentId, PeerId};
 
@@ -24,6 +31,65 @@ pub const DEFAULT_MAX_RECORDS: usize = 1024;
 
 /// Records one provider may have in the directory.
 pub const MAX_PER_PROVIDER: usize = 64;
+
+/// Records of providers the server has not listed, kept at once ([`Unlisted`]).
+pub const MAX_UNLISTED: usize = 64;
+
+/// A provider record, as gossip brought it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    /// The peer that provides the content.
+    pub provider: PeerId,
+    /// The content.
+    pub id: ContentId,
+    /// Length in bytes.
+    pub size: u64,
+    /// File name.
+    pub name: String,
+    /// MIME type (may be empty).
+    pub mime: String,
+    /// The signed relay frame that said so.
+    pub frame: Vec<u8>,
+}
+
+/// Records of providers the server has not listed (yet), at most [`MAX_UNLISTED`]: the
+/// newest push the oldest out (none of them is known to be genuine).
+#[derive(Debug, Default)]
+pub struct Unlisted {
+    records: VecDeque<Record>,
+}
+
+impl Unlisted {
+    /// Keeps `record` (in place of an older one of the same provider and content), pushing
+    /// the oldest out when full.
+    pub fn push(&mut self, record: Record) {
+        self.records
+            .retain(|r| (r.provider, r.id) != (record.provider, record.id));
+        if self.records.len() >= MAX_UNLISTED {
+            self.records.pop_front();
+        }
+        self.records.push_back(record);
+    }
+
+    /// Takes the records of `provider` out (the server listed it, or it left).
+    pub fn take(&mut self, provider: PeerId) -> Vec<Record> {
+        let (taken, kept): (VecDeque<Record>, VecDeque<Record>) = std::mem::take(&mut self.records)
+            .into_iter()
+            .partition(|r| r.provider == provider);
+        self.records = kept;
+        taken.into()
+    }
+
+    /// Records kept.
+    pub fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    /// Whether none is kept.
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+}
 
 /// A content some peer in the room provides, as its gossip described it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -204,6 +270,37 @@ mod tests {
 
     fn content(n: u8) -> ContentId {
         ContentId::from_bytes([n; 32])
+    }
+
+    fn record(provider: u8, id: u8) -> Record {
+        Record {
+            provider: peer(provider),
+            id: content(id),
+            size: 1,
+            name: "x".into(),
+            mime: String::new(),
+            frame: vec![provider, id],
+        }
+    }
+
+    #[test]
+    fn unlisted_records_are_bounded_newest_first_and_taken_per_provider() {
+        let mut unlisted = Unlisted::default();
+        unlisted.push(record(1, 1));
+        unlisted.push(record(1, 1));
+        assert_eq!(unlisted.len(), 1, "a repeat replaces");
+        // A flood from fresh keys pushes the oldest out, never grows past the bound.
+        for n in 0..=MAX_UNLISTED as u8 {
+            unlisted.push(record(100u8.wrapping_add(n), n));
+        }
+        assert_eq!(unlisted.len(), MAX_UNLISTED);
+        assert!(unlisted.take(peer(1)).is_empty(), "the oldest went first");
+        unlisted.push(record(2, 7));
+        unlisted.push(record(2, 8));
+        let taken = unlisted.take(peer(2));
+        assert_eq!(taken, vec![record(2, 7), record(2, 8)]);
+        assert!(unlisted.take(peer(2)).is_empty(), "taken once");
+        assert_eq!(unlisted.len(), MAX_UNLISTED - 2);
     }
 
     #[test]

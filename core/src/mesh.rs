@@ -156,6 +156,12 @@ impl Mesh {
         self.members.keys().copied()
     }
 
+    /// Whether the server lists `peer` as a member (`welcome`, `joined`, and no `left`
+    /// since).
+    pub fn is_listed(&self, peer: PeerId) -> bool {
+        self.listed.contains(&peer)
+    }
+
     /// How many members the server listed (`welcome`, `joined`, and no `left` since): the
     /// room's size as far as can be trusted.
     pub fn listed_count(&self) -> usize {

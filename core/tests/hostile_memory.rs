@@ -31,7 +31,7 @@ use std::sync::{Mutex, MutexGuard};
 use cap::Cap;
 use swarm_core::client::RELAY_BURST;
 use swarm_core::dht::{MAX_KEPT, MAX_KEPT_BYTES, MAX_RECORD_LEN, RECORD_TTL_MS};
-use swarm_core::directory::DEFAULT_MAX_RECORDS;
+use swarm_core::directory::MAX_UNLISTED;
 use swarm_core::identity::Identity;
 use swarm_core::merkle::manifest_id;
 use swarm_core::mesh::MAX_HEARD;
@@ -206,6 +206,21 @@ impl Victim {
             self.now = self.now.max(next);
             let now = self.now;
             self.node.handle_timeout(now);
+            self.drain();
+        }
+    }
+
+    /// The attacker reads everything queued for it at last: the queue empties and the shell
+    /// reports it drained, as both shells do ([`SendQueue::take_drained`]).
+    fn read_all(&mut self) {
+        let Some(queue) = &mut self.to_attacker else {
+            return;
+        };
+        while queue.next(0).is_some() {}
+        self.queued = 0;
+        if queue.take_drained() {
+            let (peer, now) = (self.attacker, self.now);
+            self.node.handle(Input::Drained(peer), now);
             self.drain();
         }
     }
@@ -451,10 +466,12 @@ fn fake_contents_with_the_longest_labels_cost_at_most_the_offer_budget() {
 /// encoded); the attacker asks for it 50 times (50 frames of 33 bytes: before the budget,
 /// 100 MiB of replies were queued).
 ///
-/// Bound: replies of at most [`MANIFEST_BUDGET_BYTES`] (8 MiB: three of these manifests, a
-/// fourth would pass it) in a [`MANIFEST_WINDOW_MS`]; the fourth request drops the attacker
-/// (`too many manifest requests`). The heap grows by at most 8 MiB + 512 KiB (the queued replies, which the
-/// attacker does not read, and their frame headers); the queue is freed with the
+/// Bound: one manifest in a peer's send queue at a time (the next is sent once the queue
+/// drained, which a peer that does not read never lets happen), and requests of at most
+/// [`MANIFEST_BUDGET_BYTES`] (8 MiB: three of these manifests, a fourth would pass it) in
+/// a [`MANIFEST_WINDOW_MS`]; the fourth request drops the attacker (`too many manifest
+/// requests`). The heap grows by at most one manifest + 512 KiB (the queued reply, which
+/// the attacker does not read, and its frame headers); the queue is freed with the
 /// connection.
 #[test]
 fn manifest_requests_cost_at_most_the_manifest_budget() {
@@ -467,7 +484,7 @@ fn manifest_requests_cost_at_most_the_manifest_budget() {
     victim.drain();
     let (queued_before, sent_before) = (victim.queued, victim.sent);
     let meter = Meter::start();
-    let bound = MANIFEST_BUDGET_BYTES as usize + 512 * KIB;
+    let bound = manifest_len + 512 * KIB;
     let mut peak_queued = 0;
     for _ in 0..50 {
         victim.frame(&PeerMsg::ManifestRequest { id }.encode());
@@ -488,17 +505,13 @@ fn manifest_requests_cost_at_most_the_manifest_budget() {
         kib(bound as i64),
     );
     victim.assert_dropped(reason::MANIFEST_REQUESTS);
-    // As many manifests as the budget holds were served (the attack reached the replies),
-    // not one more.
-    let served = MANIFEST_BUDGET_BYTES as usize / manifest_len;
-    assert_eq!(served, 3);
-    assert!(replies >= served * manifest_len, "{replies}");
-    assert!(replies < (served + 1) * manifest_len, "{replies}");
+    // The budget was reached (three requests taken, the fourth dropped the attacker), but
+    // only one manifest was sent: the attacker never read it.
+    assert_eq!(MANIFEST_BUDGET_BYTES as usize / manifest_len, 3);
+    assert!(replies >= manifest_len, "{replies}");
+    assert!(replies < 2 * manifest_len, "{replies}");
     assert!(peak_queued - queued_before <= bound, "{peak_queued}");
-    assert!(
-        peak >= served * manifest_len,
-        "the replies were held: {peak}"
-    );
+    assert!(peak >= manifest_len, "the reply was held: {peak}");
     assert!(peak <= bound, "peak growth {peak}");
     assert!(
         after <= 64 * KIB as i64,
@@ -506,18 +519,16 @@ fn manifest_requests_cost_at_most_the_manifest_budget() {
     );
 }
 
-/// NOT bounded in memory (reported): the manifest budget is a rate. A requester that keeps
-/// within it (three 2 MiB manifests, then waits for the next window) is never dropped, and
-/// if it does not read its channel, its replies pile up in the victim's send queue: 8 MiB
-/// more every [`MANIFEST_WINDOW_MS`], for as long as it likes. Nothing notices (a stalled
-/// link is only detected for a peer we asked for pieces).
+/// A requester that keeps within the budget (three 2 MiB manifests, then waits for the
+/// next window) and does not read its channel: before manifests waited for the send queue
+/// to drain, its replies piled up in the victim's send queue, 8 MiB more every
+/// [`MANIFEST_WINDOW_MS`], for as long as it liked.
 ///
-/// This test measures it over a few windows and checks what the design promises (at most
-/// the budget per window, the attacker kept) and that the queue does grow with the windows
-/// (so the finding is noticed once a bound on queued bytes exists: then this test has to
-/// change).
+/// Bound: one manifest queued for it, however many windows pass; its requests wait (one
+/// entry per content, 32 bytes) and are answered once it reads. Once it reads (the shell
+/// reports the queue drained), the waiting manifest goes out.
 #[test]
-fn a_patient_manifest_requester_is_held_to_a_rate_not_to_a_queue() {
+fn a_patient_manifest_requester_that_does_not_read_gets_one_manifest() {
     let _serial = serial();
     let mut victim = Victim::new("hostile-memory-patient");
     let (id, manifest) = big_manifest(65_536);
@@ -528,6 +539,7 @@ fn a_patient_manifest_requester_is_held_to_a_rate_not_to_a_queue() {
     let meter = Meter::start();
     const WINDOWS: usize = 4;
     let served = MANIFEST_BUDGET_BYTES as usize / manifest_len;
+    let sent_before = victim.sent;
     for _ in 0..WINDOWS {
         for _ in 0..served {
             victim.frame(&PeerMsg::ManifestRequest { id }.encode());
@@ -547,13 +559,21 @@ fn a_patient_manifest_requester_is_held_to_a_rate_not_to_a_queue() {
     );
     assert!(victim.node.dropped().is_empty(), "within the budget: kept");
     assert!(victim.node.is_open(victim.attacker));
-    assert!(victim.queued <= WINDOWS * MANIFEST_BUDGET_BYTES as usize + 512 * KIB);
+    let replies = victim.sent - sent_before;
+    assert!(replies >= manifest_len, "one manifest went out: {replies}");
+    assert!(replies < 2 * manifest_len, "and only one: {replies}");
     assert!(
-        victim.queued >= WINDOWS * served * manifest_len,
-        "the queue grows by the budget every window: {}",
+        victim.queued <= manifest_len + 512 * KIB,
+        "{}",
         victim.queued
     );
-    assert!(peak >= WINDOWS * served * manifest_len);
+    assert!(peak <= manifest_len + 512 * KIB, "peak growth {peak}");
+    // It reads at last: the waiting request is answered.
+    victim.read_all();
+    assert!(
+        victim.sent - sent_before >= 2 * manifest_len,
+        "the next manifest after the drain"
+    );
 }
 
 /// A manifest of `pieces` pieces of the smallest size (made up: nobody downloads it).
@@ -682,28 +702,25 @@ fn provider_records_in_the_structured_layer_cost_at_most_the_store_bound() {
 }
 
 /// `provide` gossip flooded by the attacker on behalf of fresh keys, with the longest
-/// labels: each is signed by its own key, so each verifies, is new to the replay memory,
-/// names a new member heard of, and a new provider for the directory.
+/// labels: each is signed by its own key, so each verifies, is new to the replay memory and
+/// names a new member heard of. Before only listed members' records went in the directory,
+/// 1,024 of them filled it for ever (their providers never leave, having never been in the
+/// room) and a genuine provider's record was refused after the flood.
 ///
-/// Bound: [`DEFAULT_MAX_RECORDS`] directory records (each the signed frame, about 2.3 KiB,
-/// and the labels, 2 KiB, with 1 KiB of bookkeeping), [`MAX_HEARD`] members heard of,
-/// [`swarm_core::gossip::DEFAULT_SEEN_CAPACITY`] + [`swarm_core::gossip::MAX_ORIGINS`] replay names and floors (128 B each): the
-/// heap grows by at most 1,024 × 5.5 KiB + 1 MiB = 6.5 MiB. The relay budget
+/// Bound: none of them in the directory (the server never listed their providers); at most
+/// [`MAX_UNLISTED`] wait there, each the signed frame (about 2.3 KiB) and the labels (2 KiB)
+/// with bookkeeping; [`MAX_HEARD`] members heard of; the relay's replay memory (names and
+/// floors, 128 B each): the heap grows by at most 64 × 5.5 KiB + 2 MiB. The relay budget
 /// ([`RELAY_BURST`], then 64 a second) takes the rest quietly: the attacker is not dropped.
-///
-/// NOT released (reported): the records are kept under their fake providers' ids, which
-/// never leave the room (they never were in it), so they are not dropped when the
-/// attacker, the only neighbour that carried them, is banned or leaves, nor ever expire;
-/// and a full directory takes no newcomer, so a genuine provider's gossip is not taken
-/// after this flood.
+/// A genuine provider is listed as soon as the server names it, before or after its gossip.
 #[test]
-fn provide_gossip_from_fresh_keys_costs_at_most_the_directory_bound() {
+fn provide_gossip_from_fresh_keys_never_reaches_the_directory() {
     let _serial = serial();
     let room_name = "hostile-memory-gossip";
     let room = RoomName::new(room_name).expect("room");
     let mut victim = Victim::new(room_name);
     let label = "g".repeat(MAX_LABEL_LEN);
-    let bound = DEFAULT_MAX_RECORDS * (5 * KIB + 512) + MIB;
+    let bound = MAX_UNLISTED * (5 * KIB + 512) + 2 * MIB;
     let meter = Meter::start();
     let total = RELAY_BURST as u32 + 200;
     for n in 0..total {
@@ -735,24 +752,23 @@ fn provide_gossip_from_fresh_keys_costs_at_most_the_directory_bound() {
         kib(after),
         kib(bound as i64),
     );
-    assert_eq!(
-        files, DEFAULT_MAX_RECORDS,
-        "the directory was filled to its bound"
-    );
-    assert_eq!(victim.files_found, DEFAULT_MAX_RECORDS);
+    assert_eq!(files, 0, "no record of an unlisted provider is listed");
+    assert_eq!(victim.files_found, 0);
     assert!(members <= MAX_HEARD + 1, "members heard of: {members}");
     assert!(
         victim.node.dropped().is_empty(),
         "no bound of the attacker broken"
     );
     assert!(
-        peak >= DEFAULT_MAX_RECORDS * 4 * KIB,
-        "records were kept: {peak}"
+        peak >= MAX_UNLISTED * 4 * KIB,
+        "the waiting records were kept: {peak}"
     );
     assert!(peak <= bound, "peak growth {peak}");
 
-    // A genuine provider's gossip now finds the directory full.
+    // A genuine provider's gossip, before the server lists it: it waits, and is listed once
+    // the server's `joined` names it.
     let honest = Identity::from_seed([0x0e; 32]);
+    let honest_id = honest.id();
     let mut relay = SignalRelay::new(room.clone(), honest, 1);
     let genuine = fake(0x0e, 0);
     let gossip = Gossip::provide(genuine, 1 << 20, "real.bin", "");
@@ -764,28 +780,31 @@ fn provide_gossip_from_fresh_keys_costs_at_most_the_directory_bound() {
         assert!(matches!(decode_binary(&frame), Ok(BinaryFrame::Relay(_))));
         victim.frame(&frame);
     }
-    let genuine_listed = victim.node.file(genuine).is_some();
+    assert!(victim.node.file(genuine).is_none(), "not listed yet");
+    let joined = ServerMsg::Joined { id: honest_id }.to_json();
+    let now = victim.now;
+    victim.node.handle(Input::ServerFrame(&joined), now);
+    victim.drain();
+    assert!(
+        victim.node.file(genuine).is_some(),
+        "listed once the server names its provider"
+    );
 
-    // The attacker leaves: the fake records stay (their providers never leave).
+    // The attacker leaves: what it brought stays bounded (the waiting queue), the genuine
+    // record stays.
     let now = victim.now;
     victim
         .node
         .handle(Input::ChannelClosed(victim.attacker), now);
     victim.drain();
     victim.wait(RECORD_TTL_MS + 1_000);
-    let still = victim.node.files().len();
     let kept = meter.live();
     println!(
-        "gossip: a genuine provider's record taken afterwards: {genuine_listed}; after the \
-         attacker left and {} min: {} files listed, {} held",
+        "gossip: after the attacker left and {} min: {} files listed, {} held",
         (RECORD_TTL_MS + 1_000) / 60_000,
-        still,
+        victim.node.files().len(),
         kib(kept),
     );
-    assert!(
-        !genuine_listed,
-        "a full directory takes no newcomer (reported)"
-    );
-    assert_eq!(still, DEFAULT_MAX_RECORDS, "never released (reported)");
-    assert!(kept >= (DEFAULT_MAX_RECORDS * 4 * KIB) as i64);
+    assert_eq!(victim.node.files().len(), 1);
+    assert!(kept <= bound as i64, "{kept}");
 }

@@ -261,22 +261,47 @@ impl<P: Ord + Copy> Share<P> {
             abusive(out, state, peer, reason);
             return;
         }
-        for (n, data) in local
-            .encoded
-            .chunks(MANIFEST_CHUNK_LEN as usize)
-            .enumerate()
-        {
-            let offset = n as u32 * MANIFEST_CHUNK_LEN;
-            send(
-                out,
-                peer,
-                PeerMsg::ManifestPart {
-                    id,
-                    offset,
-                    total,
-                    data,
-                },
-            );
+        if !state.manifests.contains(&id) {
+            state.manifests.push_back(id);
+        }
+        self.send_manifests(out, peer);
+    }
+
+    /// Sends `peer` the next manifest it waits for, unless one it was sent is still queued
+    /// (not yet reported drained): a peer that does not read gets no more than one.
+    pub(super) fn send_manifests(&mut self, out: &mut Outputs<P>, peer: P) {
+        let Some(state) = self.peers.get_mut(&peer) else {
+            return;
+        };
+        while !state.manifest_queued {
+            let Some(id) = state.manifests.pop_front() else {
+                return;
+            };
+            // It may have been dropped since it was asked for.
+            let Some(local) = self.local.get(&id) else {
+                send(out, peer, PeerMsg::NotFound { id });
+                continue;
+            };
+            // An encoded manifest is at most MAX_MANIFEST_LEN bytes, which fits in u32.
+            let total = local.encoded.len() as u32;
+            for (n, data) in local
+                .encoded
+                .chunks(MANIFEST_CHUNK_LEN as usize)
+                .enumerate()
+            {
+                let offset = n as u32 * MANIFEST_CHUNK_LEN;
+                send(
+                    out,
+                    peer,
+                    PeerMsg::ManifestPart {
+                        id,
+                        offset,
+                        total,
+                        data,
+                    },
+                );
+            }
+            state.manifest_queued = true;
         }
     }
 

@@ -20,6 +20,12 @@ pub(super) struct PeerState {
     reading: Vec<(ContentId, u32)>,
     /// Pieces read and handed to the owner to send, not yet reported drained.
     queued: Vec<(ContentId, u32)>,
+    /// Manifests this peer asked for and waits for, each once, in arrival order: at most
+    /// one per content we hold.
+    pub(super) manifests: VecDeque<ContentId>,
+    /// A manifest was handed to the owner to send and not yet reported drained: the next
+    /// waits, so a peer that does not read has at most one manifest queued for it.
+    pub(super) manifest_queued: bool,
     /// A `chunks` frame not yet full, held back while more pieces for this peer are on
     /// their way, so the end of one piece and the start of the next share a frame.
     packing: Option<ChunksWriter>,
@@ -184,7 +190,9 @@ impl<P: Ord + Copy> Share<P> {
         let mut out = Vec::new();
         if let Some(state) = self.peers.get_mut(&to) {
             state.queued.clear();
+            state.manifest_queued = false;
         }
+        self.send_manifests(&mut out, to);
         self.start_reads(&mut out, to);
         out
     }
