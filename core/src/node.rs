@@ -19,7 +19,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::ops::Range;
 
-use swarm_protocol::content::Manifest;
+use swarm_protocol::content::{MAX_PIECE_SIZE, MAX_PIECES, Manifest};
 use swarm_protocol::wire::{self, BinaryFrame};
 use swarm_protocol::{ContentId, ErrorCode, IceServer, PeerId, RoomName, SignalData};
 use tracing::{debug, info, warn};
@@ -40,6 +40,17 @@ pub type WritePiece = share::WritePiece<PeerId>;
 /// structured layer): [`Node::poll_timeout`] is never further away than this.
 pub const UPKEEP_MS: u64 = 250;
 
+/// Bytes we may have sent a peer since its send queue last emptied ([`Input::Drained`])
+/// before it is dropped as not reading ([`share::bounds::reason::NOT_READING`]). What it can
+/// ask of us at once is paced by what it reads (one manifest, [`MAX_MANIFEST_BYTES`] at
+/// most, and two pieces ahead, of at most [`MAX_PIECE_SIZE`] each), so an honest peer stays
+/// below this however slow it is; small replies (`not-found`, `reject`) are as many as its
+/// requests, and this bounds them for one that asks and never reads.
+pub const MAX_UNREAD_BYTES: u64 = MAX_MANIFEST_BYTES + 2 * MAX_PIECE_SIZE as u64 + (16 << 20);
+
+/// The largest encoded manifest: [`MAX_PIECES`] piece hashes and the longest labels.
+const MAX_MANIFEST_BYTES: u64 = MAX_PIECES as u64 * 32 + 4 * 1024;
+
 /// How to build a [`Node`].
 #[derive(Debug, Clone)]
 pub struct NodeConfig {
@@ -59,6 +70,8 @@ pub struct NodeConfig {
     pub seq: u64,
     /// Seeds the node's own randomness (piece order ties, reconnection jitter).
     pub seed: u64,
+    /// A peer with more than this sent and not read is dropped ([`MAX_UNREAD_BYTES`]).
+    pub max_unread_bytes: u64,
 }
 
 impl NodeConfig {
@@ -73,6 +86,7 @@ impl NodeConfig {
             share: ShareConfig::default(),
             seq,
             seed,
+            max_unread_bytes: MAX_UNREAD_BYTES,
         }
     }
 }
@@ -281,6 +295,9 @@ pub struct Node {
     rng: u64,
     /// Peers dropped for breaking a bound, by reason ([`share::bounds::reason`]).
     dropped: BTreeMap<&'static str, u64>,
+    /// Bytes sent to each peer since its send queue last emptied.
+    unread: BTreeMap<PeerId, u64>,
+    max_unread_bytes: u64,
 }
 
 impl Node {
@@ -297,6 +314,8 @@ impl Node {
             next_upkeep: now + UPKEEP_MS,
             rng: config.seed | 1,
             dropped: BTreeMap::new(),
+            unread: BTreeMap::new(),
+            max_unread_bytes: config.max_unread_bytes,
         }
     }
 
@@ -335,6 +354,7 @@ impl Node {
             Input::ChannelClosed(peer) => self.channel_closed(peer),
             Input::Frame { from, data } => self.on_frame(from, data),
             Input::Drained(peer) => {
+                self.unread.remove(&peer);
                 let out = self.share.upload_drained(peer);
                 self.apply_share(out);
             }
@@ -383,6 +403,7 @@ impl Node {
         }
         // Missed deadlines (a suspended tab) are not made up: one upkeep, then the next.
         self.next_upkeep = now + UPKEEP_MS;
+        self.drop_unread();
         let out = self.share.tick(now);
         self.apply_share(out);
         let effects = self.client.on_tick(self.now);
@@ -586,7 +607,37 @@ impl Node {
         (x >> 11) as f64 / (1u64 << 53) as f64
     }
 
+    /// Hands `frame` to the shell for `peer`, counting it as unread until the peer's queue
+    /// empties.
+    fn send(&mut self, to: PeerId, frame: Vec<u8>) {
+        *self.unread.entry(to).or_default() += frame.len() as u64;
+        self.out.push_back(Output::Send { to, frame });
+    }
+
+    /// Drops the peers that have more than the bound sent and not read.
+    fn drop_unread(&mut self) {
+        let over: Vec<PeerId> = self
+            .unread
+            .iter()
+            .filter(|(_, bytes)| **bytes > self.max_unread_bytes)
+            .map(|(peer, _)| *peer)
+            .collect();
+        for peer in over {
+            self.unread.remove(&peer);
+            self.drop_abusive(peer, share::bounds::reason::NOT_READING);
+        }
+    }
+
+    /// `peer` broke a bound: it is counted, dropped and kept out for a while.
+    fn drop_abusive(&mut self, peer: PeerId, reason: &'static str) {
+        warn!(%peer, reason, "dropping a peer that broke a bound");
+        *self.dropped.entry(reason).or_default() += 1;
+        let effects = self.client.ban(peer);
+        self.apply(effects);
+    }
+
     fn channel_closed(&mut self, peer: PeerId) {
+        self.unread.remove(&peer);
         let effects = self.client.on_channel_closed(peer);
         self.apply(effects);
     }
@@ -632,14 +683,13 @@ impl Node {
                     polite,
                 }),
                 Effect::Disconnect(peer) => {
+                    self.unread.remove(&peer);
                     self.out.push_back(Output::Disconnect(peer));
                     let out = self.share.remove_peer(peer, self.now);
                     self.apply_share(out);
                 }
                 Effect::ToServer { to, data } => self.out.push_back(Output::ToServer { to, data }),
-                Effect::ToPeer { peer, frame } => {
-                    self.out.push_back(Output::Send { to: peer, frame })
-                }
+                Effect::ToPeer { peer, frame } => self.send(peer, frame),
                 Effect::Signal { from, data } => self.out.push_back(Output::Signal { from, data }),
                 Effect::Welcomed {
                     me,
@@ -683,7 +733,7 @@ impl Node {
     fn apply_share(&mut self, outputs: Vec<share::Output<PeerId>>) {
         for output in outputs {
             match output {
-                share::Output::Send { to, frame } => self.out.push_back(Output::Send { to, frame }),
+                share::Output::Send { to, frame } => self.send(to, frame),
                 share::Output::ReadPiece(read) => self.out.push_back(Output::ReadPiece(read)),
                 share::Output::WritePiece(write) => self.out.push_back(Output::WritePiece(write)),
                 share::Output::Withdraw { to, id, piece } => {
@@ -693,12 +743,7 @@ impl Node {
                     warn!(%peer, "the link delivers nothing any more: closing it to connect again");
                     self.channel_closed(peer);
                 }
-                share::Output::Abusive { peer, reason } => {
-                    warn!(%peer, reason, "dropping a peer that broke a bound");
-                    *self.dropped.entry(reason).or_default() += 1;
-                    let effects = self.client.ban(peer);
-                    self.apply(effects);
-                }
+                share::Output::Abusive { peer, reason } => self.drop_abusive(peer, reason),
                 share::Output::Event(event) => self.on_share_event(event),
             }
         }

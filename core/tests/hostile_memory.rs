@@ -35,7 +35,7 @@ use swarm_core::directory::MAX_UNLISTED;
 use swarm_core::identity::Identity;
 use swarm_core::merkle::manifest_id;
 use swarm_core::mesh::MAX_HEARD;
-use swarm_core::node::{Event, Input, Node, NodeConfig, Output};
+use swarm_core::node::{Event, Input, MAX_UNREAD_BYTES, Node, NodeConfig, Output};
 use swarm_core::relay::SignalRelay;
 use swarm_core::send_queue::{Frame, SendQueue};
 use swarm_core::share::bounds::{
@@ -141,12 +141,20 @@ impl Victim {
     /// A victim in room `room`, welcomed with the attacker as the only other member, and
     /// connected to it; the attacker said `hello`.
     fn new(room: &str) -> Self {
+        Self::with_unread_bound(room, MAX_UNREAD_BYTES)
+    }
+
+    /// [`Victim::new`], dropping a peer with more than `max_unread_bytes` sent and not read.
+    fn with_unread_bound(room: &str, max_unread_bytes: u64) -> Self {
         let room = RoomName::new(room).expect("a valid room name");
         let identity = Identity::from_seed([0x11; 32]);
         let me = identity.id();
         let attacker = Identity::from_seed([0xa7; 32]).id();
         let now = 1_000;
-        let config = NodeConfig::new(room, identity, 1_700_000_000_000, 7);
+        let config = NodeConfig {
+            max_unread_bytes,
+            ..NodeConfig::new(room, identity, 1_700_000_000_000, 7)
+        };
         let mut victim = Self {
             node: Node::new(config, now),
             attacker,
@@ -574,6 +582,69 @@ fn a_patient_manifest_requester_that_does_not_read_gets_one_manifest() {
         victim.sent - sent_before >= 2 * manifest_len,
         "the next manifest after the drain"
     );
+}
+
+/// Requests whose replies are as small as they are (`manifest-request` for contents we do
+/// not hold: a `not-found` each), from a peer that never reads: 1:1, but without an end.
+///
+/// Bound: the bytes sent and not read since the peer's queue last emptied
+/// ([`MAX_UNREAD_BYTES`] by default, 64 KiB here so the test is quick); past it the peer is
+/// dropped at the next upkeep (`does not read what it asks for`) and its queue freed.
+#[test]
+fn a_peer_that_asks_and_never_reads_is_dropped_at_the_unread_bound() {
+    let _serial = serial();
+    const BOUND: u64 = 64 * 1024;
+    let mut victim = Victim::with_unread_bound("hostile-memory-unread", BOUND);
+    let meter = Meter::start();
+    let mut n = 0u32;
+    while !victim.disconnected && n < 100_000 {
+        victim.frame(&PeerMsg::ManifestRequest { id: fake(0x77, n) }.encode());
+        n += 1;
+        if n % 256 == 0 {
+            victim.wait(swarm_core::node::UPKEEP_MS);
+        }
+    }
+    println!(
+        "unread: {} requests ({} bytes) until dropped; {} sent; peak growth {}",
+        n,
+        victim.bytes_in,
+        victim.sent,
+        kib(meter.peak() as i64),
+    );
+    victim.assert_dropped(reason::NOT_READING);
+    assert!(
+        victim.sent as u64 > BOUND,
+        "the bound was reached: {}",
+        victim.sent
+    );
+    // Dropped within one upkeep's worth of requests past the bound.
+    assert!(victim.sent as u64 <= BOUND + 256 * 40, "{}", victim.sent);
+    assert!(meter.live() <= 64 * KIB as i64, "freed: {}", meter.live());
+    // The default leaves an honest peer room for one largest manifest and two largest pieces.
+    const { assert!(MAX_UNREAD_BYTES > (32 << 20) + 2 * (16 << 20)) };
+}
+
+/// The same requests from a peer that reads what it gets: it is never dropped, however
+/// much it asks in all (the count starts again each time its queue empties).
+#[test]
+fn a_peer_that_reads_is_never_dropped_for_unread_bytes() {
+    let _serial = serial();
+    const BOUND: u64 = 64 * 1024;
+    let mut victim = Victim::with_unread_bound("hostile-memory-reads", BOUND);
+    for n in 0..8_192u32 {
+        victim.frame(&PeerMsg::ManifestRequest { id: fake(0x78, n) }.encode());
+        if n % 256 == 255 {
+            victim.read_all();
+            victim.wait(swarm_core::node::UPKEEP_MS);
+        }
+    }
+    assert!(victim.sent as u64 > 4 * BOUND, "{}", victim.sent);
+    assert!(
+        victim.node.dropped().is_empty(),
+        "{:?}",
+        victim.node.dropped()
+    );
+    assert!(victim.node.is_open(victim.attacker));
 }
 
 /// A manifest of `pieces` pieces of the smallest size (made up: nobody downloads it).

@@ -33,6 +33,9 @@ pub mod reason {
     pub const TOO_MANY_PIECE_BITS: &str = "too many piece bits";
     /// More than [`super::MANIFEST_BUDGET_BYTES`] of manifests asked for in a window.
     pub const MANIFEST_REQUESTS: &str = "too many manifest requests";
+    /// More than [`crate::node::MAX_UNREAD_BYTES`] sent to it and not read (its send queue
+    /// never emptied meanwhile).
+    pub const NOT_READING: &str = "does not read what it asks for";
 }
 
 /// One peer's use of its budget.
