@@ -600,7 +600,7 @@ fn a_peer_that_asks_and_never_reads_is_dropped_at_the_unread_bound() {
     while !victim.disconnected && n < 100_000 {
         victim.frame(&PeerMsg::ManifestRequest { id: fake(0x77, n) }.encode());
         n += 1;
-        if n % 256 == 0 {
+        if n.is_multiple_of(256) {
             victim.wait(swarm_core::node::UPKEEP_MS);
         }
     }
