@@ -359,12 +359,14 @@ pub(crate) async fn serve(
     }
     info!(%room, peer = %id, others = peers.len(), resumed, "joined");
 
-    let welcome = ServerMsg::Welcome {
+    // Encoded at once: the message (its peer list, ICE servers, token) is not kept for the
+    // life of the connection.
+    let welcome = text(&ServerMsg::Welcome {
         id,
         peers,
         ice_servers: ice_servers(&state, id, ip),
         resume: Some(resume),
-    };
+    });
     let shutdown = state.shutdown_token();
     let conn = Conn {
         state: &state,
@@ -375,7 +377,7 @@ pub(crate) async fn serve(
     };
     let idle = tokio::time::sleep(config.limits.idle_timeout);
     tokio::pin!(idle);
-    let welcomed = Box::pin(conn.send(&mut socket, text(&welcome), idle.deadline())).await;
+    let welcomed = Box::pin(conn.send(&mut socket, welcome, idle.deadline())).await;
     let joined_frame = text(&ServerMsg::Joined { id });
     for outbox in joined.notify {
         outbox.push(joined_frame.clone());
