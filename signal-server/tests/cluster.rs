@@ -4,7 +4,6 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
-use std::net::TcpListener as StdListener;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -14,37 +13,32 @@ use signal_server::Config;
 use swarm_core::identity::Identity;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
-/// A `redis-server` on a free loopback port, killed on drop.
+/// A `redis-server` on a Unix socket of its own (no TCP port, so no race with the ports
+/// other tests pick), killed on drop.
 struct Redis {
     child: Child,
     url: String,
+    _dir: tempfile::TempDir,
 }
 
 impl Redis {
     fn start() -> Self {
-        let port = StdListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let socket = dir.path().join("redis.sock");
         let mut child = Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-            ])
-            .args(["--appendonly", "no"])
+            .args(["--port", "0", "--save", "", "--appendonly", "no"])
+            .arg("--unixsocket")
+            .arg(&socket)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("redis-server runs (the test command installs it)");
         for _ in 0..100 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            if std::os::unix::net::UnixStream::connect(&socket).is_ok() {
                 return Self {
                     child,
-                    url: format!("redis://127.0.0.1:{port}"),
+                    url: format!("redis+unix://{}", socket.display()),
+                    _dir: dir,
                 };
             }
             std::thread::sleep(Duration::from_millis(50));
