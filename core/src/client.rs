@@ -46,6 +46,9 @@ pub const RELAY_BURST: u64 = 2 * crate::directory::DEFAULT_MAX_RECORDS as u64;
 /// dropped (a flood of fresh keys' records, or of signals, is slowed to this).
 pub const RELAY_PER_SEC: u64 = 64;
 
+/// Times a join refused for a used proof is tried again with a later one.
+const MAX_JOIN_RETRIES: u8 = 3;
+
 /// How long a peer that broke a bound is kept out ([`Client::ban`]).
 pub const BAN_MS: u64 = 10 * 60 * 1000;
 
@@ -157,6 +160,10 @@ pub struct Client {
     /// The `ts` of our last join proof: each new one is later, since the server takes a
     /// proof only once (a reconnection within the same second signs the next second).
     last_proof_ts: Option<u64>,
+    /// The server refused our proof as used (another process with our key joined within
+    /// the same second): join again at once with a later one, a few times at most.
+    retry_join: bool,
+    join_retries: u8,
     server: ServerState,
     backoff: Backoff,
     welcomed: bool,
@@ -205,6 +212,8 @@ impl Client {
             relay,
             resume: None,
             last_proof_ts: None,
+            retry_join: false,
+            join_retries: 0,
             server: ServerState::Connected,
             backoff: Backoff::default(),
             welcomed: false,
@@ -347,6 +356,15 @@ impl Client {
             },
             ServerMsg::Error { code, message } => {
                 if !self.welcomed {
+                    if code == ErrorCode::InvalidKey
+                        && message == crate::identity::PROOF_USED
+                        && self.join_retries < MAX_JOIN_RETRIES
+                    {
+                        // The next proof signs a later second; join again once this closes.
+                        self.join_retries += 1;
+                        self.retry_join = true;
+                        return Vec::new();
+                    }
                     // Before `welcome`, an error is the server refusing the join; it closes next.
                     return vec![Effect::JoinFailed {
                         code: Some(code),
@@ -367,6 +385,9 @@ impl Client {
     /// server, signals go through the mesh, and the server is tried again with backoff.
     /// `random` is uniform in `[0, 1)`, for the backoff's jitter.
     pub fn on_server_closed(&mut self, code: u16, reason: &str, random: f64) -> Vec<Effect> {
+        if !self.welcomed && std::mem::take(&mut self.retry_join) {
+            return vec![Effect::ReconnectIn(0)];
+        }
         if !self.welcomed {
             let message = if reason.is_empty() {
                 format!("connection closed (code {code})")
@@ -1001,6 +1022,33 @@ mod tests {
 
     fn peer(byte: u8) -> PeerId {
         Identity::from_seed([byte; 32]).id()
+    }
+
+    #[test]
+    fn a_proof_refused_as_used_is_signed_again_for_a_later_second() {
+        // Another process with the same key joined within the same second.
+        let mut a = client(1);
+        assert!(a.server_query(1_700_000_000).contains("&ts=1700000000&"));
+        let refused = ServerMsg::error(ErrorCode::InvalidKey, crate::identity::PROOF_USED);
+        for _ in 0..MAX_JOIN_RETRIES {
+            assert!(a.on_server_frame(&refused.to_json()).is_empty());
+            assert_eq!(
+                a.on_server_closed(1008, "invalid-key", 0.5),
+                vec![Effect::ReconnectIn(0)]
+            );
+        }
+        assert!(a.server_query(1_700_000_000).contains("&ts=1700000001&"));
+        // Not for ever, and any other refusal fails the join at once.
+        assert!(matches!(
+            a.on_server_frame(&refused.to_json())[..],
+            [Effect::JoinFailed { .. }]
+        ));
+        let mut b = client(2);
+        let other = ServerMsg::error(ErrorCode::InvalidKey, "the proof does not verify");
+        assert!(matches!(
+            b.on_server_frame(&other.to_json())[..],
+            [Effect::JoinFailed { .. }]
+        ));
     }
 
     #[test]

@@ -23,6 +23,12 @@ pub const SIGNATURE_LEN: usize = 64;
 /// How far a join proof's time may be from the server's clock, in seconds.
 pub const JOIN_PROOF_SKEW: u64 = 600;
 
+/// The message of the server's `invalid-key` refusal of a join proof it took before (each
+/// proof is taken once): a client that gets it joins again with a proof of a later second
+/// (another process with the same key joined within the same second).
+pub const PROOF_USED: &str =
+    "this join proof was used already: sign a new one (a later ts) for each connection";
+
 /// Why a key, a proof or a signature was not accepted.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum IdentityError {

@@ -79,8 +79,7 @@ pub(crate) struct KeyProof {
 }
 
 /// The refusal message for a join proof presented a second time.
-pub(crate) const PROOF_USED: &str =
-    "this join proof was used already: sign a new one (a later ts) for each connection";
+pub(crate) use swarm_core::identity::PROOF_USED;
 
 /// Which id a joining client asks for.
 #[derive(Debug, Clone, Copy, Default)]
