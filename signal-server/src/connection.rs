@@ -112,6 +112,17 @@ impl Claim {
     }
 }
 
+/// The refusal of a join that claims `id`, which a member of `room` holds, without that
+/// member's latest resume token.
+fn id_in_use(room: &RoomName, id: PeerId) -> Refusal {
+    Refusal::new(
+        ErrorCode::IdInUse,
+        format!(
+            "peer {id} is in room {room} already, and this join has no valid resume token for it"
+        ),
+    )
+}
+
 /// How a joining client takes its place, once [`choose_id`] decided its id.
 #[derive(Debug, Clone, Copy)]
 enum Place {
@@ -137,18 +148,8 @@ async fn choose_id(
     };
     let keyed = claim.is_keyed(id);
     let here = state.rooms().route(room, id).cloned();
-    let in_use = || {
-        Refusal::new(
-            ErrorCode::IdInUse,
-            format!(
-                "peer {id} is in room {room} already, and this join has no valid resume token for it"
-            ),
-        )
-    };
-    let resumes_here = here
-        .as_ref()
-        .zip(token)
-        .is_some_and(|(member, token)| member.resumes_with(&token));
+    // The token, if it is the latest of the member holding the id on this instance.
+    let resumes_here = token.filter(|token| here.as_ref().is_some_and(|m| m.resumes_with(token)));
     // In a cluster Redis decides (it knows whether the token was spent on another
     // instance); this instance's rooms decide when there is no Redis to ask.
     let verdict = match state.cluster() {
@@ -156,23 +157,16 @@ async fn choose_id(
         None => Claimed::Unknown,
     };
     let free = match verdict {
-        Claimed::TakenOver => {
-            return Ok(match token {
-                Some(token) if resumes_here => (id, Place::Resume(token)),
-                _ => (id, Place::Join),
-            });
+        Claimed::TakenOver => return Ok((id, resumes_here.map_or(Place::Join, Place::Resume))),
+        Claimed::Unknown if resumes_here.is_some() => {
+            return Ok((id, resumes_here.map_or(Place::Join, Place::Resume)));
         }
         Claimed::InUse => false,
-        Claimed::Free | Claimed::Unknown => {
-            if let Some(token) = token.filter(|_| resumes_here && verdict == Claimed::Unknown) {
-                return Ok((id, Place::Resume(token)));
-            }
-            here.is_none()
-        }
+        Claimed::Free | Claimed::Unknown => here.is_none(),
     };
     match (keyed, free) {
         (true, true) => Ok((id, Place::Join)),
-        (true, false) => Err(in_use()),
+        (true, false) => Err(id_in_use(room, id)),
         // An unkeyed id comes back only through its member's latest token.
         (false, _) => {
             debug!(%room, peer = %id, "a resume token that is not (or no longer) good: a new id");
@@ -329,12 +323,7 @@ pub(crate) async fn serve(
                     ErrorCode::ServerFull,
                     format!("this server holds at most {max} rooms"),
                 ),
-                JoinError::DuplicateId(_) if claim.id().is_some() => Refusal::new(
-                    ErrorCode::IdInUse,
-                    format!(
-                        "peer {id} is in room {room} already, and this join has no valid resume token for it"
-                    ),
-                ),
+                JoinError::DuplicateId(_) if claim.id().is_some() => id_in_use(&room, id),
                 JoinError::DuplicateId(_) => {
                     // 128 random bits never collide in practice; refuse rather than alias two
                     // peers.
