@@ -668,6 +668,13 @@ impl Client {
         }
     }
 
+    /// Stops announcing ourselves as a provider of `id` and wanting it (we no longer hold
+    /// it). Records of it that peers keep expire on their own.
+    pub fn unprovide(&mut self, id: ContentId) {
+        self.provided.remove(&id);
+        self.wanted.remove(&id);
+    }
+
     /// Starts downloading `id` with the sharing engine: from the neighbours that offer it,
     /// or, if none does, from a provider heard of by gossip, which is dialled. Returns the
     /// engine's outputs and our effects; [`ShareError::UnknownContent`] if nobody in the

@@ -438,6 +438,36 @@ impl Node {
         Ok(())
     }
 
+    /// Resumes the download of `id` from the pieces in `have`, stored by an earlier run (a
+    /// page before a reload) and checked against `manifest` by the shell, which has checked
+    /// `manifest` against `id` ([`crate::merkle::verify_manifest`]). Only the missing
+    /// pieces are fetched, from the neighbours that offer `id` or from providers heard of,
+    /// once there are any; the stored ones are offered meanwhile. With every piece, `id` is
+    /// shared as by [`Node::share`]. Nothing if `id` is downloading or held whole already.
+    pub fn resume(&mut self, id: ContentId, manifest: Manifest, have: Bitfield, now: u64) {
+        self.advance(now);
+        if have.is_complete() && have.len() == manifest.piece_count() {
+            return self.share(id, manifest, now);
+        }
+        info!(%id, stored = have.count(), pieces = manifest.piece_count(), "resuming");
+        let out = self.share.resume(id, manifest, have, now);
+        self.apply_share(out);
+        let effects = self.client.want(id);
+        self.apply(effects);
+        self.tell(Event::FilesChanged);
+    }
+
+    /// Stops offering and fetching `id` (the user deleted it): a download is cancelled
+    /// ([`Event::Cancelled`] follows), neighbours hear we no longer have it, and we stop
+    /// announcing ourselves as its provider (records others keep expire on their own).
+    pub fn forget(&mut self, id: ContentId, now: u64) {
+        self.advance(now);
+        self.client.unprovide(id);
+        let out = self.share.forget(id);
+        self.apply_share(out);
+        self.tell(Event::FilesChanged);
+    }
+
     /// Cancels the download of `id`: [`Event::Cancelled`] follows.
     /// [`ShareError::NotDownloading`] if it is not being downloaded.
     pub fn cancel(&mut self, id: ContentId, now: u64) -> Result<(), ShareError> {

@@ -105,7 +105,66 @@ impl<P: Ord + Copy> Share<P> {
         out
     }
 
-    fn begin_download(&mut self, out: &mut Outputs<P>, id: ContentId, now: u64) {
+    /// Resumes the download of `id` from pieces stored by an earlier run of the owner (a
+    /// page before a reload): the manifest is known, so it is not fetched again; `have`
+    /// lists the pieces the owner holds and has checked against it, and only the others are
+    /// requested. Those pieces are offered to peers at once, and the first progress event
+    /// counts them. With every piece, `id` is held whole, as after [`Share::share`].
+    /// Nothing happens if `id` is being downloaded or held whole already. A `have` of another
+    /// length than the manifest's piece count counts as no piece.
+    pub fn resume(
+        &mut self,
+        id: ContentId,
+        manifest: Manifest,
+        have: Bitfield,
+        now: u64,
+    ) -> Outputs<P> {
+        let n = manifest.piece_count();
+        let have = if have.len() == n {
+            have
+        } else {
+            Bitfield::new(n)
+        };
+        if have.is_complete() {
+            return self.share(id, manifest);
+        }
+        let mut out = Vec::new();
+        if self.downloads.contains_key(&id) || self.is_complete(id) {
+            return out;
+        }
+        self.offers.entry(id).or_insert_with(|| Offer {
+            name: manifest.name.clone(),
+            size: manifest.size,
+            mime: manifest.mime.clone(),
+            sources: BTreeMap::new(),
+        });
+        self.insert_download(id, now);
+        let encoded = manifest.encode();
+        self.start_pieces(&mut out, id, manifest, encoded, have, now);
+        out
+    }
+
+    /// Stops offering and fetching `id`: a download is cancelled (its
+    /// [`ShareEvent::Failed`] follows), peers hear that we no longer have it, and its
+    /// manifest is forgotten. The owner deletes what it stored. Returns nothing if `id` is
+    /// neither held nor downloading.
+    pub fn forget(&mut self, id: ContentId) -> Outputs<P> {
+        if self.downloads.contains_key(&id) {
+            return self.cancel(id).unwrap_or_default();
+        }
+        let mut out = Vec::new();
+        if self.local.remove(&id).is_some() {
+            for peer in self.peers.keys() {
+                send(&mut out, *peer, PeerMsg::NotFound { id });
+            }
+        }
+        if self.offers.get(&id).is_some_and(|o| o.sources.is_empty()) {
+            self.offers.remove(&id);
+        }
+        out
+    }
+
+    fn insert_download(&mut self, id: ContentId, now: u64) {
         self.downloads.insert(
             id,
             Download {
@@ -122,6 +181,10 @@ impl<P: Ord + Copy> Share<P> {
                 priority: None,
             },
         );
+    }
+
+    fn begin_download(&mut self, out: &mut Outputs<P>, id: ContentId, now: u64) {
+        self.insert_download(id, now);
         self.request_manifest(out, id, now);
     }
 
@@ -195,18 +258,22 @@ impl<P: Ord + Copy> Share<P> {
         out
     }
 
+    /// The manifest of download `id` is known (fetched, or kept from before): from now on
+    /// its pieces are fetched, those in `have` (of the manifest's piece count) are stored
+    /// already.
     pub(super) fn start_pieces(
         &mut self,
         out: &mut Outputs<P>,
         id: ContentId,
         manifest: Manifest,
         encoded: Vec<u8>,
+        have: Bitfield,
         now: u64,
     ) {
         let n = manifest.piece_count();
         let seed =
             self.seed ^ u64::from_be_bytes(id.as_bytes()[..8].try_into().unwrap_or_default());
-        let mut selector = PieceSelector::new(n, self.config.selector, seed);
+        let mut selector = PieceSelector::resume(have.clone(), self.config.selector, seed);
         if let Some(offer) = self.offers.get(&id) {
             for (peer, raw) in &offer.sources {
                 if let Some(field) = bitfield_from_raw(raw, n)
@@ -224,9 +291,9 @@ impl<P: Ord + Copy> Share<P> {
         let local = Local {
             manifest,
             encoded,
-            stored: Bitfield::new(n),
+            stored: have.clone(),
         };
-        // From now on we are a source too: announce, with the (empty) bitfield.
+        // From now on we are a source too: announce, with the bitfield (empty unless resumed).
         for peer in self.peers.keys() {
             announce(out, *peer, id, &local);
         }
@@ -241,7 +308,7 @@ impl<P: Ord + Copy> Share<P> {
             download.phase = Phase::Pieces {
                 selector,
                 partial: BTreeMap::new(),
-                verified: Bitfield::new(n),
+                verified: have,
             };
         }
         if n == 0 {

@@ -350,7 +350,10 @@ impl<P: Ord + Copy> Share<P> {
         }
         let bytes = std::mem::take(&mut fetch.buf);
         match merkle::verify_manifest(id, &bytes) {
-            Ok(manifest) => self.start_pieces(out, id, manifest, bytes, now),
+            Ok(manifest) => {
+                let have = Bitfield::new(manifest.piece_count());
+                self.start_pieces(out, id, manifest, bytes, have, now)
+            }
             Err(_) => self.mark_bad(out, id, peer, "manifest does not match the content id", now),
         }
     }

@@ -208,7 +208,10 @@ impl Net {
                 Output::Event(event) => {
                     let node = self.node(at);
                     if let ShareEvent::ManifestReady { id, manifest } = &event {
-                        node.storage.insert(*id, vec![0; manifest.size as usize]);
+                        // A resumed download keeps what it stored.
+                        node.storage
+                            .entry(*id)
+                            .or_insert_with(|| vec![0; manifest.size as usize]);
                     }
                     node.events.push(event);
                 }
@@ -1353,4 +1356,103 @@ fn manifest_requests_past_the_budget_drop_the_peer_and_the_replies_stay_bounded(
     net.download(2, id);
     net.run(2_000_000);
     assert!(net.completed(2, id));
+}
+
+/// Node 2 starts again (a page reloaded) with the first `kept` pieces of `bytes` stored.
+fn restarted_with(net: &mut Net, bytes: &[u8], kept: u32) -> (ContentId, Manifest) {
+    let (id, manifest) = manifest_of("file.bin", "application/octet-stream", PS, bytes);
+    let mut have = Bitfield::new(manifest.piece_count());
+    let mut stored = vec![0; bytes.len()];
+    for piece in 0..kept {
+        have.set(piece);
+        let at = manifest.piece_offset(piece) as usize;
+        let len = manifest.piece_len(piece) as usize;
+        stored[at..at + len].copy_from_slice(&bytes[at..at + len]);
+    }
+    let now = net.now;
+    let node = net.node(2);
+    node.storage.insert(id, stored);
+    let out = node.share.resume(id, manifest.clone(), have, now);
+    net.apply(2, out);
+    (id, manifest)
+}
+
+#[test]
+fn a_resumed_download_counts_its_stored_pieces_at_once_and_fetches_only_the_others() {
+    let mut net = Net::new(&[1, 2]);
+    let bytes = data(20 * PS as usize + 1000, 5);
+    net.share_file(1, &bytes);
+    let (id, manifest) = restarted_with(&mut net, &bytes, 12);
+    let first = net.nodes[&2].events.iter().find_map(|e| match e {
+        ShareEvent::Progress { progress, .. } => Some(progress.received),
+        _ => None,
+    });
+    assert_eq!(first, Some(12 * u64::from(PS)), "stored pieces count at once");
+    assert_eq!(net.nodes[&2].share.stored(id).map(Bitfield::count), Some(12));
+    net.connect(1, 2);
+    net.run(100_000);
+    assert!(net.completed(2, id));
+    assert!(net.nodes[&2].storage[&id] == bytes, "byte-identical");
+    let missing: u64 = (12..manifest.piece_count())
+        .map(|i| u64::from(manifest.piece_len(i)))
+        .sum();
+    assert_eq!(net.nodes[&2].received_from.get(&1), Some(&missing));
+    assert_eq!(
+        net.delivered.get(&(2, 1, 0x09)).copied().unwrap_or(0),
+        0,
+        "the manifest is not fetched again"
+    );
+}
+
+#[test]
+fn a_resumed_download_offers_its_stored_pieces_before_any_source_comes() {
+    let mut net = Net::new(&[2, 3]);
+    let bytes = data(10 * PS as usize, 9);
+    let (id, _) = restarted_with(&mut net, &bytes, 4);
+    net.connect(2, 3);
+    net.run(20);
+    assert_eq!(net.nodes[&3].share.file(id).map(|f| f.sources), Some(1));
+    assert_eq!(net.nodes[&2].share.file(id).map(|f| f.complete), Some(false));
+}
+
+#[test]
+fn a_resume_with_every_piece_is_held_whole_and_one_of_the_wrong_length_holds_none() {
+    let mut net = Net::new(&[2]);
+    let bytes = data(6 * PS as usize, 1);
+    let (id, _) = restarted_with(&mut net, &bytes, 6);
+    assert!(net.nodes[&2].share.is_complete(id));
+    assert!(net.completed(2, id) || net.nodes[&2].share.file(id).is_some_and(|f| f.complete));
+
+    let other = data(6 * PS as usize, 2);
+    let (oid, manifest) = manifest_of("b.bin", "", PS, &other);
+    let out = net.node(2).share.resume(oid, manifest, Bitfield::full(99), 0);
+    net.apply(2, out);
+    assert_eq!(net.nodes[&2].share.stored(oid).map(Bitfield::count), Some(0));
+}
+
+#[test]
+fn forgetting_stops_offering_a_held_file_and_cancels_a_download() {
+    let mut net = Net::new(&[1, 2]);
+    net.connect(1, 2);
+    let bytes = data(8 * PS as usize, 4);
+    let id = net.share_file(1, &bytes);
+    net.run(20);
+    assert_eq!(net.nodes[&2].share.file(id).map(|f| f.sources), Some(1));
+    let out = net.node(1).share.forget(id);
+    net.apply(1, out);
+    net.run(20);
+    assert_eq!(net.nodes[&1].share.file(id), None);
+    assert_eq!(net.nodes[&2].share.file(id), None, "nobody offers it any more");
+
+    let id = net.share_file(1, &bytes[..4 * PS as usize]);
+    net.run(20);
+    net.download(2, id);
+    net.run(3);
+    let out = net.node(2).share.forget(id);
+    net.apply(2, out);
+    assert!(net.nodes[&2].events.contains(&ShareEvent::Failed {
+        id,
+        reason: FailReason::Cancelled
+    }));
+    assert!(net.node(2).share.forget(id).is_empty(), "unknown: nothing to do");
 }
