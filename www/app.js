@@ -28,6 +28,35 @@ function contentFromHash() {
 }
 
 let swarm = null;
+
+// ---- what this origin can do ----
+
+/** What an insecure context (plain http:// from a LAN address) lacks, in words. */
+function limits() {
+  const missing = [];
+  if (!(navigator.storage && navigator.storage.getDirectory)) missing.push('downloads are kept in IndexedDB instead of the faster Origin Private File System');
+  if (!(window.crypto && crypto.subtle)) missing.push('pieces are checked with the SHA-256 in WebAssembly (slower)');
+  if (!navigator.serviceWorker) missing.push('media files play once downloaded instead of while downloading');
+  if (!(navigator.mediaDevices && navigator.mediaDevices.getUserMedia)) missing.push('camera, microphone and screen sharing are off');
+  return missing;
+}
+
+function showContextNotice() {
+  if (window.isSecureContext) return;
+  $('insecure-host').textContent = location.host;
+  $('insecure-limits').textContent = `but ${limits().join('; ')}.`;
+  $('insecure-notice').hidden = false;
+}
+
+/** Media buttons only where the browser lets the page capture. */
+function offerMedia() {
+  const devices = navigator.mediaDevices;
+  const can = { camera: devices && devices.getUserMedia, microphone: devices && devices.getUserMedia, screen: devices && devices.getDisplayMedia };
+  for (const [kind, ok] of Object.entries(can)) {
+    $(kind).disabled = !ok;
+    if (!ok) $(kind).title = window.isSecureContext ? 'this browser cannot capture media' : 'needs HTTPS (an insecure context cannot capture media)';
+  }
+}
 /** Downloads started on this page, by content id: {dl, progress, error, blob}. */
 const downloads = new Map();
 
@@ -106,8 +135,11 @@ async function join(room) {
   swarm.on('files', scheduleFiles);
   swarm.on('peer-joined', scheduleFiles);
   swarm.on('peer-left', scheduleFiles);
+  swarm.on('stored', scheduleStored);
   renderPeers();
   renderFiles();
+  renderStored();
+  askPersistence();
   const wanted = contentFromHash();
   if (wanted) openLinkedFile(wanted);
 }
@@ -271,14 +303,27 @@ async function togglePlayer(info) {
     media.src = await swarm.streamUrl(info.id);
     if (!downloads.has(info.id) && !info.complete) startDownload(info.id);
   } catch (err) {
-    log('system', null, `cannot play ${info.name}: ${err.message}`);
-    players.delete(info.id);
-    scheduleFiles();
+    if (err.code !== 'streaming-unavailable') {
+      log('system', null, `cannot play ${info.name}: ${err.message}`);
+      players.delete(info.id);
+      scheduleFiles();
+      return;
+    }
+    // No streaming here (no service worker in an insecure context): play it once it is in.
+    log('system', null, `${info.name} will play once downloaded (${err.message})`);
+    const entry = startDownload(info.id);
+    const blob = entry ? await entry.dl.blob().catch(() => null) : null;
+    if (blob && players.get(info.id) === media) media.src = URL.createObjectURL(blob);
   }
 }
 
-/** Opens `#room/contentId`: downloads that file as soon as a peer offers it. */
+/** Opens `#room/contentId`: downloads that file as soon as a peer offers it, or at once if
+ *  this browser kept part of it (it resumes). */
 function openLinkedFile(id) {
+  if (swarm.stored().some((f) => f.id === id && f.kind === 'download')) {
+    startDownload(id);
+    return;
+  }
   const tryStart = () => {
     if (swarm && swarm.files().some((f) => f.id === id && (f.sources > 0 || f.complete))) {
       startDownload(id);
@@ -442,6 +487,85 @@ function renderFiles() {
   }));
 }
 
+// ---- what this browser keeps ----
+
+let storedScheduled = false;
+function scheduleStored() {
+  if (storedScheduled) return;
+  storedScheduled = true;
+  requestAnimationFrame(() => { storedScheduled = false; renderStored(); });
+}
+
+const TIER_NAMES = {
+  opfs: 'in the Origin Private File System',
+  indexeddb: 'in IndexedDB',
+  memory: 'in memory only: gone on reload',
+};
+let persisted = null;
+
+async function askPersistence() {
+  if (!(navigator.storage && navigator.storage.persist)) return;
+  try {
+    persisted = (await navigator.storage.persisted()) || (await navigator.storage.persist());
+  } catch {
+    persisted = false;
+  }
+  scheduleStored();
+}
+
+async function renderStored() {
+  if (!swarm) return;
+  const stored = swarm.stored();
+  const tier = swarm.storage;
+  $('storage-tier').textContent = tier ? `${TIER_NAMES[tier]}${persisted === false ? ' · the browser may clear it when space runs low' : persisted ? ' · kept until you delete it' : ''}` : 'no storage';
+  $('no-stored').hidden = stored.length > 0;
+  $('stored-list').replaceChildren(...stored.map((f) => {
+    const li = document.createElement('li');
+    li.dataset.contentId = f.id;
+    li.className = f.complete && f.kind === 'download' ? 'complete' : '';
+    const name = document.createElement('span');
+    name.className = 'file-name';
+    name.textContent = f.name;
+    const meta = document.createElement('span');
+    meta.className = 'file-meta';
+    let state;
+    if (f.kind === 'shared') state = f.available ? 'shared from your disk' : 'not available until shared again';
+    else if (f.complete) state = 'complete, offered to the room';
+    else if (!f.available) state = `checking ${formatBytes(f.received)}…`;
+    else state = `${formatBytes(f.received)} of ${formatBytes(f.size)}`;
+    meta.textContent = `${formatBytes(f.size)} · ${state}`;
+    const actions = document.createElement('span');
+    actions.className = 'file-actions';
+    if (f.kind === 'download' && !f.complete && !downloads.has(f.id)) {
+      actions.append(button('Resume', () => startDownload(f.id)));
+    }
+    actions.append(button('Delete', async () => {
+      try {
+        await swarm.forget(f.id);
+        downloads.delete(f.id);
+        log('system', null, `deleted ${f.name}`);
+      } catch (err) {
+        log('system', null, `cannot delete ${f.name}: ${err.message}`);
+      }
+      scheduleFiles();
+    }, true));
+    const bar = document.createElement('div');
+    bar.className = 'progress';
+    const fill = document.createElement('div');
+    fill.style.width = `${(f.size > 0 ? (100 * f.received) / f.size : 100).toFixed(1)}%`;
+    bar.append(fill);
+    li.append(name, meta, actions, bar);
+    return li;
+  }));
+  const estimate = await swarm.storageEstimate().catch(() => null);
+  if (estimate && estimate.quota > 0) {
+    $('quota-fill').style.width = `${Math.min(100, (100 * estimate.usage) / estimate.quota).toFixed(1)}%`;
+    $('storage-quota').textContent = `${formatBytes(estimate.usage)} used of ${formatBytes(estimate.quota)} this site may use`;
+  } else {
+    $('storage-quota').textContent = 'the browser does not say how much this site may store';
+  }
+}
+
 const dropZone = $('drop-zone');
 dropZone.addEventListener('dragover', (event) => { event.preventDefault(); dropZone.classList.add('over'); });
 dropZone.addEventListener('dragleave', () => dropZone.classList.remove('over'));
@@ -519,5 +643,7 @@ window.addEventListener('hashchange', () => {
 });
 window.addEventListener('pagehide', leave);
 
+showContextNotice();
+offerMedia();
 await init();
 await route();

@@ -16,6 +16,7 @@ pub(crate) const SWARM_EVENTS: &[&str] = &[
     "files",
     "stream",
     "stream-ended",
+    "stored",
 ];
 
 /// The events a `Download` emits.

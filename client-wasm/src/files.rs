@@ -65,14 +65,11 @@ pub(crate) async fn manifest_of(
 }
 
 impl State {
-    /// The storage worker, started on first use.
-    pub(crate) fn storage(&mut self) -> Result<Rc<Storage>, ClientError> {
-        if let Some(storage) = &self.storage {
-            return Ok(Rc::clone(storage));
-        }
-        let storage = Rc::new(Storage::start()?);
-        self.storage = Some(Rc::clone(&storage));
-        Ok(storage)
+    /// The storage worker (started at `join`).
+    pub(crate) fn storage(&self) -> Result<Rc<Storage>, ClientError> {
+        self.storage.clone().ok_or_else(|| {
+            ClientError::Storage("no storage worker could start in this page".into())
+        })
     }
 
     /// The room's files: ours, our neighbours', and those heard of by gossip.
@@ -89,6 +86,7 @@ impl State {
     pub(crate) fn share(&mut self, id: ContentId, manifest: Manifest, blob: Blob) {
         info!(%id, size = manifest.size, "sharing");
         self.blobs.insert(id, blob);
+        self.keep_shared(id, &manifest);
         self.node.share(id, manifest, now_ms());
         self.flush();
     }
@@ -101,6 +99,10 @@ impl State {
             .map_err(|_| ClientError::InvalidContentId(id.to_owned()))?;
         if let Some(download) = self.downloads.get(&id) {
             return Ok(Rc::clone(download));
+        }
+        if let Some(download) = self.download_kept(id) {
+            self.flush();
+            return Ok(download);
         }
         let info = self.node.file(id);
         let Some(info) = info.filter(|f| f.sources > 0 || f.complete) else {
@@ -118,8 +120,12 @@ impl State {
         }
         // Refuse before any transfer if the file cannot fit.
         let inbox = self.inbox().clone();
+        let estimate = self.storage()?.estimate();
         spawn_local(async move {
-            let free = storage::free_space().await;
+            let free = match estimate.await {
+                Ok(Some((quota, usage))) => Some(quota - usage),
+                _ => None,
+            };
             inbox.post(Event::SpaceChecked { id, free });
         });
         Ok(download)
@@ -158,14 +164,20 @@ impl State {
     }
 
     /// Ends the download of `id` with `err`: the node gives it up, its range requests and
-    /// its `blob()` fail, and what it stored is deleted.
+    /// its `blob()` fail, and what it stored is deleted, unless the page only left the room
+    /// (a reload, or `leave()`): then it is kept, to resume from.
     pub(crate) fn fail_download(&mut self, id: ContentId, err: ClientError) {
         warn!(%id, error = %err, "download failed");
         self.node.abandon(id, now_ms());
         self.fail_ranges(id, &err);
+        let keep = matches!(err, ClientError::Left);
         if let Some(download) = self.downloads.remove(&id) {
             self.notify(Notice::Failed(download, err));
         }
+        if keep {
+            return;
+        }
+        self.unkeep(id);
         if let Some(storage) = &self.storage {
             let removed = storage.remove(&id.to_string());
             spawn_local(async move {
@@ -235,7 +247,13 @@ impl State {
         };
         // Posted now, so writes reach the worker in order.
         let expected = write.check.as_ref().map(|c| &c.expected);
-        let written = storage.write(&write.id.to_string(), write.offset, &write.data, expected);
+        let written = storage.write(
+            &write.id.to_string(),
+            write.offset,
+            write.piece,
+            &write.data,
+            expected,
+        );
         let inbox = self.inbox().clone();
         let (id, piece, from) = (write.id, write.piece, write.check.map(|c| c.from));
         spawn_local(async move {
@@ -279,7 +297,13 @@ impl State {
     pub(crate) fn on_manifest_ready(&mut self, id: ContentId, manifest: &Manifest) {
         match self.storage() {
             Ok(storage) => {
-                let opened = storage.open(&id.to_string(), manifest.size);
+                self.keep_download(id, manifest);
+                let opened = storage.open(
+                    &id.to_string(),
+                    manifest.size,
+                    manifest.piece_size,
+                    &manifest.encode(),
+                );
                 let inbox = self.inbox().clone();
                 spawn_local(async move {
                     if let Err(error) = opened.await {
@@ -307,10 +331,7 @@ impl State {
         spawn_local(async move {
             let name = id.to_string();
             let result = match storage {
-                Some(storage) => match storage.close(&name).await {
-                    Ok(()) => storage::file(&name).await.map(Blob::from),
-                    Err(err) => Err(err),
-                },
+                Some(storage) => storage.close(&name).await,
                 None => Err(ClientError::Storage("no storage".into())),
             };
             inbox.post(Event::Finished { id, result });
@@ -324,6 +345,7 @@ impl State {
         match result {
             Ok(blob) => {
                 info!(%id, "download complete");
+                self.keep_complete(id);
                 self.blobs.insert(id, blob.clone());
                 self.notify(Notice::Done(download, blob));
                 self.emit("files", Vec::new());

@@ -85,6 +85,14 @@ pub(crate) enum Event {
     StorageFailed { id: ContentId, error: ClientError },
     /// The storage quota was checked before download `id` starts (`None`: unknown).
     SpaceChecked { id: ContentId, free: Option<f64> },
+    /// A content kept from before was checked ([`crate::library`]): `have` the pieces that
+    /// still verify (`None` for a shared file, of which only the manifest is kept), `blob`
+    /// the whole file when every piece does.
+    Restored {
+        id: ContentId,
+        have: Option<swarm_core::bitfield::Bitfield>,
+        blob: Option<Blob>,
+    },
     /// A finished download was closed and opened as a Blob, or could not be.
     Finished {
         id: ContentId,

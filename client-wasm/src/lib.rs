@@ -49,6 +49,7 @@ mod error;
 mod events;
 mod files;
 mod inbox;
+mod library;
 mod media;
 mod notice;
 mod options;

@@ -5,6 +5,7 @@ use wasm_bindgen::JsValue;
 use web_sys::RtcIceTransportPolicy;
 
 use crate::error::ClientError;
+use crate::storage::Tier;
 
 /// What `Swarm.join` may be told besides the server and the room.
 #[derive(Debug, Default)]
@@ -19,17 +20,26 @@ pub(crate) struct JoinOptions {
     /// Room size above which what we provide is published in the structured layer instead
     /// of flooded; `None`: the default ([`swarm_core::client::DHT_ABOVE`]).
     pub(crate) dht_above: Option<usize>,
+    /// The best storage tier to use (a worse one if it is not available here); `None`: the
+    /// best there is.
+    pub(crate) storage: Option<Tier>,
+    /// **Testing only** (`_memoryLimit`): the bytes the memory tier may hold, instead of its
+    /// default bound.
+    pub(crate) memory_limit: Option<usize>,
 }
 
 /// Largest `maxPeers` accepted.
 const MAX_PEERS_LIMIT: f64 = 1000.0;
+
+/// Largest `_memoryLimit` accepted (4 GiB).
+const MEMORY_LIMIT_LIMIT: f64 = 4_294_967_296.0;
 
 /// Largest `dhtAbove` accepted.
 const DHT_ABOVE_LIMIT: f64 = 1_000_000.0;
 
 impl JoinOptions {
     /// Reads `{ token?: string, iceTransportPolicy?: "all" | "relay", maxPeers?: number,
-    /// dhtAbove?: number }`; `undefined` or `null` means no options.
+    /// dhtAbove?: number, storage?: "opfs" | "indexeddb" | "memory" }`; `undefined` or `null` means no options.
     pub(crate) fn from_js(value: &JsValue) -> Result<Self, ClientError> {
         if value.is_undefined() || value.is_null() {
             return Ok(Self::default());
@@ -66,7 +76,22 @@ impl JoinOptions {
         };
         let max_peers = whole_number(value, "maxPeers", 1.0, MAX_PEERS_LIMIT)?;
         let dht_above = whole_number(value, "dhtAbove", 0.0, DHT_ABOVE_LIMIT)?;
+        let storage = match field(value, "storage") {
+            None => None,
+            Some(tier) => Some(
+                tier.as_string()
+                    .as_deref()
+                    .and_then(Tier::parse)
+                    .ok_or_else(|| ClientError::InvalidOption {
+                        name: "storage",
+                        reason: "must be \"opfs\", \"indexeddb\" or \"memory\"".to_owned(),
+                    })?,
+            ),
+        };
+        let memory_limit = whole_number(value, "_memoryLimit", 0.0, MEMORY_LIMIT_LIMIT)?;
         Ok(Self {
+            storage,
+            memory_limit,
             token,
             ice_transport_policy,
             max_peers,

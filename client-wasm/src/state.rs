@@ -23,6 +23,7 @@ use crate::channel::OutgoingMessage;
 use crate::download_state::DownloadState;
 use crate::error::{ClientError, describe};
 use crate::inbox::{Event, Inbox};
+use crate::library::Library;
 use crate::notice::Notice;
 use crate::peer::PeerLink;
 use crate::ranges::RangeWaiter;
@@ -64,6 +65,8 @@ pub(crate) struct State {
     pub(crate) upload_cap: UploadCap,
     // ---- files (see `files`) ----
     pub(crate) storage: Option<Rc<Storage>>,
+    /// What the page keeps in storage across reloads (see `library`).
+    pub(crate) library: Library,
     /// Content held as a Blob: files we shared, and finished downloads.
     pub(crate) blobs: HashMap<ContentId, web_sys::Blob>,
     /// Blocks of those Blobs read lately, to serve pieces from.
@@ -88,6 +91,7 @@ impl State {
         room: RoomName,
         node: Node,
         rtc_config: RtcConfiguration,
+        storage: Option<Rc<Storage>>,
         inbox: Inbox,
     ) -> Self {
         Self {
@@ -106,7 +110,8 @@ impl State {
             left: false,
             notices: Vec::new(),
             upload_cap: UploadCap::default(),
-            storage: None,
+            storage,
+            library: Library::default(),
             blobs: HashMap::new(),
             blob_reads: Rc::default(),
             downloads: HashMap::new(),
@@ -411,6 +416,7 @@ impl State {
             Event::StorageFailed { id, error } => self.fail_download(id, error),
             Event::SpaceChecked { id, free } => self.on_space_checked(id, free),
             Event::Finished { id, result } => self.on_finished(id, result),
+            Event::Restored { id, have, blob } => self.on_restored(id, have, blob),
         }
         self.flush();
     }

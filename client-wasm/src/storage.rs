@@ -1,47 +1,79 @@
-//! Where downloads are kept: files in the Origin Private File System, written by a dedicated
-//! worker through synchronous access handles (`js/storage-worker.js`), so each piece goes to
-//! its offset on disk as it arrives and memory stays bounded whatever the file size.
+//! Where downloads are kept, and what is needed to resume them after a reload: a dedicated
+//! worker (`js/storage-worker.js`) keeps them in the best storage the origin has ([`Tier`]):
+//! the Origin Private File System through synchronous access handles, so each piece goes to
+//! its offset on disk as it arrives and memory stays bounded whatever the file size; else
+//! IndexedDB (plain `http://` from a LAN address); else the worker's memory, bounded.
 //!
-//! Requests to the worker are answered in order; each call posts its request at once and
-//! returns a future for the reply.
+//! Each call posts its request at once and returns a future for the reply; the worker handles
+//! requests in order, so a read sees every write posted before it.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
 
 use js_sys::{Array, ArrayBuffer, Function, Object, Promise, Reflect, Uint8Array};
-use wasm_bindgen::prelude::{Closure, wasm_bindgen};
+use wasm_bindgen::prelude::Closure;
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
 use web_sys::{Blob, BlobPropertyBag, MessageEvent, Url, Worker};
 
 use crate::error::{ClientError, describe};
 
-/// Name of the OPFS directory the worker keeps downloads in.
-const DIRECTORY: &str = "swarm";
-
 const WORKER_SOURCE: &str = include_str!("../js/storage-worker.js");
 
-#[wasm_bindgen]
-extern "C" {
-    /// `navigator.storage` (`StorageManager`).
-    type StorageManager;
-    #[wasm_bindgen(method, js_name = getDirectory)]
-    fn get_directory(this: &StorageManager) -> Promise;
-    #[wasm_bindgen(method)]
-    fn estimate(this: &StorageManager) -> Promise;
+/// Where the worker keeps content, best first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Tier {
+    /// The Origin Private File System (a secure context).
+    Opfs,
+    /// IndexedDB: works in an insecure context too; slower.
+    IndexedDb,
+    /// The worker's memory, bounded; nothing survives a reload.
+    Memory,
+}
 
-    /// `FileSystemDirectoryHandle`.
-    type DirectoryHandle;
-    #[wasm_bindgen(method, js_name = getDirectoryHandle)]
-    fn get_directory_handle(this: &DirectoryHandle, name: &str, options: &JsValue) -> Promise;
-    #[wasm_bindgen(method, js_name = getFileHandle)]
-    fn get_file_handle(this: &DirectoryHandle, name: &str) -> Promise;
+impl Tier {
+    /// The name the API uses (`swarm.storage`, the `storage` option of `join`).
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Self::Opfs => "opfs",
+            Self::IndexedDb => "indexeddb",
+            Self::Memory => "memory",
+        }
+    }
 
-    /// `FileSystemFileHandle`.
-    type FileHandle;
-    #[wasm_bindgen(method, js_name = getFile)]
-    fn get_file(this: &FileHandle) -> Promise;
+    /// The tier named `name`.
+    pub(crate) fn parse(name: &str) -> Option<Self> {
+        match name {
+            "opfs" => Some(Self::Opfs),
+            "indexeddb" => Some(Self::IndexedDb),
+            "memory" => Some(Self::Memory),
+            _ => None,
+        }
+    }
+}
+
+/// What the worker found when it started.
+#[derive(Debug, Clone)]
+pub(crate) struct Started {
+    /// The tier it uses.
+    pub(crate) tier: Tier,
+    /// Whether it can hash pieces (`crypto.subtle`, a secure context).
+    pub(crate) hashing: bool,
+    /// Why each better tier was passed over.
+    pub(crate) skipped: Vec<String>,
+}
+
+/// One content the storage keeps from before, as its `list` describes it.
+#[derive(Debug)]
+pub(crate) struct Kept {
+    /// The file name in storage (the content id).
+    pub(crate) name: String,
+    /// The encoded manifest.
+    pub(crate) manifest: Vec<u8>,
+    /// For a download, which pieces are stored (bits, most significant first); `None` for
+    /// a file shared from the user's disk, of which only the manifest is kept.
+    pub(crate) have: Option<Vec<u8>>,
 }
 
 type Waiters = Rc<RefCell<HashMap<u32, (Function, Function)>>>;
@@ -63,29 +95,42 @@ pub(crate) struct Storage {
     _on_message: Closure<dyn FnMut(MessageEvent)>,
 }
 
-fn storage_manager() -> Result<StorageManager, ClientError> {
-    let unavailable = |reason: &str| ClientError::Storage(reason.to_owned());
-    let navigator = Reflect::get(&js_sys::global(), &"navigator".into())
-        .map_err(|_| unavailable("no navigator"))?;
-    let storage = Reflect::get(&navigator, &"storage".into())
-        .ok()
-        .filter(|s| !s.is_undefined())
-        .ok_or_else(|| unavailable("navigator.storage is not available (insecure context?)"))?;
-    Ok(storage.unchecked_into())
-}
-
-/// Bytes the browser will still let this origin store, if it says.
-pub(crate) async fn free_space() -> Option<f64> {
-    let estimate = JsFuture::from(storage_manager().ok()?.estimate())
-        .await
-        .ok()?;
-    let number = |key: &str| Reflect::get(&estimate, &key.into()).ok()?.as_f64();
-    Some(number("quota")? - number("usage").unwrap_or(0.0))
+fn field(object: &JsValue, key: &str) -> JsValue {
+    Reflect::get(object, &key.into()).unwrap_or_default()
 }
 
 impl Storage {
-    /// Starts the worker.
-    pub(crate) fn start() -> Result<Self, ClientError> {
+    /// Starts the worker, and has it pick the best tier from `prefer` down (with the memory
+    /// tier bounded to `memory_limit` bytes if given, for tests).
+    pub(crate) async fn start(
+        prefer: Tier,
+        memory_limit: Option<usize>,
+    ) -> Result<(Self, Started), ClientError> {
+        let storage = Self::spawn()?;
+        let request = Object::new();
+        let _ = Reflect::set(&request, &"op".into(), &"init".into());
+        let _ = Reflect::set(&request, &"prefer".into(), &prefer.as_str().into());
+        if let Some(limit) = memory_limit {
+            let _ = Reflect::set(&request, &"memoryLimit".into(), &(limit as f64).into());
+        }
+        let reply = storage.call(&request, None).await?;
+        let tier = field(&reply, "tier")
+            .as_string()
+            .and_then(|t| Tier::parse(&t))
+            .ok_or_else(|| ClientError::Storage("the storage worker named no tier".into()))?;
+        let skipped = Array::from(&field(&reply, "skipped"))
+            .iter()
+            .filter_map(|reason| reason.as_string())
+            .collect();
+        let started = Started {
+            tier,
+            hashing: field(&reply, "hashing").as_bool() == Some(true),
+            skipped,
+        };
+        Ok((storage, started))
+    }
+
+    fn spawn() -> Result<Self, ClientError> {
         let failed = |err: JsValue| ClientError::Storage(describe(&err));
         let parts = Array::of1(&WORKER_SOURCE.into());
         let options = BlobPropertyBag::new();
@@ -100,23 +145,22 @@ impl Storage {
             let spare = Rc::clone(&spare);
             Closure::<dyn FnMut(MessageEvent)>::new(move |event: MessageEvent| {
                 let reply = event.data();
-                let field = |key: &str| Reflect::get(&reply, &key.into()).unwrap_or_default();
-                if let Ok(buffer) = field("buffer").dyn_into::<ArrayBuffer>() {
+                if let Ok(buffer) = field(&reply, "buffer").dyn_into::<ArrayBuffer>() {
                     let mut spare = spare.borrow_mut();
                     if spare.len() < MAX_SPARE {
                         spare.push(buffer);
                     }
                 }
-                let Some(seq) = field("seq").as_f64() else {
+                let Some(seq) = field(&reply, "seq").as_f64() else {
                     return;
                 };
                 let Some((resolve, reject)) = waiting.borrow_mut().remove(&(seq as u32)) else {
                     return;
                 };
-                if field("ok").as_bool() == Some(true) {
-                    let _ = resolve.call1(&JsValue::NULL, &field("data"));
+                if field(&reply, "ok").as_bool() == Some(true) {
+                    let _ = resolve.call1(&JsValue::NULL, &field(&reply, "data"));
                 } else {
-                    let _ = reject.call1(&JsValue::NULL, &field("error"));
+                    let _ = reject.call1(&JsValue::NULL, &field(&reply, "error"));
                 }
             })
         };
@@ -169,25 +213,44 @@ impl Storage {
         request
     }
 
-    /// Creates (or reopens) file `name` with `size` bytes.
+    /// Creates (or reopens, keeping what it holds) the download `name` of `size` bytes in
+    /// pieces of `piece_size`, and keeps its encoded `manifest` beside it.
     pub(crate) fn open(
         &self,
         name: &str,
         size: u64,
+        piece_size: u32,
+        manifest: &[u8],
     ) -> impl Future<Output = Result<(), ClientError>> + use<> {
         let request = Self::request("open", name);
         let _ = Reflect::set(&request, &"size".into(), &(size as f64).into());
+        let _ = Reflect::set(&request, &"pieceSize".into(), &piece_size.into());
+        let _ = Reflect::set(&request, &"manifest".into(), &bytes_buffer(manifest));
         let reply = self.call(&request, None);
         async move { reply.await.map(drop) }
     }
 
-    /// Writes `data` at `offset` of file `name`. With `sha256`, the worker hashes `data`
-    /// first and writes it only if it matches; the future says whether it did (always
-    /// `true` without).
+    /// Keeps the encoded `manifest` of a file shared from the user's disk (not its bytes),
+    /// so that after a reload it is listed as not available until shared again.
+    pub(crate) fn remember(
+        &self,
+        name: &str,
+        manifest: &[u8],
+    ) -> impl Future<Output = Result<(), ClientError>> + use<> {
+        let request = Self::request("remember", name);
+        let _ = Reflect::set(&request, &"manifest".into(), &bytes_buffer(manifest));
+        let reply = self.call(&request, None);
+        async move { reply.await.map(drop) }
+    }
+
+    /// Writes piece `piece`, `data`, at `offset` of file `name`, and marks it stored. With
+    /// `sha256`, the worker hashes `data` first and writes it only if it matches; the future
+    /// says whether it did (always `true` without).
     pub(crate) fn write(
         &self,
         name: &str,
         offset: u64,
+        piece: u32,
         data: &[u8],
         sha256: Option<&[u8; 32]>,
     ) -> impl Future<Output = Result<bool, ClientError>> + use<> {
@@ -208,20 +271,13 @@ impl Storage {
         bytes.copy_from(data);
         let buffer = bytes.buffer();
         let _ = Reflect::set(&request, &"offset".into(), &(offset as f64).into());
+        let _ = Reflect::set(&request, &"piece".into(), &piece.into());
         let _ = Reflect::set(&request, &"data".into(), &buffer);
         if let Some(hash) = sha256 {
             let _ = Reflect::set(&request, &"sha256".into(), &Uint8Array::from(&hash[..]));
         }
         let reply = self.call(&request, Some(&buffer));
         async move { Ok(reply.await?.as_bool() != Some(false)) }
-    }
-
-    /// Whether the worker can hash pieces (`crypto.subtle`, in a secure context).
-    pub(crate) fn can_hash() -> bool {
-        let global = js_sys::global();
-        Reflect::get(&global, &"crypto".into())
-            .and_then(|crypto| Reflect::get(&crypto, &"subtle".into()))
-            .is_ok_and(|subtle| subtle.is_object())
     }
 
     /// Reads `len` bytes at `offset` of file `name`.
@@ -238,16 +294,43 @@ impl Storage {
         async move { Ok(Uint8Array::new(&reply.await?).to_vec()) }
     }
 
-    /// Flushes and closes file `name`, so it can be read as a `File`.
+    /// Whether the `len` stored bytes at `offset` of file `name` hash to `sha256` (hashed by
+    /// the worker: only when it said it can).
+    pub(crate) fn check(
+        &self,
+        name: &str,
+        offset: u64,
+        len: u32,
+        sha256: &[u8; 32],
+    ) -> impl Future<Output = Result<bool, ClientError>> + use<> {
+        let request = Self::request("check", name);
+        let _ = Reflect::set(&request, &"offset".into(), &(offset as f64).into());
+        let _ = Reflect::set(&request, &"len".into(), &len.into());
+        let _ = Reflect::set(&request, &"sha256".into(), &Uint8Array::from(&sha256[..]));
+        let reply = self.call(&request, None);
+        async move { Ok(reply.await?.as_bool() == Some(true)) }
+    }
+
+    /// Finishes download `name` (every piece is stored) and hands out the file as a Blob,
+    /// backed by the storage rather than by memory where the tier allows it.
     pub(crate) fn close(
         &self,
         name: &str,
-    ) -> impl Future<Output = Result<(), ClientError>> + use<> {
+    ) -> impl Future<Output = Result<Blob, ClientError>> + use<> {
         let reply = self.call(&Self::request("close", name), None);
-        async move { reply.await.map(drop) }
+        async move { blob_reply(reply.await?) }
     }
 
-    /// Deletes file `name`.
+    /// The complete file `name` kept from before, as a Blob.
+    pub(crate) fn file(
+        &self,
+        name: &str,
+    ) -> impl Future<Output = Result<Blob, ClientError>> + use<> {
+        let reply = self.call(&Self::request("file", name), None);
+        async move { blob_reply(reply.await?) }
+    }
+
+    /// Deletes `name`: its data, its manifest and its stored pieces.
     pub(crate) fn remove(
         &self,
         name: &str,
@@ -255,28 +338,61 @@ impl Storage {
         let reply = self.call(&Self::request("remove", name), None);
         async move { reply.await.map(drop) }
     }
+
+    /// Everything kept from before.
+    pub(crate) fn list(&self) -> impl Future<Output = Result<Vec<Kept>, ClientError>> + use<> {
+        let request = Object::new();
+        let _ = Reflect::set(&request, &"op".into(), &"list".into());
+        let reply = self.call(&request, None);
+        async move {
+            let entries = Array::from(&reply.await?);
+            Ok(entries
+                .iter()
+                .filter_map(|entry| {
+                    let name = field(&entry, "name").as_string()?;
+                    let manifest = field(&entry, "manifest");
+                    let manifest = manifest.dyn_ref::<ArrayBuffer>()?;
+                    let have = field(&entry, "have");
+                    let have = (field(&entry, "kind").as_string().as_deref() == Some("download"))
+                        .then(|| {
+                            have.dyn_ref::<Uint8Array>()
+                                .map(Uint8Array::to_vec)
+                                .unwrap_or_default()
+                        });
+                    Some(Kept {
+                        name,
+                        manifest: Uint8Array::new(manifest).to_vec(),
+                        have,
+                    })
+                })
+                .collect())
+        }
+    }
+
+    /// `(quota, usage)` of the tier in bytes, if it says.
+    pub(crate) fn estimate(
+        &self,
+    ) -> impl Future<Output = Result<Option<(f64, f64)>, ClientError>> + use<> {
+        let request = Object::new();
+        let _ = Reflect::set(&request, &"op".into(), &"estimate".into());
+        let reply = self.call(&request, None);
+        async move {
+            let reply = reply.await?;
+            let quota = field(&reply, "quota").as_f64();
+            Ok(quota.map(|quota| (quota, field(&reply, "usage").as_f64().unwrap_or(0.0))))
+        }
+    }
 }
 
-/// The closed file `name` as a `File` (a Blob backed by the disk, not by memory).
-pub(crate) async fn file(name: &str) -> Result<web_sys::File, ClientError> {
-    let failed = |err: JsValue| ClientError::Storage(describe(&err));
-    let root: DirectoryHandle = JsFuture::from(storage_manager()?.get_directory())
-        .await
-        .map_err(failed)?
-        .unchecked_into();
-    let dir: DirectoryHandle =
-        JsFuture::from(root.get_directory_handle(DIRECTORY, &JsValue::UNDEFINED))
-            .await
-            .map_err(failed)?
-            .unchecked_into();
-    let handle: FileHandle = JsFuture::from(dir.get_file_handle(name))
-        .await
-        .map_err(failed)?
-        .unchecked_into();
-    Ok(JsFuture::from(handle.get_file())
-        .await
-        .map_err(failed)?
-        .unchecked_into())
+/// `bytes` as an ArrayBuffer of their own.
+fn bytes_buffer(bytes: &[u8]) -> JsValue {
+    Uint8Array::from(bytes).buffer().into()
+}
+
+fn blob_reply(reply: JsValue) -> Result<Blob, ClientError> {
+    reply
+        .dyn_into::<Blob>()
+        .map_err(|_| ClientError::Storage("the storage worker sent no file".into()))
 }
 
 /// Reads `len` bytes at `offset` of a Blob (a shared `File`, or a finished download).

@@ -8,7 +8,7 @@ use swarm_core::identity::Identity;
 use swarm_core::node::{Node, NodeConfig};
 use swarm_core::share::ShareConfig;
 use swarm_protocol::RoomName;
-use tracing::info;
+use tracing::{info, warn};
 use wasm_bindgen::prelude::wasm_bindgen;
 use wasm_bindgen::{JsCast, JsValue};
 use web_sys::RtcConfiguration;
@@ -17,11 +17,12 @@ use crate::channel::OutgoingMessage;
 use crate::download::Download;
 use crate::error::ClientError;
 use crate::files::{file_object, manifest_of};
+use crate::library;
 use crate::options::JoinOptions;
 use crate::shell::Shell;
 use crate::signalling::room_url;
 use crate::state::{JoinWaiter, State};
-use crate::storage::Storage;
+use crate::storage::{Started, Storage, Tier};
 use crate::streaming::{self, RangeReader};
 use crate::timer::{now_ms, random_seed};
 
@@ -69,6 +70,8 @@ export interface SwarmEvents {
    * connections carry on, and signals go through the mesh), "connected" once welcomed again
    * under the same id. */
   "server": (state: "connected" | "reconnecting") => void;
+  /** Something in `stored()` changed. */
+  "stored": () => void;
 }
 
 /** The options of `Swarm.join`. */
@@ -85,6 +88,34 @@ export interface JoinOptions {
    * published in the room's structured layer (found with `lookup`) instead of announced to
    * every peer (0 to 1000000). Default: 64. */
   dhtAbove?: number;
+  /** The best storage to keep downloads in; a worse one is used where it is not available
+   * (see `Swarm.storage`). Default: the best there is. */
+  storage?: StorageTier;
+}
+
+/** Where downloads are kept: "opfs" (the Origin Private File System; a secure context),
+ * "indexeddb" (also over plain http:// from a LAN address; slower) or "memory" (bounded;
+ * nothing survives a reload). */
+export type StorageTier = "opfs" | "indexeddb" | "memory";
+
+/** Something the page keeps in storage (see `Swarm.stored`). */
+export interface StoredFile {
+  /** Content id: 64 hex digits. */
+  id: string;
+  name: string;
+  /** Length in bytes. */
+  size: number;
+  mime: string;
+  /** Verified bytes stored (the size, once complete). */
+  received: number;
+  /** Whether every piece is here. */
+  complete: boolean;
+  /** "download": its bytes are in storage; "shared": a file shared from the user's disk, of
+   * which only the manifest is kept. */
+  kind: "download" | "shared";
+  /** Whether it can be served now. A shared file is not available after a reload until it
+   * is shared again; a kept download is not while its pieces are being checked. */
+  available: boolean;
 }
 
 /** What can be sent: text, or bytes (at most 65535 bytes; text at most 65536 UTF-8 bytes). */
@@ -106,6 +137,8 @@ export type SwarmErrorCode =
 #[wasm_bindgen]
 pub struct Swarm {
     shell: Rc<Shell>,
+    /// The storage tier in use (`None`: no storage worker could start).
+    tier: Option<Tier>,
     /// Our reader registered with the page's streaming bridge, once `streamUrl` was called.
     range_reader: RefCell<Option<RangeReader>>,
 }
@@ -153,15 +186,47 @@ impl Swarm {
         if let Some(dht_above) = options.dht_above {
             config.dht_above = dht_above;
         }
+        // The storage, and what it kept from before (only the list: its pieces are checked
+        // in the background).
+        let (storage, started, kept) =
+            match Storage::start(options.storage.unwrap_or(Tier::Opfs), options.memory_limit).await
+            {
+                Ok((storage, started)) => {
+                    let kept = storage.list().await.unwrap_or_else(|err| {
+                        warn!(error = %err, "cannot list what the storage kept");
+                        Vec::new()
+                    });
+                    let kept = library::readable(&storage, kept);
+                    (Some(Rc::new(storage)), Some(started), kept)
+                }
+                Err(err) => {
+                    warn!(error = %err, "no storage: downloads will fail");
+                    (None, None, Vec::new())
+                }
+            };
+        if let Some(Started { tier, skipped, .. }) = &started {
+            info!(tier = tier.as_str(), ?skipped, kept = kept.len(), "storage");
+        }
+        let hashing = started.as_ref().is_some_and(|s| s.hashing);
         config.share = ShareConfig {
-            // Hashed by the storage worker with the browser's SHA-256.
-            owner_checks_pieces: Storage::can_hash(),
+            // With `crypto.subtle`, hashed by the storage worker with the browser's SHA-256;
+            // without (an insecure context), by the node's own.
+            owner_checks_pieces: hashing,
             ..ShareConfig::default()
         };
         let node = Node::new(config, now_ms());
-        let shell = Shell::new(|inbox| State::new(url, room, node, rtc_config, inbox));
+        let shell = Shell::new(|inbox| {
+            let mut state = State::new(url, room, node, rtc_config, storage.clone(), inbox);
+            state.library.expect(&kept);
+            state
+        });
+        if let Some(storage) = storage {
+            let inbox = shell.read(|state| state.inbox().clone());
+            library::check_kept(storage, hashing, kept, inbox);
+        }
         let swarm = Swarm {
             shell,
+            tier: started.map(|s| s.tier),
             range_reader: RefCell::new(None),
         };
         if let Err(err) = swarm.welcomed().await {
@@ -318,6 +383,49 @@ impl Swarm {
     pub fn download(&self, id: &str) -> Result<Download, JsValue> {
         let state = self.shell.with(|state| state.start_download(id))?;
         Ok(Download::new(state, self.shell.weak()))
+    }
+
+    /// Where this page keeps downloads: `"opfs"`, `"indexeddb"` or `"memory"` (the best
+    /// this origin has, or the `storage` option of `join`); `null` if no storage worker
+    /// could start, when downloads fail with `storage`.
+    #[wasm_bindgen(getter, unchecked_return_type = "StorageTier | null")]
+    pub fn storage(&self) -> JsValue {
+        self.tier.map_or(JsValue::NULL, |tier| tier.as_str().into())
+    }
+
+    /// What this page keeps in storage: downloads (complete, or partial to resume with
+    /// `download(id)`) and files it shared, also those kept from before a reload.
+    #[wasm_bindgen(unchecked_return_type = "StoredFile[]")]
+    pub fn stored(&self) -> Array {
+        self.shell.read(State::stored_list)
+    }
+
+    /// Deletes what this page keeps of content `id`: a download stops (its `blob()` rejects
+    /// with `cancelled`), the room is no longer offered it, and its data goes from storage.
+    /// Resolves once it is deleted. Rejects with `invalid-content-id`, or `unknown-content`
+    /// if the page keeps nothing of `id`.
+    pub async fn forget(&self, id: String) -> Result<(), JsValue> {
+        let removed = self.shell.with(|state| state.forget(&id))?;
+        Ok(removed.await?)
+    }
+
+    /// How much the storage may hold and holds now (`{quota, usage}` in bytes; for
+    /// `"memory"`, its own bound), or `null` if the browser does not say.
+    #[wasm_bindgen(js_name = storageEstimate, unchecked_return_type = "Promise<{ quota: number; usage: number } | null>")]
+    pub async fn storage_estimate(&self) -> Result<JsValue, JsValue> {
+        let Some(storage) = self.shell.read(|state| state.storage.clone()) else {
+            return Ok(JsValue::NULL);
+        };
+        let estimate = storage.estimate().await?;
+        Ok(match estimate {
+            Some((quota, usage)) => {
+                let object = js_sys::Object::new();
+                let _ = js_sys::Reflect::set(&object, &"quota".into(), &quota.into());
+                let _ = js_sys::Reflect::set(&object, &"usage".into(), &usage.into());
+                object.into()
+            }
+            None => JsValue::NULL,
+        })
     }
 
     /// Looks for peers that provide content `id` through the room's structured layer (in a

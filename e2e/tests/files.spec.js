@@ -100,9 +100,12 @@ test('file errors are named, and empty files are fine', async ({ browser, server
   });
   expect(cancelled).toEqual({ name: 'SwarmError', code: 'cancelled' });
 
-  // A file larger than the storage quota fails before any transfer.
-  const quota = await b.page.evaluate(async (id) => {
-    navigator.storage.estimate = async () => ({ quota: 1000, usage: 0 });
+  // A file larger than the storage quota fails before any transfer (here the memory tier,
+  // bounded to 1000 bytes).
+  const small = await joinRoom(browser, server, 'file-errors', 'small', { storage: 'memory', _memoryLimit: 1000 });
+  expect(await small.page.evaluate(() => window.swarm.storage)).toBe('memory');
+  await small.page.waitForFunction((id) => window.swarm.files().some((f) => f.id === id && f.sources > 0), big.id);
+  const quota = await small.page.evaluate(async (id) => {
     const dl = window.swarm.download(id);
     try { await dl.blob(); return null; } catch (err) { return { code: err.code, message: err.message, received: dl.progress.received }; }
   }, big.id);

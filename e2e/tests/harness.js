@@ -114,6 +114,42 @@ function watch(page, label) {
 }
 
 /**
+ * Runs in a page (of any browser: it is passed as source): joins `room` with
+ * `Swarm.join(location.origin, room, options)` and records every event the swarm emits in
+ * `window.events`. Returns the page's peer id.
+ */
+export async function joinInPage({ room, options }) {
+  const { default: init, Swarm } = await import('/pkg/client_wasm.js');
+  await init();
+  const swarm = await Swarm.join(location.origin, room, options);
+  window.swarm = swarm;
+  window.events = [];
+  swarm.on('peer-joined', (id) => window.events.push({ type: 'peer-joined', id, at: performance.now() }));
+  swarm.on('peer-left', (id) => window.events.push({ type: 'peer-left', id, at: performance.now() }));
+  window.remoteStreams = {};
+  swarm.on('stream', (peer, stream) => {
+    window.remoteStreams[stream.id] = stream;
+    // A sink, so the browser decodes the video.
+    const video = document.createElement('video');
+    video.muted = true;
+    video.autoplay = true;
+    video.srcObject = stream;
+    video.dataset.stream = stream.id;
+    document.body.append(video);
+    window.events.push({ type: 'stream', peer, id: stream.id, kinds: stream.getTracks().map((t) => t.kind).sort() });
+  });
+  swarm.on('stream-ended', (peer, id) => window.events.push({ type: 'stream-ended', peer, id }));
+  swarm.on('server', (state) => window.events.push({ type: 'server', state, at: performance.now() }));
+  swarm.on('message', (from, data) => window.events.push({
+    type: 'message',
+    from,
+    kind: typeof data === 'string' ? 'string' : data.constructor.name,
+    data: typeof data === 'string' ? data : Array.from(data),
+  }));
+  return swarm.id;
+}
+
+/**
  * Opens a page (its own browser context, like a separate user) on the server's lobby and joins
  * `room` with `Swarm.join(location.origin, room, options)`. Every event the swarm emits is
  * recorded in `window.events`.
@@ -123,36 +159,7 @@ export async function joinRoom(browser, server, room, label = room, options = un
   const page = await context.newPage();
   watch(page, label);
   await page.goto(`${server.url}/`);
-  const id = await page.evaluate(async ({ room, options }) => {
-    const { default: init, Swarm } = await import('/pkg/client_wasm.js');
-    await init();
-    const swarm = await Swarm.join(location.origin, room, options);
-    window.swarm = swarm;
-    window.events = [];
-    swarm.on('peer-joined', (id) => window.events.push({ type: 'peer-joined', id, at: performance.now() }));
-    swarm.on('peer-left', (id) => window.events.push({ type: 'peer-left', id, at: performance.now() }));
-    window.remoteStreams = {};
-    swarm.on('stream', (peer, stream) => {
-      window.remoteStreams[stream.id] = stream;
-      // A sink, so the browser decodes the video.
-      const video = document.createElement('video');
-      video.muted = true;
-      video.autoplay = true;
-      video.srcObject = stream;
-      video.dataset.stream = stream.id;
-      document.body.append(video);
-      window.events.push({ type: 'stream', peer, id: stream.id, kinds: stream.getTracks().map((t) => t.kind).sort() });
-    });
-    swarm.on('stream-ended', (peer, id) => window.events.push({ type: 'stream-ended', peer, id }));
-    swarm.on('server', (state) => window.events.push({ type: 'server', state, at: performance.now() }));
-    swarm.on('message', (from, data) => window.events.push({
-      type: 'message',
-      from,
-      kind: typeof data === 'string' ? 'string' : data.constructor.name,
-      data: typeof data === 'string' ? data : Array.from(data),
-    }));
-    return swarm.id;
-  }, { room, options });
+  const id = await page.evaluate(joinInPage, { room, options });
   return { page, context, id, label };
 }
 
@@ -237,7 +244,18 @@ export async function helpers(member) {
       return new Blob([bytes], { type: 'application/octet-stream' });
     };
     window.sha256 = async (blob) => {
-      const digest = await crypto.subtle.digest('SHA-256', await blob.arrayBuffer());
+      const bytes = new Uint8Array(await blob.arrayBuffer());
+      if (!window.crypto.subtle) {
+        // An insecure context has no SHA-256: two FNV-1a sums and the length tell files apart
+        // well enough to compare a download with its original, both hashed the same way.
+        let [x, y] = [0x811c9dc5, 0x01000193 ^ 0x5bd1e995];
+        for (let i = 0; i < bytes.length; i++) {
+          x = Math.imul(x ^ bytes[i], 0x01000193);
+          y = Math.imul(y ^ bytes[i] ^ (i & 0xff), 0x01000193);
+        }
+        return `fnv:${(x >>> 0).toString(16)}:${(y >>> 0).toString(16)}:${bytes.length}`;
+      }
+      const digest = await crypto.subtle.digest('SHA-256', bytes);
       return Array.from(new Uint8Array(digest), (b) => b.toString(16).padStart(2, '0')).join('');
     };
   });
@@ -269,7 +287,7 @@ export async function startDownload(member, id) {
     dl.on('progress', (p) => { window.lastProgress = p; });
     dl.on('bad-peer', (peer, reason) => window.badPeers.push({ peer, reason }));
     window.result = dl.blob().then(
-      async (blob) => ({ ok: true, size: blob.size, hash: window.crypto.subtle ? await window.sha256(blob) : null }),
+      async (blob) => ({ ok: true, size: blob.size, hash: await window.sha256(blob) }),
       (err) => ({ ok: false, name: err.name, code: err.code, message: err.message }),
     );
   }, id);

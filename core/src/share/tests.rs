@@ -1387,8 +1387,15 @@ fn a_resumed_download_counts_its_stored_pieces_at_once_and_fetches_only_the_othe
         ShareEvent::Progress { progress, .. } => Some(progress.received),
         _ => None,
     });
-    assert_eq!(first, Some(12 * u64::from(PS)), "stored pieces count at once");
-    assert_eq!(net.nodes[&2].share.stored(id).map(Bitfield::count), Some(12));
+    assert_eq!(
+        first,
+        Some(12 * u64::from(PS)),
+        "stored pieces count at once"
+    );
+    assert_eq!(
+        net.nodes[&2].share.stored(id).map(Bitfield::count),
+        Some(12)
+    );
     net.connect(1, 2);
     net.run(100_000);
     assert!(net.completed(2, id));
@@ -1412,7 +1419,10 @@ fn a_resumed_download_offers_its_stored_pieces_before_any_source_comes() {
     net.connect(2, 3);
     net.run(20);
     assert_eq!(net.nodes[&3].share.file(id).map(|f| f.sources), Some(1));
-    assert_eq!(net.nodes[&2].share.file(id).map(|f| f.complete), Some(false));
+    assert_eq!(
+        net.nodes[&2].share.file(id).map(|f| f.complete),
+        Some(false)
+    );
 }
 
 #[test]
@@ -1425,9 +1435,15 @@ fn a_resume_with_every_piece_is_held_whole_and_one_of_the_wrong_length_holds_non
 
     let other = data(6 * PS as usize, 2);
     let (oid, manifest) = manifest_of("b.bin", "", PS, &other);
-    let out = net.node(2).share.resume(oid, manifest, Bitfield::full(99), 0);
+    let out = net
+        .node(2)
+        .share
+        .resume(oid, manifest, Bitfield::full(99), 0);
     net.apply(2, out);
-    assert_eq!(net.nodes[&2].share.stored(oid).map(Bitfield::count), Some(0));
+    assert_eq!(
+        net.nodes[&2].share.stored(oid).map(Bitfield::count),
+        Some(0)
+    );
 }
 
 #[test]
@@ -1442,7 +1458,11 @@ fn forgetting_stops_offering_a_held_file_and_cancels_a_download() {
     net.apply(1, out);
     net.run(20);
     assert_eq!(net.nodes[&1].share.file(id), None);
-    assert_eq!(net.nodes[&2].share.file(id), None, "nobody offers it any more");
+    assert_eq!(
+        net.nodes[&2].share.file(id),
+        None,
+        "nobody offers it any more"
+    );
 
     let id = net.share_file(1, &bytes[..4 * PS as usize]);
     net.run(20);
@@ -1454,5 +1474,8 @@ fn forgetting_stops_offering_a_held_file_and_cancels_a_download() {
         id,
         reason: FailReason::Cancelled
     }));
-    assert!(net.node(2).share.forget(id).is_empty(), "unknown: nothing to do");
+    assert!(
+        net.node(2).share.forget(id).is_empty(),
+        "unknown: nothing to do"
+    );
 }
