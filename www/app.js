@@ -409,9 +409,11 @@ function pieceMap(id) {
 function renderFiles() {
   if (!swarm) return;
   const files = swarm.files();
+  const kept = new Map(swarm.stored().filter((f) => f.kind === 'download').map((f) => [f.id, f]));
   $('no-files').hidden = files.length > 0;
   $('file-list').replaceChildren(...files.map((info) => {
     const entry = downloads.get(info.id);
+    const partial = !entry && !info.complete ? kept.get(info.id) : null;
     const li = document.createElement('li');
     li.className = 'file';
     li.dataset.contentId = info.id;
@@ -429,7 +431,7 @@ function renderFiles() {
     const actions = document.createElement('span');
     actions.className = 'file-actions';
     if (!done && (!entry || entry.error)) {
-      actions.append(button('Download', () => startDownload(info.id)));
+      actions.append(button(partial ? 'Resume' : 'Download', () => startDownload(info.id)));
     }
     if (entry && !done && !entry.error) {
       actions.append(button('Cancel', () => entry.dl.cancel(), true));
@@ -450,7 +452,7 @@ function renderFiles() {
     head.append(name, meta, actions);
     li.append(head);
 
-    const received = done ? info.size : entry ? entry.progress.received : 0;
+    const received = done ? info.size : entry ? entry.progress.received : partial ? partial.received : 0;
     const fraction = info.size > 0 ? received / info.size : (done ? 1 : 0);
     const bar = document.createElement('div');
     bar.className = 'progress';
@@ -470,6 +472,8 @@ function renderFiles() {
       parts.push(`${formatBytes(p.bytesPerSecond)}/s`);
       parts.push(`${p.peers} peer${p.peers === 1 ? '' : 's'}`);
       parts.push(formatEta((p.total - p.received) / p.bytesPerSecond));
+    } else if (partial) {
+      parts.push(`${formatBytes(partial.received)} of ${formatBytes(info.size)} kept in this browser`);
     } else {
       parts.push('not downloaded');
     }
