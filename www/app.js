@@ -36,7 +36,7 @@ function limits() {
   const missing = [];
   if (!(navigator.storage && navigator.storage.getDirectory)) missing.push('downloads are kept in IndexedDB instead of the faster Origin Private File System');
   if (!(window.crypto && crypto.subtle)) missing.push('pieces are checked with the SHA-256 in WebAssembly (slower)');
-  if (!navigator.serviceWorker) missing.push('media files play once downloaded instead of while downloading');
+  if (!navigator.serviceWorker) missing.push('only WebM media plays while it downloads (other media once downloaded)');
   if (!(navigator.mediaDevices && navigator.mediaDevices.getUserMedia)) missing.push('camera, microphone and screen sharing are off');
   return missing;
 }

@@ -4,6 +4,11 @@
 //! window at the requested position, and the reply goes out as soon as those pieces are
 //! verified and stored. So `<video src=…>` plays any format the browser supports, seeks
 //! anywhere, and needs no demuxing in our code.
+//!
+//! Where no service worker can be registered (an insecure context, or a certificate the
+//! browser only has an exception for), a WebM file plays through MediaSource instead, fed in
+//! order from the same range reads (`mediaSourceUrl` in `js/stream.js`); other formats get
+//! `streaming-unavailable` with both reasons.
 
 use std::rc::{Rc, Weak};
 
@@ -28,6 +33,9 @@ extern "C" {
 
     #[wasm_bindgen(js_name = registerStreamWorker)]
     fn register_stream_worker(url: &str) -> Promise;
+
+    #[wasm_bindgen(js_name = mediaSourceUrl)]
+    fn media_source_url(id: &str) -> Promise;
 }
 
 /// The registration of a swarm's range reader with the page bridge.
@@ -63,11 +71,21 @@ pub(crate) async fn stream_url(
         }
         Ok::<_, ClientError>(())
     })?;
-    let scope = JsFuture::from(register_stream_worker(worker))
-        .await
-        .map_err(|err| ClientError::Streaming(describe(&err)))?;
-    let scope = scope.as_string().unwrap_or_default();
-    Ok(format!("{scope}stream/{content}"))
+    let worker_failed = match JsFuture::from(register_stream_worker(worker)).await {
+        Ok(scope) => {
+            let scope = scope.as_string().unwrap_or_default();
+            return Ok(format!("{scope}stream/{content}"));
+        }
+        Err(err) => describe(&err),
+    };
+    // No service worker here: a WebM plays through MediaSource instead.
+    match JsFuture::from(media_source_url(id)).await {
+        Ok(url) => Ok(url.as_string().unwrap_or_default()),
+        Err(err) => Err(ClientError::Streaming(format!(
+            "{worker_failed}; and {}",
+            describe(&err)
+        ))),
+    }
 }
 
 impl RangeReader {

@@ -2,7 +2,7 @@
 // storage tiers (OPFS, IndexedDB, memory), resumed downloads, completed downloads offered again,
 // corrupt stored data, `stored()` / `forget()`, and an insecure context (plain http:// from the
 // namespace's non-loopback address).
-import { test, expect, joinRoom, joinInPage, waitForPeers, thrown, share, startDownload, finish, helpers, startServer } from './harness.js';
+import { test, expect, joinRoom, joinInPage, waitForPeers, thrown, share, startDownload, finish, helpers, startServer, testClip } from './harness.js';
 
 const MiB = 1024 * 1024;
 
@@ -196,10 +196,42 @@ test('an insecure context (plain http:// from a LAN address): chat and a 12 MiB 
     expect(await finish(b)).toEqual({ size: 12 * MiB, hash: file.hash });
     expect(file.hash).toMatch(/^fnv:/);
 
-    // No service worker: streaming says so, with the reason.
+    // No service worker: a file that is not WebM cannot stream, and the error says why.
     const streaming = await thrown(b, (id) => window.swarm.streamUrl(id), file.id);
     expect(streaming).toMatchObject({ code: 'streaming-unavailable' });
     expect(streaming.message).toContain('service worker');
+    expect(streaming.message).toContain('not WebM');
+    // A WebM plays through MediaSource while it downloads.
+    await a.page.evaluate(() => {
+      const input = document.createElement('input');
+      input.type = 'file';
+      input.id = 'clip-input';
+      document.body.append(input);
+    });
+    await a.page.setInputFiles('#clip-input', testClip());
+    const clipId = await a.page.evaluate(async () => {
+      window.swarm._capUpload(256 * 1024);
+      return window.swarm.shareFile(document.getElementById('clip-input').files[0]);
+    });
+    await b.page.waitForFunction((id) => window.swarm.files().some((f) => f.id === id && f.sources > 0), clipId);
+    const url = await b.page.evaluate(async (id) => {
+      const url = await window.swarm.streamUrl(id);
+      const video = document.createElement('video');
+      video.id = 'player';
+      video.muted = true;
+      video.src = url;
+      document.body.append(video);
+      await video.play();
+      return url;
+    }, clipId);
+    expect(url).toMatch(/^blob:/);
+    await b.page.waitForFunction(() => document.getElementById('player').currentTime > 2, null, { timeout: 30_000 });
+    const playing = await b.page.evaluate((id) => ({
+      complete: window.swarm.files().find((f) => f.id === id).complete,
+      error: document.getElementById('player').error,
+    }), clipId);
+    expect(playing).toEqual({ complete: false, error: null });
+    await b.page.evaluate(() => document.getElementById('player').remove());
     // The kept download survives a reload here too (IndexedDB).
     await reload(b, 'lan');
     expect(await kept(b, file.id)).toMatchObject({ complete: true, received: 12 * MiB });
