@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use swarm_protocol::IceServer;
 
+use crate::self_signed::SanName;
+
 /// Default for [`Config::max_frame_len`]: room for an SDP offer with many candidates.
 pub const DEFAULT_MAX_FRAME_LEN: usize = 64 * 1024;
 
@@ -183,6 +185,18 @@ pub struct TurnConfig {
     pub secret: String,
     /// How long issued credentials stay valid.
     pub ttl: Duration,
+}
+
+/// A self-signed certificate that the server makes for itself (`--tls-self-signed`, see
+/// [`crate::self_signed`]); once the listener is bound, [`crate::self_signed::prepare`] turns
+/// it into the [`TlsConfig`] that [`Config::tls`] serves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SelfSignedConfig {
+    /// Where the certificate and its key are kept across restarts.
+    pub dir: PathBuf,
+    /// Names it is for besides the listen address (or the machine's addresses), `localhost`
+    /// and the hostname.
+    pub names: Vec<SanName>,
 }
 
 /// Certificate and key for serving TLS directly.

@@ -14,8 +14,8 @@
 //!   per-address counts, metrics, and the shutdown signal.
 //! - [`cluster`]: rooms shared by several instances through Redis (`--redis`).
 //! - [`access`] (room tokens, `Origin`), [`turn`] (TURN credentials), [`limits`] (token
-//!   bucket, per-address slots), [`metrics`] (Prometheus text), [`tls`], [`proofs`] (each
-//!   join proof is taken once).
+//!   bucket, per-address slots), [`metrics`] (Prometheus text), [`tls`], [`self_signed`] (the
+//!   certificate of `--tls-self-signed`), [`proofs`] (each join proof is taken once).
 
 pub mod access;
 pub mod cluster;
@@ -25,6 +25,7 @@ pub mod limits;
 pub mod metrics;
 pub mod proofs;
 pub mod routes;
+pub mod self_signed;
 pub mod serve;
 pub mod settings;
 mod state;

@@ -7,7 +7,9 @@
 //! Every flag can also be given as an environment variable (`SIGNAL_…`, listed by `--help`)
 //! or as a key in the TOML file. Logs go to stderr; set `RUST_LOG` (e.g. `RUST_LOG=debug`) for
 //! more. Once listening, it prints one line to stdout: `listening on http://ADDR` (or
-//! `https://` with TLS).
+//! `https://` with TLS). With `--tls-self-signed` it prints before that line where the
+//! certificate is and what it is for, `certificate SHA-256 AB:CD:…`, and `open https://…/`
+//! for each URL the page can be opened at.
 
 use std::process::ExitCode;
 
@@ -59,7 +61,7 @@ async fn main() -> ExitCode {
     }
     init_logs(resolved.log_format);
 
-    let config = resolved.config;
+    let mut config = resolved.config;
     if !config.www.join("index.html").is_file() {
         tracing::warn!(www = %config.www.display(), "no index.html there: the page will not load");
     }
@@ -70,12 +72,37 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let local = listener.local_addr();
+    if let Some(self_signed) = &resolved.self_signed {
+        let local = *local.as_ref().unwrap_or(&resolved.listen);
+        match signal_server::self_signed::prepare(self_signed, local) {
+            Ok(prepared) => {
+                let cert = &prepared.certificate;
+                tracing::info!(
+                    cert = %cert.tls.cert.display(),
+                    fingerprint = %cert.fingerprint,
+                    outcome = %cert.outcome,
+                    names = ?cert.names.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                    urls = ?prepared.urls,
+                    "self-signed TLS certificate: compare its SHA-256 fingerprint in the browser"
+                );
+                for line in prepared.report() {
+                    println!("{line}");
+                }
+                config.tls = Some(prepared.certificate.tls);
+            }
+            Err(err) => {
+                eprintln!("signal-server: {err}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
     let scheme = if config.tls.is_some() {
         "https"
     } else {
         "http"
     };
-    match listener.local_addr() {
+    match local {
         Ok(addr) => println!("listening on {scheme}://{addr}"),
         Err(err) => tracing::warn!(%err, "bound, but the address is unknown"),
     }

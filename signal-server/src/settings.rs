@@ -19,7 +19,10 @@ use serde::Deserialize;
 use swarm_protocol::IceServer;
 use swarm_protocol::signal::IceUrls;
 
-use crate::config::{Config, Limits, TlsConfig, TurnConfig, default_tcp_connections_per_ip};
+use crate::config::{
+    Config, Limits, SelfSignedConfig, TlsConfig, TurnConfig, default_tcp_connections_per_ip,
+};
+use crate::self_signed::SanName;
 
 /// Where the server listens unless told otherwise.
 pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 8080));
@@ -187,6 +190,28 @@ pub struct Settings {
     #[arg(long, env = "SIGNAL_TLS_KEY", value_name = "FILE")]
     pub tls_key: Option<PathBuf>,
 
+    /// Serve https:// and wss:// with a self-signed certificate made for the listen address
+    /// (every address of the machine for 0.0.0.0 or ::), localhost, the hostname and
+    /// --tls-name; it is kept in --tls-dir and reused on restart, and its SHA-256 fingerprint
+    /// printed. Not with --tls-cert/--tls-key.
+    #[arg(long, env = "SIGNAL_TLS_SELF_SIGNED", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub tls_self_signed: Option<bool>,
+
+    /// With --tls-self-signed: another DNS name or IP address the certificate is for, e.g. a
+    /// name your LAN's DNS gives this machine (repeat, or separate with commas).
+    #[arg(
+        long,
+        env = "SIGNAL_TLS_NAME",
+        value_name = "NAME",
+        value_delimiter = ','
+    )]
+    pub tls_name: Option<Vec<String>>,
+
+    /// With --tls-self-signed: directory where the certificate and its key are kept (made,
+    /// mode 0700, if missing). [default: .signal-server-tls]
+    #[arg(long, env = "SIGNAL_TLS_DIR", value_name = "DIR")]
+    pub tls_dir: Option<PathBuf>,
+
     /// Log format on stderr (RUST_LOG sets the level). [default: text]
     #[arg(long, env = "SIGNAL_LOG_FORMAT", value_name = "FORMAT")]
     pub log_format: Option<LogFormat>,
@@ -254,6 +279,9 @@ pub struct Resolved {
     pub listen: SocketAddr,
     /// How to log.
     pub log_format: LogFormat,
+    /// `--tls-self-signed`: the process makes (or reuses) the certificate once it has bound
+    /// the listener, and serves it as [`Config::tls`], which is `None` until then.
+    pub self_signed: Option<SelfSignedConfig>,
     /// Everything else.
     pub config: Config,
 }
@@ -314,6 +342,9 @@ impl Settings {
             trust_forwarded_for: self.trust_forwarded_for.or(lower.trust_forwarded_for),
             tls_cert: self.tls_cert.or(lower.tls_cert),
             tls_key: self.tls_key.or(lower.tls_key),
+            tls_self_signed: self.tls_self_signed.or(lower.tls_self_signed),
+            tls_name: self.tls_name.or(lower.tls_name),
+            tls_dir: self.tls_dir.or(lower.tls_dir),
             log_format: self.log_format.or(lower.log_format),
             redis: self.redis.or(lower.redis),
             redis_presence_ttl: self.redis_presence_ttl.or(lower.redis_presence_ttl),
@@ -381,6 +412,34 @@ impl Settings {
             (None, None) => None,
             _ => return invalid("--turn-url and --turn-secret go together"),
         };
+        let self_signed = if self.tls_self_signed.unwrap_or(false) {
+            if self.tls_cert.is_some() || self.tls_key.is_some() {
+                return invalid(
+                    "--tls-self-signed makes its own certificate: give either it or --tls-cert and --tls-key, not both",
+                );
+            }
+            let mut names = Vec::new();
+            for name in self.tls_name.unwrap_or_default() {
+                let Some(parsed) = SanName::parse(name.trim()) else {
+                    return Err(SettingsError::Invalid(format!(
+                        "--tls-name {name:?} is not a DNS name or an IP address"
+                    )));
+                };
+                names.push(parsed);
+            }
+            let dir = self
+                .tls_dir
+                .unwrap_or_else(|| PathBuf::from(crate::self_signed::DEFAULT_DIR));
+            if dir.as_os_str().is_empty() {
+                return invalid("--tls-dir must not be empty");
+            }
+            Some(SelfSignedConfig { dir, names })
+        } else {
+            if self.tls_name.is_some() || self.tls_dir.is_some() {
+                return invalid("--tls-name and --tls-dir go with --tls-self-signed");
+            }
+            None
+        };
         let tls = match (self.tls_cert, self.tls_key) {
             (Some(cert), Some(key)) => Some(TlsConfig { cert, key }),
             (None, None) => None,
@@ -413,6 +472,7 @@ impl Settings {
         Ok(Resolved {
             listen,
             log_format: self.log_format.unwrap_or_default(),
+            self_signed,
             config: Config {
                 www: self.www.unwrap_or(defaults.www),
                 max_frame_len: self.max_frame.unwrap_or(defaults.max_frame_len),
@@ -525,6 +585,107 @@ mod tests {
             slow_ping.resolve(),
             Err(SettingsError::Invalid(_))
         ));
+    }
+
+    #[test]
+    fn a_self_signed_certificate_comes_from_flags_or_the_file() {
+        let resolved = parse("tls-self-signed = true\ntls-name = [\"Swarm.LAN\", \"192.0.2.7\"]\n")
+            .resolve()
+            .expect("resolves");
+        let self_signed = resolved.self_signed.expect("self-signed");
+        assert_eq!(self_signed.dir, PathBuf::from(".signal-server-tls"));
+        assert_eq!(
+            self_signed.names,
+            [
+                SanName::Dns("swarm.lan".to_owned()),
+                SanName::Ip("192.0.2.7".parse().expect("ip"))
+            ]
+        );
+        // Served once the process has made it, not before.
+        assert!(resolved.config.tls.is_none());
+
+        let flags = Settings {
+            tls_dir: Some("/srv/tls".into()),
+            ..Settings::default()
+        };
+        let file = parse("tls-self-signed = true\ntls-dir = \"here\"\n");
+        let resolved = flags.over(file).resolve().expect("resolves");
+        assert_eq!(
+            resolved.self_signed.expect("self-signed").dir,
+            PathBuf::from("/srv/tls")
+        );
+
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            settings: Settings,
+        }
+        let cli = <Cli as clap::Parser>::try_parse_from([
+            "signal-server",
+            "--tls-self-signed",
+            "--tls-name",
+            "a.lan",
+            "--tls-name",
+            "b.lan,10.0.0.9",
+        ])
+        .expect("flags parse");
+        let names = cli
+            .settings
+            .resolve()
+            .expect("resolves")
+            .self_signed
+            .expect("on")
+            .names;
+        assert_eq!(names.len(), 3);
+        let off =
+            <Cli as clap::Parser>::try_parse_from(["signal-server", "--tls-self-signed", "false"])
+                .expect("flags parse");
+        assert!(
+            off.settings
+                .resolve()
+                .expect("resolves")
+                .self_signed
+                .is_none()
+        );
+        assert!(
+            Settings::default()
+                .resolve()
+                .expect("defaults")
+                .self_signed
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn self_signed_settings_that_do_not_fit_are_refused() {
+        let refused = |text: &str| match parse(text).resolve() {
+            Err(SettingsError::Invalid(message)) => message,
+            other => panic!("{text}: {other:?}"),
+        };
+        for with_own in [
+            "tls-self-signed = true\ntls-cert = \"c.pem\"\ntls-key = \"k.pem\"\n",
+            "tls-self-signed = true\ntls-key = \"k.pem\"\n",
+        ] {
+            let message = refused(with_own);
+            assert!(
+                message.contains("--tls-self-signed") && message.contains("--tls-cert"),
+                "{message}"
+            );
+        }
+        for without in [
+            "tls-name = [\"a.lan\"]\n",
+            "tls-self-signed = false\ntls-dir = \"d\"\n",
+        ] {
+            let message = refused(without);
+            assert!(message.contains("go with --tls-self-signed"), "{message}");
+        }
+        let message = refused("tls-self-signed = true\ntls-name = [\"not a name\"]\n");
+        assert!(
+            message.contains("\"not a name\" is not a DNS name"),
+            "{message}"
+        );
+        let message = refused("tls-self-signed = true\ntls-dir = \"\"\n");
+        assert!(message.contains("--tls-dir must not be empty"), "{message}");
     }
 
     #[test]

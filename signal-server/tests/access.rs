@@ -174,7 +174,7 @@ async fn tls_serves_wss_and_https() {
     let dir = tempfile::tempdir().expect("temp dir");
     let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
     std::fs::write(&cert_path, cert.cert.pem()).expect("write cert");
-    std::fs::write(&key_path, cert.key_pair.serialize_pem()).expect("write key");
+    std::fs::write(&key_path, cert.signing_key.serialize_pem()).expect("write key");
     let server = Server::start_with(Config {
         tls: Some(TlsConfig {
             cert: cert_path,
