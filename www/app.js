@@ -252,7 +252,7 @@ function scheduleFiles() {
 async function shareFiles(fileList) {
   for (const file of fileList) {
     try {
-      const id = await swarm.shareFile(file);
+      const id = await swarm.shareFile(file, { keep: $('keep-copy').checked });
       log('system', null, `sharing ${file.name} (${formatBytes(file.size)})`);
       void id;
     } catch (err) {

@@ -175,6 +175,8 @@ async function opfs() {
     async open(name, size, pieceSize, manifest) {
       if (open.has(name)) return;
       if (manifest) await writeSmallFile(`${name}.manifest`, manifest);
+      // Kept as a download from now on (a shared file copied into storage), not as shared.
+      await dir.removeEntry(`${name}.shared`).catch(() => {});
       const access = await syncHandle(name);
       if (access.getSize() !== size) access.truncate(size);
       const haveAccess = await syncHandle(`${name}.have`);

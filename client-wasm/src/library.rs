@@ -169,6 +169,52 @@ pub(crate) fn readable(
     out
 }
 
+/// Pieces of a copy being written at once (each is a request to the worker, with its bytes).
+const COPY_AHEAD: usize = 8;
+
+/// Copies `blob` (a file the user shares) into storage as content `id`, as if it had been
+/// downloaded, so it is kept across reloads; resolves with the stored copy.
+/// `storage-quota` if it does not fit.
+pub(crate) async fn keep_copy(
+    storage: &Storage,
+    id: ContentId,
+    manifest: &Manifest,
+    blob: &Blob,
+) -> Result<Blob, ClientError> {
+    if let Some((quota, usage)) = storage.estimate().await?
+        && quota - usage < manifest.size as f64
+    {
+        return Err(ClientError::StorageQuota {
+            needed: manifest.size,
+            available: (quota - usage).max(0.0) as u64,
+        });
+    }
+    let name = id.to_string();
+    storage
+        .open(
+            &name,
+            manifest.size,
+            manifest.piece_size,
+            &manifest.encode(),
+        )
+        .await?;
+    let mut writes = std::collections::VecDeque::new();
+    for piece in 0..manifest.piece_count() {
+        let (offset, len) = (manifest.piece_offset(piece), manifest.piece_len(piece));
+        let bytes = crate::storage::read_blob(blob, offset, len).await?;
+        writes.push_back(storage.write(&name, offset, piece, &bytes, None));
+        if writes.len() >= COPY_AHEAD
+            && let Some(write) = writes.pop_front()
+        {
+            write.await?;
+        }
+    }
+    for write in writes {
+        write.await?;
+    }
+    storage.close(&name).await
+}
+
 async fn drop_result(future: impl Future<Output = Result<(), ClientError>>) {
     if let Err(err) = future.await {
         warn!(error = %err, "storage");
@@ -184,6 +230,10 @@ impl Library {
             } else {
                 Standing::Shared
             };
+            // A download's data wins over a shared file's manifest of the same content.
+            if bits.is_none() && self.entries.contains_key(id) {
+                continue;
+            }
             self.entries.insert(
                 *id,
                 Entry {
@@ -268,6 +318,19 @@ impl State {
             manifest: manifest.clone(),
             standing: Standing::Partial(Bitfield::new(0)),
         });
+        self.emit("stored", Vec::new());
+    }
+
+    /// A file the user shares was copied into storage ([`keep_copy`]): it is kept like a
+    /// finished download.
+    pub(crate) fn keep_copied(&mut self, id: ContentId, manifest: &Manifest) {
+        self.library.entries.insert(
+            id,
+            Entry {
+                manifest: manifest.clone(),
+                standing: Standing::Complete,
+            },
+        );
         self.emit("stored", Vec::new());
     }
 

@@ -93,6 +93,12 @@ export interface JoinOptions {
   storage?: StorageTier;
 }
 
+/** The options of `Swarm.shareFile`. */
+export interface ShareOptions {
+  /** Keep a copy in this browser's storage, so the file is offered again after a reload. */
+  keep?: boolean;
+}
+
 /** Where downloads are kept: "opfs" (the Origin Private File System; a secure context),
  * "indexeddb" (also over plain http:// from a LAN address; slower) or "memory" (bounded;
  * nothing survives a reload). */
@@ -341,11 +347,15 @@ impl Swarm {
 
     /// Shares a `File` or `Blob` with the room: hashes it piece by piece, then offers it to
     /// every peer, and serves it while this swarm is in the room. Resolves with its content id
-    /// (64 hex digits). A zero-byte file is allowed.
+    /// (64 hex digits). A zero-byte file is allowed. With `{ keep: true }` a copy goes into
+    /// this browser's storage first, so the file is offered again after a reload (without,
+    /// only its manifest is kept, and `stored()` lists it as not available until it is
+    /// shared again); a copy that does not fit rejects with `storage-quota`.
     #[wasm_bindgen(js_name = shareFile)]
     pub async fn share_file(
         &self,
         #[wasm_bindgen(unchecked_param_type = "Blob")] file: JsValue,
+        #[wasm_bindgen(unchecked_param_type = "ShareOptions")] options: Option<js_sys::Object>,
     ) -> Result<String, JsValue> {
         let blob = file
             .clone()
@@ -355,9 +365,26 @@ impl Swarm {
             .dyn_ref::<web_sys::File>()
             .map(web_sys::File::name)
             .unwrap_or_else(|| "blob".to_owned());
+        let keep = match options.map(|o| js_sys::Reflect::get(&o, &"keep".into())) {
+            Some(Ok(keep)) if !keep.is_undefined() => {
+                keep.as_bool().ok_or_else(|| ClientError::InvalidOption {
+                    name: "keep",
+                    reason: "must be a boolean".to_owned(),
+                })?
+            }
+            _ => false,
+        };
         self.shell.read(State::check_joined)?;
         let (id, manifest) = manifest_of(&blob, name).await?;
-        info!(%id, size = manifest.size, "hashed a file to share");
+        info!(%id, size = manifest.size, keep, "hashed a file to share");
+        let blob = if keep {
+            let storage = self.shell.read(State::storage)?;
+            let copy = library::keep_copy(&storage, id, &manifest, &blob).await?;
+            self.shell.with(|state| state.keep_copied(id, &manifest));
+            copy
+        } else {
+            blob
+        };
         self.shell.with(|state| {
             state.check_joined()?;
             state.share(id, manifest, blob);

@@ -126,6 +126,20 @@ test('stored() and forget(): shared files are remembered, deleted content is gon
   expect(again.id).toBe(shared.id);
   expect(await a.page.evaluate(() => window.swarm.stored())).toMatchObject([{ id: shared.id, kind: 'shared', available: true }]);
 
+  // With `keep`, a copy goes into storage: after a reload it is offered again by itself.
+  const copied = await a.page.evaluate(async () => {
+    const blob = window.makeBlob(3 * 1024 * 1024, 16);
+    const id = await window.swarm.shareFile(new File([blob], 'kept.bin'), { keep: true });
+    return { id, hash: await window.sha256(blob) };
+  });
+  await reload(a, 'forget');
+  expect(await kept(a, copied.id)).toMatchObject({ name: 'kept.bin', kind: 'download', complete: true, received: 3 * MiB });
+  await a.page.waitForFunction((id) => window.swarm.files().some((f) => f.id === id && f.complete), copied.id);
+  await startDownload(b, copied.id);
+  expect(await finish(b)).toEqual({ size: 3 * MiB, hash: copied.hash });
+  await b.page.evaluate((id) => window.swarm.forget(id), copied.id);
+  expect(await thrown(a, () => window.swarm.shareFile(new Blob(['x']), { keep: 'yes' }))).toMatchObject({ code: 'invalid-option' });
+
   // forget() on b deletes the download: gone from stored() and from storage (not back after a reload).
   const events = await b.page.evaluate(async (id) => {
     let stored = 0;
