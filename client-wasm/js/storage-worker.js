@@ -238,7 +238,14 @@ async function opfs() {
         file.haveAccess.close();
         open.delete(name);
       }
-      for (const entry of [name, `${name}.have`, `${name}.manifest`, `${name}.shared`]) {
+      // The data first: if another tab of this site holds it open (it is downloading it
+      // too), nothing of it is removed, so that tab keeps its manifest and pieces.
+      try {
+        await dir.removeEntry(name);
+      } catch (err) {
+        if (err.name !== 'NotFoundError') throw err;
+      }
+      for (const entry of [`${name}.have`, `${name}.manifest`, `${name}.shared`]) {
         await dir.removeEntry(entry).catch(() => {});
       }
     },
