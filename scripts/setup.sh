@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Installs what building the project needs, skipping each step whose result is already there:
 # the wasm32 target, and wasm-bindgen-cli (the exact version the crate pins) and wasm-pack.
-# With --test it also installs what the tests need: Chromium and its driver, iproute2 for the
-# test network namespace, ffmpeg for test media, and the end-to-end test packages from
-# e2e/package-lock.json.
+# With --test it also installs what the tests need: Chromium and its driver, Firefox ESR (the
+# second browser of the end-to-end tests), iproute2 for the test network namespace, ffmpeg for
+# test media, and the end-to-end test packages from e2e/package-lock.json.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -33,6 +33,7 @@ if [ "${1:-}" = "--test" ]; then
   missing=()
   [ -x /usr/bin/chromium ] || missing+=(chromium)
   [ -x /usr/bin/chromedriver ] || missing+=(chromium-driver)
+  [ -x /usr/bin/firefox-esr ] || missing+=(firefox-esr)
   command -v ip >/dev/null || missing+=(iproute2)
   command -v ffmpeg >/dev/null || missing+=(ffmpeg)
   command -v turnserver >/dev/null || missing+=(coturn)
@@ -49,8 +50,9 @@ if [ "${1:-}" = "--test" ]; then
   if ! rustup component list --installed | grep -q '^rustfmt'; then
     rustup component add rustfmt
   fi
-  if [ ! -d e2e/node_modules/@playwright/test ] || [ e2e/package-lock.json -nt e2e/node_modules/.package-lock.json ]; then
+  if [ ! -d e2e/node_modules/@playwright/test ] || [ ! -d e2e/node_modules/puppeteer-core ] || [ e2e/package-lock.json -nt e2e/node_modules/.package-lock.json ]; then
     say "installing the end-to-end test packages"
-    (cd e2e && npm ci --no-audit --no-fund)
+    # puppeteer-core drives Debian's firefox-esr: it must not try to download a browser.
+    (cd e2e && PUPPETEER_SKIP_DOWNLOAD=1 npm ci --no-audit --no-fund)
   fi
 fi
