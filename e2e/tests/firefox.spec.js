@@ -7,7 +7,7 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import puppeteer from 'puppeteer-core';
 import {
-  test as base, expect, joinRoom, joinInPage, waitForPeers, events, helpers, share, startDownload, finish, testClip,
+  test as base, expect, joinRoom, joinInPage, waitForPeers, events, helpers, share, startDownload, finish, testClip, kept, resume,
 } from './harness.js';
 
 const FIREFOX = process.env.FIREFOX || '/usr/bin/firefox-esr';
@@ -227,6 +227,27 @@ test('a file shared by either browser arrives byte-identical in the other', asyn
     expect(listed).toMatchObject({ name: 'random.bin', size, complete: true });
     expect(Object.keys(await to.page.evaluate(() => window.lastProgress.from))).toEqual([from.id]);
   }
+});
+
+test('a download in Firefox reloaded half-way resumes from what it kept', async ({ browser, firefox, server }) => {
+  test.setTimeout(120_000);
+  const [chromium, gecko] = await pair(browser, firefox, server, 'ff-resume');
+  const size = 24 * MiB;
+  const file = await share(chromium, size, 21);
+  await chromium.page.evaluate(() => window.swarm._capUpload(6 * 1024 * 1024));
+  await startDownload(gecko, file.id);
+  await gecko.page.waitForFunction(() => window.lastProgress.received >= 8 * 1024 * 1024, null, { timeout: 60_000 });
+  await gecko.page.puppeteer.reload();
+  gecko.id = await gecko.page.evaluate(joinInPage, { room: 'ff-resume', options: undefined });
+  await helpers(gecko);
+  const entry = await kept(gecko, file.id);
+  expect(entry).toMatchObject({ complete: false, kind: 'download', available: true });
+  expect(entry.received).toBeGreaterThanOrEqual(8 * MiB);
+  await gecko.page.waitForFunction((id) => window.swarm.files().some((f) => f.id === id && f.sources > 0), file.id, { timeout: 20_000 });
+  expect(await resume(gecko, file.id)).toBe(entry.received);
+  expect(await finish(gecko, 60_000)).toEqual({ size, hash: file.hash });
+  const fetched = await gecko.page.evaluate(() => Object.values(window.dl.progress.from).reduce((a, n) => a + n, 0));
+  expect(fetched).toBeLessThanOrEqual(size - entry.received + 2 * MiB);
 });
 
 test('a camera and microphone published by either browser play in the other', async ({ browser, firefox, server }) => {

@@ -307,3 +307,29 @@ export async function finish(member, timeout = 90_000) {
   if (!result.ok) throw new Error(`download failed: ${result.code}: ${result.message}`);
   return { size: result.size, hash: result.hash };
 }
+
+/** Waits until `member` keeps `id` with its pieces checked; returns its `stored()` entry. */
+export async function kept(member, id) {
+  await member.page.waitForFunction(
+    (id) => window.swarm.stored().some((f) => f.id === id && f.available),
+    id,
+    { timeout: 30_000 },
+  );
+  return member.page.evaluate((id) => window.swarm.stored().find((f) => f.id === id), id);
+}
+
+/** Starts `download(id)` on `member` at once (no source needed: a kept download resumes). */
+export async function resume(member, id) {
+  return member.page.evaluate((id) => {
+    const dl = window.swarm.download(id);
+    window.dl = dl;
+    window.firstProgress = dl.progress;
+    window.progressEvents = [];
+    dl.on('progress', (p) => window.progressEvents.push(p));
+    window.result = dl.blob().then(
+      async (blob) => ({ ok: true, size: blob.size, hash: await window.sha256(blob) }),
+      (err) => ({ ok: false, name: err.name, code: err.code, message: err.message }),
+    );
+    return new Promise((resolve) => dl.on('progress', (p) => resolve(p.received)));
+  }, id);
+}

@@ -2,7 +2,7 @@
 // storage tiers (OPFS, IndexedDB, memory), resumed downloads, completed downloads offered again,
 // corrupt stored data, `stored()` / `forget()`, and an insecure context (plain http:// from the
 // namespace's non-loopback address).
-import { test, expect, joinRoom, joinInPage, waitForPeers, thrown, share, startDownload, finish, helpers, startServer, testClip } from './harness.js';
+import { test, expect, joinRoom, joinInPage, waitForPeers, thrown, share, startDownload, finish, helpers, startServer, testClip, kept, resume } from './harness.js';
 
 const MiB = 1024 * 1024;
 
@@ -12,32 +12,6 @@ async function reload(member, room, options = undefined) {
   member.id = await member.page.evaluate(joinInPage, { room, options });
   await helpers(member);
   return member;
-}
-
-/** Waits until `member` keeps `id` with its pieces checked; returns its `stored()` entry. */
-async function kept(member, id) {
-  await member.page.waitForFunction(
-    (id) => window.swarm.stored().some((f) => f.id === id && f.available),
-    id,
-    { timeout: 30_000 },
-  );
-  return member.page.evaluate((id) => window.swarm.stored().find((f) => f.id === id), id);
-}
-
-/** Starts `download(id)` on `member` at once (no source needed: a kept download resumes). */
-async function resume(member, id) {
-  return member.page.evaluate((id) => {
-    const dl = window.swarm.download(id);
-    window.dl = dl;
-    window.firstProgress = dl.progress;
-    window.progressEvents = [];
-    dl.on('progress', (p) => window.progressEvents.push(p));
-    window.result = dl.blob().then(
-      async (blob) => ({ ok: true, size: blob.size, hash: await window.sha256(blob) }),
-      (err) => ({ ok: false, name: err.name, code: err.code, message: err.message }),
-    );
-    return new Promise((resolve) => dl.on('progress', (p) => resolve(p.received)));
-  }, id);
 }
 
 test('a download reloaded half-way resumes from its stored pieces and fetches only the rest', async ({ browser, server }) => {
