@@ -214,8 +214,9 @@ impl<P: Ord + Copy> Share<P> {
 
     /// A player needs `bytes` of download `id` now (`None`: nothing in particular): the
     /// pieces covering them, in order, and [`READ_AHEAD_PIECES`] after them are fetched before
-    /// any other. Requests elsewhere that have seen no data yet are cancelled when window
-    /// pieces are still waiting, so a seek does not queue behind them. Works before the
+    /// any other. Requests that have seen no data yet, elsewhere or after a window piece
+    /// still waiting, are cancelled and asked again behind it, so a seek (or the start of
+    /// playback) does not queue behind them. Works before the
     /// manifest is known too.
     pub fn set_priority(
         &mut self,
@@ -236,21 +237,26 @@ impl<P: Ord + Copy> Share<P> {
         } = &mut download.phase
         {
             selector.set_priority(window.clone());
-            if let Some(window) = window {
-                let waiting = window.clone().any(|i| {
-                    !selector.have().get(i) && selector.outstanding().all(|(_, p)| p != i)
-                });
+            // The first piece of the window neither here nor asked for: requests that have
+            // seen no data yet, outside the window or later in it, are withdrawn, so that
+            // it is asked for before them (a peer serves requests in order; a player
+            // waits for the first piece, not for those after it).
+            let first_waiting = window.clone().and_then(|mut window| {
+                window.find(|i| {
+                    !selector.have().get(*i) && selector.outstanding().all(|(_, p)| p != *i)
+                })
+            });
+            if let (Some(window), Some(first)) = (window, first_waiting) {
                 let stale: Vec<(P, u32)> = selector
                     .outstanding()
                     .filter(|(peer, piece)| {
-                        !window.contains(piece) && !partial.contains_key(&(*piece, *peer))
+                        (!window.contains(piece) || *piece > first)
+                            && !partial.contains_key(&(*piece, *peer))
                     })
                     .collect();
-                if waiting {
-                    for (peer, piece) in stale {
-                        selector.cancel(peer, piece);
-                        send(&mut out, peer, PeerMsg::Cancel { id, piece });
-                    }
+                for (peer, piece) in stale {
+                    selector.cancel(peer, piece);
+                    send(&mut out, peer, PeerMsg::Cancel { id, piece });
                 }
             }
         }

@@ -1479,3 +1479,76 @@ fn forgetting_stops_offering_a_held_file_and_cancels_a_download() {
         "unknown: nothing to do"
     );
 }
+
+#[test]
+fn requests_later_in_a_new_window_are_asked_again_behind_its_first_piece() {
+    let mut net = Net::new(&[1, 2]);
+    net.connect(1, 2);
+    let id = net.share_file(1, &data(256 * PS as usize, 8));
+    net.run(20);
+    net.download(2, id);
+    while net.nodes[&2]
+        .share
+        .downloads
+        .get(&id)
+        .is_none_or(|d| d.phase_requests().is_empty())
+    {
+        net.run(1);
+    }
+    // Requests go out for 200..209; then the player needs 195 (window 195..204).
+    let at = 200 * u64::from(PS);
+    let out = net.node(2).share.set_priority(id, Some(at..at + 1), 0);
+    net.apply(2, out);
+    let before = net.nodes[&2].share.downloads[&id].phase_requests();
+    assert!(
+        before.iter().any(|(_, p)| (200..205).contains(p)),
+        "{before:?}"
+    );
+    let at = 195 * u64::from(PS);
+    let out = net.node(2).share.set_priority(id, Some(at..at + 1), 0);
+    let frames: Vec<PeerMsg<'_>> = out
+        .iter()
+        .filter_map(|o| match o {
+            Output::Send { frame, .. } => match decode_binary(frame) {
+                Ok(BinaryFrame::Peer(msg)) => Some(msg),
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect();
+    let cancelled: BTreeSet<u32> = frames
+        .iter()
+        .filter_map(|m| match m {
+            PeerMsg::Cancel { piece, .. } => Some(*piece),
+            _ => None,
+        })
+        .collect();
+    let later: BTreeSet<u32> = before
+        .iter()
+        .map(|(_, p)| *p)
+        .filter(|p| *p > 195)
+        .collect();
+    assert_eq!(
+        cancelled, later,
+        "every request after 195 without data is withdrawn"
+    );
+    let requested: Vec<u32> = frames
+        .iter()
+        .filter_map(|m| match m {
+            PeerMsg::Request { piece, .. } => Some(*piece),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        requested.first(),
+        Some(&195),
+        "the window's first piece goes first: {requested:?}"
+    );
+    assert!(
+        requested.windows(2).all(|w| w[0] < w[1]),
+        "in order: {requested:?}"
+    );
+    net.apply(2, out);
+    net.run(100_000);
+    assert!(net.completed(2, id));
+}
