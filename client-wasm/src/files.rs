@@ -108,19 +108,23 @@ impl State {
         let Some(info) = info.filter(|f| f.sources > 0 || f.complete) else {
             return Err(ClientError::UnknownContent(id.to_string()));
         };
+        // Refuse before any transfer if there is no storage, or the file cannot fit.
+        let estimate = if info.complete {
+            None
+        } else {
+            Some(self.storage()?.estimate())
+        };
         let download = Rc::new(DownloadState::new(id, info.size));
         self.downloads.insert(id, Rc::clone(&download));
-        if info.complete {
+        let Some(estimate) = estimate else {
             // Completes at once (`Event::Completed`).
             if let Err(err) = self.node.download(id, now_ms()) {
                 warn!(%id, error = %err, "cannot complete a held file");
             }
             self.flush();
             return Ok(download);
-        }
-        // Refuse before any transfer if the file cannot fit.
+        };
         let inbox = self.inbox().clone();
-        let estimate = self.storage()?.estimate();
         spawn_local(async move {
             let free = match estimate.await {
                 Ok(Some((quota, usage))) => Some(quota - usage),

@@ -93,6 +93,18 @@ pub(crate) struct Storage {
     waiting: Waiters,
     spare: Spare,
     _on_message: Closure<dyn FnMut(MessageEvent)>,
+    _on_error: Closure<dyn FnMut(web_sys::Event)>,
+}
+
+/// How long the worker may take to say which tier it uses.
+const START_MS: i32 = 10_000;
+
+/// Rejects every reply still owed, with `reason`.
+fn reject_all(waiting: &Waiters, reason: &str) {
+    let owed: Vec<_> = waiting.borrow_mut().drain().collect();
+    for (_, (_, reject)) in owed {
+        let _ = reject.call1(&JsValue::NULL, &reason.into());
+    }
 }
 
 fn field(object: &JsValue, key: &str) -> JsValue {
@@ -113,7 +125,17 @@ impl Storage {
         if let Some(limit) = memory_limit {
             let _ = Reflect::set(&request, &"memoryLimit".into(), &(limit as f64).into());
         }
-        let reply = storage.call(&request, None).await?;
+        let reply = storage.call(&request, None);
+        // A worker that never starts (one the page's Content-Security-Policy blocks may not
+        // even fire `error`) must not hold up `join`.
+        let waiting = Rc::clone(&storage.waiting);
+        let _deadline = crate::timer::Timeout::start(START_MS, move || {
+            reject_all(
+                &waiting,
+                "the storage worker did not start (blocked by the page's Content-Security-Policy?)",
+            );
+        });
+        let reply = reply.await?;
         let tier = field(&reply, "tier")
             .as_string()
             .and_then(|t| Tier::parse(&t))
@@ -165,7 +187,15 @@ impl Storage {
             })
         };
         worker.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
+        let on_error = {
+            let waiting = Rc::clone(&waiting);
+            Closure::<dyn FnMut(web_sys::Event)>::new(move |_event: web_sys::Event| {
+                reject_all(&waiting, "the storage worker failed to load or stopped");
+            })
+        };
+        worker.set_onerror(Some(on_error.as_ref().unchecked_ref()));
         Ok(Self {
+            _on_error: on_error,
             worker,
             url,
             next: Cell::new(0),
@@ -409,6 +439,7 @@ pub(crate) async fn read_blob(blob: &Blob, offset: u64, len: u32) -> Result<Vec<
 impl Drop for Storage {
     fn drop(&mut self) {
         self.worker.set_onmessage(None);
+        self.worker.set_onerror(None);
         self.worker.terminate();
         let _ = Url::revoke_object_url(&self.url);
     }
