@@ -18,13 +18,30 @@ function setStatus(state, text) {
   $('status').textContent = text;
 }
 
-/** The room named by the page's hash: `#demo`, or `#demo/contentId` to open a file. */
-function roomFromHash() {
-  return decodeURIComponent(location.hash.slice(1).split('/')[0] || '');
+/**
+ * The page's hash: `#demo`, `#demo/contentId` to open a file, and `?k=secret` after either for
+ * a secret room. The fragment never reaches the server, so neither does the secret.
+ */
+function parseHash() {
+  const [path, query = ''] = location.hash.slice(1).split('?');
+  const [room = '', content = ''] = path.split('/');
+  return { room: decodeURIComponent(room), content, secret: new URLSearchParams(query).get('k') || '' };
 }
 
-function contentFromHash() {
-  return location.hash.slice(1).split('/')[1] || '';
+function roomFromHash() { return parseHash().room; }
+function contentFromHash() { return parseHash().content; }
+function secretFromHash() { return parseHash().secret; }
+
+/** A link to this room (and to content `id` in it), with the secret of a secret room. */
+function roomLink(id = '') {
+  const secret = swarm && swarm.secret ? `?k=${encodeURIComponent(swarm.secret)}` : '';
+  return `${location.origin}${location.pathname}#${encodeURIComponent(swarm.room)}${id ? `/${id}` : ''}${secret}`;
+}
+
+/** A fresh secret: 128 random bits in base64url. */
+function newSecret() {
+  const bytes = crypto.getRandomValues(new Uint8Array(16));
+  return btoa(String.fromCharCode(...bytes)).replace(/\+/g, '-').replace(/\//g, '_').replace(/=+$/, '');
 }
 
 let swarm = null;
@@ -98,14 +115,18 @@ function log(kind, from, text) {
   $('chat-log').scrollTop = $('chat-log').scrollHeight;
 }
 
-async function join(room) {
+async function join(room, secret) {
   show('room');
   $('room-name').textContent = room;
+  $('secret-badge').hidden = !secret;
   $('my-id').textContent = '…';
   $('chat-log').replaceChildren();
   setStatus('joining', 'joining…');
   try {
-    swarm = await Swarm.join(location.origin, room);
+    // Offers and answers must be signed by the peers' own keys, so the server cannot put
+    // itself between two peers; a secret room also hides its name and every signal from it.
+    swarm = await Swarm.join(location.origin, room, secret ? { requireSigned: true, secret } : { requireSigned: true });
+    swarm.secret = secret;
   } catch (err) {
     setStatus('failed', 'not connected');
     $('failure-message').textContent = `${err.message}${err.code ? ` (${err.code})` : ''}`;
@@ -126,6 +147,9 @@ async function join(room) {
   });
   swarm.on('peer-joined', (id) => { renderPeers(); log('system', null, `${short(id)} joined`); });
   swarm.on('peer-left', (id) => { renderPeers(); log('system', null, `${short(id)} left`); });
+  swarm.on('peer-rejected', (id, reason) => {
+    log('system', null, `refused a connection claimed to be from ${short(id)} (${reason}): its offer or answer was not signed by its key${secret ? ' or not sealed with this room\'s secret' : ''}`);
+  });
   swarm.on('message', (from, data) => {
     const text = typeof data === 'string' ? data : `[${data.length} bytes]`;
     log('theirs', from, text);
@@ -446,7 +470,7 @@ function renderFiles() {
       }));
     }
     actions.append(button('Copy link', async () => {
-      const link = `${location.origin}${location.pathname}#${encodeURIComponent(swarm.room)}/${info.id}`;
+      const link = roomLink(info.id);
       try { await navigator.clipboard.writeText(link); log('system', null, 'link copied'); } catch { log('system', null, link); }
     }, true));
     head.append(name, meta, actions);
@@ -599,7 +623,7 @@ async function route() {
   leave();
   const room = roomFromHash();
   if (room) {
-    await join(room);
+    await join(room, secretFromHash());
   } else {
     setStatus('idle', 'not in a room');
     show('lobby');
@@ -609,7 +633,8 @@ async function route() {
 
 $('join-form').addEventListener('submit', (event) => {
   event.preventDefault();
-  location.hash = encodeURIComponent($('room-input').value.trim());
+  const room = encodeURIComponent($('room-input').value.trim());
+  location.hash = $('secret-input').checked ? `${room}?k=${newSecret()}` : room;
 });
 
 $('chat-form').addEventListener('submit', (event) => {
@@ -627,10 +652,10 @@ $('chat-form').addEventListener('submit', (event) => {
 
 $('copy-link').addEventListener('click', async () => {
   try {
-    await navigator.clipboard.writeText(location.href);
+    await navigator.clipboard.writeText(roomLink());
     $('copy-link').textContent = 'Copied';
   } catch {
-    $('copy-link').textContent = location.href;
+    $('copy-link').textContent = roomLink();
   }
   setTimeout(() => { $('copy-link').textContent = 'Copy link'; }, 1500);
 });
@@ -638,7 +663,7 @@ $('copy-link').addEventListener('click', async () => {
 $('retry').addEventListener('click', route);
 window.addEventListener('hashchange', () => {
   // `#room/contentId` within the same room only opens the file.
-  if (swarm && roomFromHash() === swarm.room) {
+  if (swarm && roomFromHash() === swarm.room && secretFromHash() === (swarm.secret || '')) {
     const wanted = contentFromHash();
     if (wanted) openLinkedFile(wanted);
     return;

@@ -11,6 +11,7 @@ pub(crate) const SWARM_EVENTS: &[&str] = &[
     "server",
     "peer-joined",
     "peer-left",
+    "peer-rejected",
     "message",
     "file",
     "files",

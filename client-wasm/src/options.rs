@@ -23,6 +23,11 @@ pub(crate) struct JoinOptions {
     /// The best storage tier to use (a worse one if it is not available here); `None`: the
     /// best there is.
     pub(crate) storage: Option<Tier>,
+    /// Refuse peers whose offers and answers are not signed (protocol v1 clients).
+    pub(crate) require_signed: bool,
+    /// The secret of a secret room: the server sees a name derived from it and relays only
+    /// sealed signals.
+    pub(crate) secret: Option<String>,
     /// **Testing only** (`_memoryLimit`): the bytes the memory tier may hold, instead of its
     /// default bound.
     pub(crate) memory_limit: Option<usize>,
@@ -39,7 +44,8 @@ const DHT_ABOVE_LIMIT: f64 = 1_000_000.0;
 
 impl JoinOptions {
     /// Reads `{ token?: string, iceTransportPolicy?: "all" | "relay", maxPeers?: number,
-    /// dhtAbove?: number, storage?: "opfs" | "indexeddb" | "memory" }`; `undefined` or `null` means no options.
+    /// dhtAbove?: number, storage?: "opfs" | "indexeddb" | "memory", requireSigned?: boolean,
+    /// secret?: string }`; `undefined` or `null` means no options.
     pub(crate) fn from_js(value: &JsValue) -> Result<Self, ClientError> {
         if value.is_undefined() || value.is_null() {
             return Ok(Self::default());
@@ -89,7 +95,27 @@ impl JoinOptions {
             ),
         };
         let memory_limit = whole_number(value, "_memoryLimit", 0.0, MEMORY_LIMIT_LIMIT)?;
+        let require_signed = match field(value, "requireSigned") {
+            None => false,
+            Some(flag) => flag.as_bool().ok_or_else(|| ClientError::InvalidOption {
+                name: "requireSigned",
+                reason: "must be true or false".to_owned(),
+            })?,
+        };
+        let secret = match field(value, "secret") {
+            None => None,
+            Some(secret) => Some(
+                secret
+                    .as_string()
+                    .ok_or_else(|| ClientError::InvalidOption {
+                        name: "secret",
+                        reason: "must be a string".to_owned(),
+                    })?,
+            ),
+        };
         Ok(Self {
+            require_signed,
+            secret,
             storage,
             memory_limit,
             token,

@@ -476,6 +476,7 @@ impl Negotiator {
             kind,
             sdp: local.sdp(),
             want: None,
+            auth: None,
         };
         self.inbox.post(inbox::Event::LocalSignal {
             peer: self.peer,

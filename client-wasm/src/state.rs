@@ -549,6 +549,12 @@ impl State {
                     self.notify(Notice::BadPeer(download, peer, reason));
                 }
             }
+            node::Event::PeerRejected { peer, reason } => {
+                self.emit(
+                    "peer-rejected",
+                    vec![peer.to_string().into(), reason.code().into()],
+                );
+            }
         }
     }
 

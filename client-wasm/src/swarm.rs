@@ -6,7 +6,9 @@ use std::rc::Rc;
 use js_sys::Array;
 use swarm_core::identity::Identity;
 use swarm_core::node::{Node, NodeConfig};
+use swarm_core::secret_room::RoomSecret;
 use swarm_core::share::ShareConfig;
+use swarm_core::signal_guard::SignalPolicy;
 use swarm_protocol::RoomName;
 use tracing::{info, warn};
 use wasm_bindgen::prelude::wasm_bindgen;
@@ -72,6 +74,13 @@ export interface SwarmEvents {
   "server": (state: "connected" | "reconnecting") => void;
   /** Something in `stored()` changed. */
   "stored": () => void;
+  /** A peer's offer or answer was refused, so no connection to it was made (or a signal to
+   * an open one was dropped). `reason` names why: "unsigned" (it does not sign and
+   * `requireSigned` is set), "fingerprint-mismatch", "bad-signature", "wrong-key",
+   * "bad-key", "malformed-signature", "no-fingerprint" (someone between us altered it),
+   * "stale-answer", "replayed-offer" (replayed), "cannot-open", "truncated", "unsealed",
+   * "malformed-sealed" (not sealed with this secret room's key). */
+  "peer-rejected": (id: string, reason: string) => void;
 }
 
 /** The options of `Swarm.join`. */
@@ -91,6 +100,15 @@ export interface JoinOptions {
   /** The best storage to keep downloads in; a worse one is used where it is not available
    * (see `Swarm.storage`). Default: the best there is. */
   storage?: StorageTier;
+  /** Refuse peers whose offers and answers are not signed with their key (protocol v1
+   * clients), so the signalling server cannot put itself between two peers. Offers and
+   * answers are always signed, and a signature that does not verify is always refused.
+   * Default: false. */
+  requireSigned?: boolean;
+  /** A secret room: the server sees a name derived from this secret and the room's name
+   * (never the name), and relays only sealed signals. Only holders of the secret can
+   * connect. Must be unguessable (the page makes 128-bit random ones); 1 to 1024 bytes. */
+  secret?: string;
 }
 
 /** The options of `Swarm.shareFile`. */
@@ -171,7 +189,20 @@ impl Swarm {
     ) -> Result<Swarm, JsValue> {
         let room = RoomName::new(room).map_err(ClientError::from)?;
         let options = JoinOptions::from_js(&options.map_or(JsValue::UNDEFINED, JsValue::from))?;
-        let mut url = room_url(&server, &room)?;
+        let secret = match &options.secret {
+            None => None,
+            Some(secret) => Some(RoomSecret::derive(secret, &room).map_err(|err| {
+                ClientError::InvalidOption {
+                    name: "secret",
+                    reason: err.to_string(),
+                }
+            })?),
+        };
+        // In a secret room the server sees only the name derived from the secret.
+        let server_room = secret
+            .as_ref()
+            .map_or_else(|| room.clone(), |s| s.server_room().clone());
+        let mut url = room_url(&server, &server_room)?;
         if let Some(token) = &options.token {
             url = format!("{url}?token={}", js_sys::encode_uri_component(token));
         }
@@ -181,7 +212,7 @@ impl Swarm {
         }
         let seed = random_seed()?;
         let mut config = NodeConfig::new(
-            room.clone(),
+            server_room,
             Identity::from_seed(seed),
             js_sys::Date::now() as u64,
             u64::from_le_bytes([
@@ -189,6 +220,10 @@ impl Swarm {
             ]),
         );
         config.max_peers = options.max_peers;
+        config.signals = SignalPolicy {
+            require_signed: options.require_signed,
+            secret,
+        };
         if let Some(dht_above) = options.dht_above {
             config.dht_above = dht_above;
         }

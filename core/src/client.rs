@@ -22,7 +22,9 @@ use crate::directory::{Directory, Record, RemoteFile, Unlisted};
 use crate::identity::Identity;
 use crate::mesh::{Action, Event, Mesh};
 use crate::relay::{Incoming, SignalRelay};
+use crate::sdp_auth::Rejection;
 use crate::share::{FileInfo, Output, Share, ShareError};
+use crate::signal_guard::{SignalGuard, SignalPolicy};
 use crate::token_bucket::TokenBucket;
 
 /// Providers dialled at once for a content we want and no neighbour provides.
@@ -147,6 +149,14 @@ pub enum Effect {
     },
     /// Providers left: the room's file list changed.
     ProvidersGone,
+    /// A signal from `peer` was refused ([`crate::signal_guard`]): unsigned where signatures
+    /// are required, forged, replayed, or not sealed with this secret room's key.
+    Rejected {
+        /// The peer the signal claimed to come from.
+        peer: PeerId,
+        /// Why it was refused.
+        reason: Rejection,
+    },
 }
 
 /// One member's view of its room and of the server link.
@@ -191,6 +201,10 @@ pub struct Client {
     relay_budget: BTreeMap<PeerId, TokenBucket>,
     /// Relay and routing frames dropped because their neighbour sent too many.
     relay_dropped: u64,
+    /// Signs, seals, opens and checks every signal (server or mesh).
+    guard: SignalGuard,
+    /// The wall-clock milliseconds at start (`first_seq`), which seed the guard's nonces.
+    started: u64,
 }
 
 impl Client {
@@ -205,7 +219,16 @@ impl Client {
     ) -> Self {
         let relay = SignalRelay::new(room.clone(), identity.clone(), first_seq);
         let dht = Dht::new(room.clone(), identity.id());
+        let guard = SignalGuard::new(
+            room.clone(),
+            identity.clone(),
+            SignalPolicy::default(),
+            first_seq,
+            0,
+        );
         Self {
+            guard,
+            started: first_seq,
             room,
             identity,
             mesh: Mesh::with_max_peers(max_peers),
@@ -237,6 +260,19 @@ impl Client {
     /// 0: always).
     pub fn with_dht_above(mut self, members: usize) -> Self {
         self.dht_above = members;
+        self
+    }
+
+    /// Signs and checks signals by `policy` (whether unsigned offers and answers are refused;
+    /// a secret room's key); `random` is drawn by the caller and seeds this session's nonces.
+    pub fn with_signal_policy(mut self, policy: SignalPolicy, random: u64) -> Self {
+        self.guard = SignalGuard::new(
+            self.room.clone(),
+            self.identity.clone(),
+            policy,
+            self.started,
+            random,
+        );
         self
     }
 
@@ -341,6 +377,7 @@ impl Client {
                 effects
             }
             ServerMsg::Left { id } => {
+                self.guard.forget(id);
                 let mut effects = mesh_effects(self.mesh.on_left(id));
                 self.unlisted.take(id);
                 self.forget_provider(id, &mut effects);
@@ -446,6 +483,7 @@ impl Client {
                 .copied()
                 .find(|id| self.directory.providers(*id).contains(&to));
         }
+        let data = self.guard.outgoing(to, data);
         if self.server == ServerState::Connected {
             return vec![Effect::ToServer { to, data }];
         }
@@ -453,6 +491,8 @@ impl Client {
     }
 
     /// Sends a signal to `to` through the mesh (the server connection failed to take it).
+    /// `data` is as [`Client::send_signal`] handed it out (signed, and sealed in a secret
+    /// room).
     pub fn relay_signal(&mut self, to: PeerId, data: &SignalData) -> Vec<Effect> {
         let Ok(json) = serde_json::to_vec(data) else {
             return Vec::new();
@@ -840,6 +880,10 @@ impl Client {
     /// An offer we have no room to answer gets a `busy` reply; a `busy` reply to ours makes
     /// the mesh dial someone else.
     fn on_signal(&mut self, from: PeerId, data: SignalData) -> Vec<Effect> {
+        let data = match self.guard.incoming(from, data) {
+            Ok(data) => data,
+            Err(reason) => return self.reject(from, reason),
+        };
         let (offer, for_ours) = match &data {
             SignalData::Sdp(description) => (
                 description.kind == SdpType::Offer,
@@ -847,7 +891,7 @@ impl Client {
                     .want
                     .is_some_and(|id| self.provided.contains_key(&id)),
             ),
-            SignalData::Candidate(_) => (false, false),
+            SignalData::Candidate(_) | SignalData::Sealed(_) => (false, false),
             SignalData::Busy => {
                 debug!(peer = %from, "our offer was refused: the peer is full");
                 return mesh_effects(self.mesh.on_busy(from));
@@ -864,6 +908,19 @@ impl Client {
             return self.send_signal(from, &SignalData::Busy);
         }
         effects.push(Effect::Signal { from, data });
+        effects
+    }
+
+    /// Refuses a signal from `from` for `reason`: nothing of it reaches a connection, the
+    /// application hears why, and a connection to `from` still being set up is closed (one
+    /// that is open carries on: a replayed or forged signal must not cut it).
+    fn reject(&mut self, from: PeerId, reason: Rejection) -> Vec<Effect> {
+        warn!(peer = %from, reason = reason.code(), "refused a signal: {reason}");
+        let mut effects = vec![Effect::Rejected { peer: from, reason }];
+        if self.mesh.knows(from) && !self.mesh.is_open(from) {
+            self.guard.forget(from);
+            effects.extend(mesh_effects(self.mesh.on_channel_closed(from)));
+        }
         effects
     }
 
@@ -890,6 +947,7 @@ impl Client {
     /// The connection to `peer` closed or failed (or could not be created).
     pub fn on_channel_closed(&mut self, peer: PeerId) -> Vec<Effect> {
         self.relay_budget.remove(&peer);
+        self.guard.forget(peer);
         let mut effects = mesh_effects(self.mesh.on_channel_closed(peer));
         self.forget_provider(peer, &mut effects);
         effects
@@ -1322,6 +1380,7 @@ mod tests {
             kind: SdpType::Offer,
             sdp: "v=0\r\n".into(),
             want,
+            auth: None,
         })
     }
 
@@ -1336,9 +1395,21 @@ mod tests {
         deliver(&mut net, ids[3], asked);
         assert!(!net[3].want(content).is_empty(), "dials the provider");
         // Its offer to the provider names the content; its offers to others do not.
+        // (Without its signature, which `signal_guard` tests.)
         let sent = |effects: Vec<Effect>| match &effects[..] {
-            [Effect::ToServer { data, .. }] => data.clone(),
-            other => panic!("expected one signal, not {other:?}"),
+            [
+                Effect::ToServer {
+                    data: SignalData::Sdp(description),
+                    ..
+                },
+            ] => {
+                assert!(description.auth.is_some(), "offers are signed");
+                SignalData::Sdp(SessionDescription {
+                    auth: None,
+                    ..description.clone()
+                })
+            }
+            other => panic!("expected one offer, not {other:?}"),
         };
         assert_eq!(
             sent(net[3].send_signal(ids[0], &offer(None))),

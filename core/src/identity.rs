@@ -132,6 +132,35 @@ impl Identity {
     }
 }
 
+impl Identity {
+    /// Signs `message` (a domain-separated message of another module, such as
+    /// [`crate::sdp_auth`]'s).
+    pub(crate) fn sign(&self, message: &[u8]) -> [u8; SIGNATURE_LEN] {
+        self.key.sign(message).to_bytes()
+    }
+
+    /// A secret of this key for `label`: SHA-256 of the label and the private key. Nobody
+    /// without the key can compute it (used to seed this session's nonces).
+    pub(crate) fn secret_digest(&self, label: &[u8]) -> [u8; 32] {
+        let mut hash = Sha256::new();
+        hash.update(label);
+        hash.update(self.key.to_bytes());
+        hash.finalize().into()
+    }
+}
+
+/// Checks that `signature` is `public`'s signature of `message`, strictly (weak keys and
+/// non-canonical signatures refused).
+pub(crate) fn verify_signature(
+    public: &[u8; PUBLIC_KEY_LEN],
+    message: &[u8],
+    signature: &[u8; SIGNATURE_LEN],
+) -> Result<(), IdentityError> {
+    strong_key(public)?
+        .verify_strict(message, &Signature::from_bytes(signature))
+        .map_err(|_| IdentityError::BadSignature)
+}
+
 /// Checks a join proof (`key`, `ts`, `proof` from the query string) at Unix time `now`;
 /// returns the peer id the key certifies.
 pub fn verify_join(

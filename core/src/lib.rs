@@ -16,6 +16,12 @@
 //! - [`media`]: which remote media streams exist, and when each started or ended.
 //! - [`identity`]: self-certifying peer ids (an Ed25519 key that hashes to the id), join
 //!   proofs, and signed signals relayed through the mesh.
+//! - [`sdp_auth`]: offers and answers signed over their DTLS fingerprints, so a server that
+//!   relays them cannot answer in a peer's place.
+//! - [`secret_room`]: secret rooms: the name the server sees and the key that seals every
+//!   signal, derived from a secret it never learns.
+//! - [`signal_guard`]: what every signal goes through on the way out (signed, sealed) and in
+//!   (opened, checked, refused with a named reason), on every path.
 //! - [`relay`]: signalling through the mesh: signed signals forwarded by neighbours, with a
 //!   hop limit and duplicate suppression, while the server is away.
 //! - [`directory`]: which peers beyond our neighbours provide which content, heard by
@@ -53,7 +59,10 @@ pub mod negotiation;
 pub mod node;
 pub mod relay;
 pub mod room;
+pub mod sdp_auth;
+pub mod secret_room;
 pub mod selector;
 pub mod send_queue;
 pub mod share;
+pub mod signal_guard;
 pub mod token_bucket;

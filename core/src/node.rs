@@ -28,7 +28,9 @@ use crate::bitfield::Bitfield;
 use crate::client::{Client, DHT_ABOVE, Effect, ServerState};
 use crate::identity::Identity;
 use crate::mesh;
+use crate::sdp_auth::Rejection;
 use crate::share::{self, FileInfo, Progress, Share, ShareConfig, ShareError, ShareEvent};
+use crate::signal_guard::SignalPolicy;
 
 /// A piece to read for a peer ([`Output::ReadPiece`]), handed back with what was read.
 pub type ReadPiece = share::ReadPiece<PeerId>;
@@ -72,6 +74,10 @@ pub struct NodeConfig {
     pub seed: u64,
     /// A peer with more than this sent and not read is dropped ([`MAX_UNREAD_BYTES`]).
     pub max_unread_bytes: u64,
+    /// Whether unsigned offers and answers are refused, and a secret room's key
+    /// ([`crate::signal_guard`]). `room` is then the name the server sees
+    /// ([`crate::secret_room::RoomSecret::server_room`]).
+    pub signals: SignalPolicy,
 }
 
 impl NodeConfig {
@@ -87,6 +93,7 @@ impl NodeConfig {
             seq,
             seed,
             max_unread_bytes: MAX_UNREAD_BYTES,
+            signals: SignalPolicy::default(),
         }
     }
 }
@@ -271,6 +278,15 @@ pub enum Event {
     Completed(ContentId),
     /// A download was cancelled ([`Node::cancel`]).
     Cancelled(ContentId),
+    /// A signal from `peer` was refused: unsigned where signatures are required, forged,
+    /// replayed, or not sealed with this secret room's key. Nothing of it reached a
+    /// connection; a connection to `peer` still being set up was closed.
+    PeerRejected {
+        /// The peer the signal claimed to come from.
+        peer: PeerId,
+        /// Why.
+        reason: Rejection,
+    },
     /// `peer` sent data for `id` that failed verification; it is no longer used for `id`.
     BadPeer {
         /// The content.
@@ -305,7 +321,8 @@ impl Node {
     /// [`Node::server_query`] and feed it what arrives. `now` starts the node's clock.
     pub fn new(config: NodeConfig, now: u64) -> Self {
         let client = Client::new(config.room, config.identity, config.max_peers, config.seq)
-            .with_dht_above(config.dht_above);
+            .with_dht_above(config.dht_above)
+            .with_signal_policy(config.signals, config.seed);
         Self {
             client,
             share: Share::new(config.share, config.seed ^ 0x5eed),
@@ -756,6 +773,9 @@ impl Node {
                     self.tell(Event::FilesChanged);
                 }
                 Effect::ProvidersGone => self.tell(Event::FilesChanged),
+                Effect::Rejected { peer, reason } => {
+                    self.tell(Event::PeerRejected { peer, reason })
+                }
             }
         }
     }

@@ -34,13 +34,17 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
+use serde_json::value::RawValue;
 use swarm_core::client::ServerState;
 use swarm_core::identity::Identity;
 use swarm_core::merkle::{manifest_of, piece_hash};
 use swarm_core::node::{Event, Input, Node, NodeConfig, Output, WritePiece};
 use swarm_core::room::Rooms;
+use swarm_core::sdp_auth::Rejection;
+use swarm_core::secret_room::RoomSecret;
 use swarm_core::send_queue::{Frame, SendQueue};
 use swarm_core::share::STALLED_LINK_MS;
+use swarm_core::signal_guard::SignalPolicy;
 use swarm_protocol::content::MIN_PIECE_SIZE;
 use swarm_protocol::wire::{BinaryFrame, PeerMsg, decode_binary, encode_app_binary};
 use swarm_protocol::{
@@ -174,6 +178,21 @@ struct Net {
     /// Link bandwidth, bytes per ms.
     rate: u64,
     steps: u64,
+    /// What the fake server does to the descriptions it relays.
+    mitm: Mitm,
+    /// Every `data` the server relayed, as it saw it.
+    relayed: Vec<String>,
+}
+
+/// A server in the middle: what it does to every offer and answer it relays.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mitm {
+    /// Relays them untouched.
+    Honest,
+    /// Puts its own DTLS fingerprint in place of the sender's, keeping the signature.
+    SwapFingerprint,
+    /// Its own fingerprint, and the signature removed (as if the sender were a v1 peer).
+    SwapAndStrip,
 }
 
 impl Net {
@@ -192,6 +211,8 @@ impl Net {
             next_serial: 1,
             rate,
             steps: 0,
+            mitm: Mitm::Honest,
+            relayed: Vec::new(),
         }
     }
 
@@ -199,6 +220,18 @@ impl Net {
 
     /// A new node (not joined yet), with its own key and seed.
     fn add(&mut self, max_peers: Option<usize>) -> Ix {
+        self.add_with(max_peers, SignalPolicy::default())
+    }
+
+    /// A new node that treats signals by `policy` and joins at once.
+    fn spawn_with(&mut self, policy: SignalPolicy) -> Ix {
+        let ix = self.add_with(None, policy);
+        self.join(ix);
+        ix
+    }
+
+    /// A new node (not joined yet) that treats signals by `policy`.
+    fn add_with(&mut self, max_peers: Option<usize>, policy: SignalPolicy) -> Ix {
         let ix = self.peers.len();
         let salt = u8::try_from(ix + 1).expect("fewer than 255 nodes");
         let identity = Identity::from_seed([salt; 32]);
@@ -206,6 +239,7 @@ impl Net {
         let seq = 1_700_000_000_000 + self.now;
         let mut config = NodeConfig::new(self.room.clone(), identity, seq, u64::from(salt));
         config.max_peers = max_peers;
+        config.signals = policy;
         self.peers.push(Peer {
             node: Node::new(config, self.now),
             id,
@@ -339,6 +373,8 @@ impl Net {
         }
         let text = ClientMsg::signal(to, &data).to_json();
         let ClientMsg::Signal { to, data } = ClientMsg::parse(&text).expect("our own frame");
+        let data = self.tamper(data);
+        self.relayed.push(data.get().to_owned());
         match self.rooms.route(&self.room, to).copied() {
             Some(dest) => {
                 if data.get() == r#""busy""# {
@@ -352,6 +388,33 @@ impl Net {
                 self.tell_node(ix, &refusal);
             }
         }
+    }
+
+    /// What a server in the middle makes of `data` ([`Mitm`]).
+    fn tamper(&self, data: Box<RawValue>) -> Box<RawValue> {
+        if self.mitm == Mitm::Honest {
+            return data;
+        }
+        let Ok(SignalData::Sdp(mut description)) = SignalData::parse(&data) else {
+            return data;
+        };
+        let ours = "a=fingerprint:sha-256 EE:EE";
+        description.sdp = description
+            .sdp
+            .lines()
+            .map(|line| {
+                if line.starts_with("a=fingerprint:") {
+                    ours
+                } else {
+                    line
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\r\n");
+        if self.mitm == Mitm::SwapAndStrip {
+            description.auth = None;
+        }
+        serde_json::value::to_raw_value(&SignalData::Sdp(description)).expect("json")
     }
 
     // ---- connections ----
@@ -411,6 +474,9 @@ impl Net {
         };
         let serials: Vec<u64> = description
             .sdp
+            .lines()
+            .next()
+            .unwrap_or_default()
             .split(' ')
             .skip(1)
             .filter_map(|n| n.parse().ok())
@@ -868,12 +934,14 @@ impl Net {
     }
 }
 
-/// A description in the model's SDP dialect (the serials of the connections).
+/// A description in the model's SDP dialect (the serials of the connections), with a DTLS
+/// fingerprint line as real descriptions have (what the nodes sign).
 fn sdp(kind: SdpType, text: String) -> SignalData {
     SignalData::Sdp(SessionDescription {
         kind,
-        sdp: text,
+        sdp: format!("{text}\r\na=fingerprint:sha-256 {:02X}:00\r\n", text.len()),
         want: None,
+        auth: None,
     })
 }
 
@@ -1442,4 +1510,114 @@ fn a_peer_that_breaks_a_bound_is_dropped_kept_out_and_the_room_goes_on() {
     });
     net.assert_holds(victim, id, &bytes);
     assert!(net.node(victim).is_open(net.id(seeder)));
+}
+
+// ---- a server that cannot be trusted ----
+
+fn signed() -> SignalPolicy {
+    SignalPolicy {
+        require_signed: true,
+        secret: None,
+    }
+}
+
+fn secret_room(room: &RoomName, secret: &str) -> SignalPolicy {
+    SignalPolicy {
+        require_signed: true,
+        secret: Some(RoomSecret::derive(secret, room).expect("a secret")),
+    }
+}
+
+/// Whether `ix` was told that `peer` was refused for `reason`.
+fn rejected(net: &Net, ix: Ix, peer: Ix, reason: Rejection) -> bool {
+    net.told(
+        ix,
+        &Event::PeerRejected {
+            peer: net.id(peer),
+            reason,
+        },
+    )
+}
+
+#[test]
+fn a_server_that_answers_with_its_own_fingerprint_is_refused_and_no_channel_opens() {
+    // Signatures kept, fingerprints swapped: refused even by peers that do not require
+    // signatures, since a signature that is there must verify.
+    let mut net = Net::new(FAST);
+    net.mitm = Mitm::SwapFingerprint;
+    let a = net.spawn_with(SignalPolicy::default());
+    net.run_for(100);
+    let b = net.spawn_with(SignalPolicy::default());
+    net.run_for(10_000);
+    assert!(rejected(&net, a, b, Rejection::FingerprintMismatch));
+    assert!(net.node(a).open_peers().is_empty() && net.node(b).open_peers().is_empty());
+
+    // Signatures stripped too: peers that require them refuse.
+    let mut net = Net::new(FAST);
+    net.mitm = Mitm::SwapAndStrip;
+    let a = net.spawn_with(signed());
+    net.run_for(100);
+    let b = net.spawn_with(signed());
+    net.run_for(10_000);
+    assert!(rejected(&net, a, b, Rejection::Unsigned));
+    assert!(net.node(a).open_peers().is_empty() && net.node(b).open_peers().is_empty());
+    assert!(!net.told(a, &Event::PeerJoined(net.id(b))));
+}
+
+#[test]
+fn peers_that_do_not_require_signatures_fall_for_a_server_that_strips_them() {
+    // The threat is real: v1 rules let the server answer in the peer's place.
+    let mut net = Net::new(FAST);
+    net.mitm = Mitm::SwapAndStrip;
+    let a = net.spawn_with(SignalPolicy::default());
+    net.run_for(100);
+    let b = net.spawn_with(SignalPolicy::default());
+    net.run_until(10_000, "the (intercepted) channel opens", |n| {
+        n.fully_meshed(&[a, b])
+    });
+}
+
+#[test]
+fn a_secret_room_carries_a_file_and_its_server_sees_no_description_or_address() {
+    let mut net = Net::new(FAST);
+    let room = RoomName::new("plans").expect("room");
+    let all: Vec<Ix> = (0..3)
+        .map(|_| {
+            let ix = net.spawn_with(secret_room(&room, "correct horse battery staple"));
+            net.run_for(200);
+            ix
+        })
+        .collect();
+    net.run_until(10_000, "the secret room meshes", |n| n.fully_meshed(&all));
+    let bytes = data(MIB, 7);
+    let id = net.share(all[0], &bytes);
+    net.run_until(10_000, "the file is heard of", |n| n.knows_file(all[2], id));
+    net.download(all[2], id);
+    net.run_until(60_000, "the file arrives", |n| n.completed(all[2], id));
+    net.assert_holds(all[2], id, &bytes);
+    assert!(!net.relayed.is_empty());
+    for data in &net.relayed {
+        assert!(data.starts_with(r#"{"sealed":""#), "sealed: {data}");
+        for clear in ["sdp", "fingerprint", "candidate", "offer", "answer"] {
+            assert!(!data.contains(clear), "{clear} in {data}");
+        }
+    }
+}
+
+#[test]
+fn a_peer_without_the_secret_is_refused_and_the_room_goes_on() {
+    let mut net = Net::new(FAST);
+    let room = RoomName::new("plans").expect("room");
+    let a = net.spawn_with(secret_room(&room, "right"));
+    net.run_for(200);
+    let b = net.spawn_with(secret_room(&room, "right"));
+    net.run_until(10_000, "members mesh", |n| n.fully_meshed(&[a, b]));
+    // The server puts a peer with a wrong secret in the same room (it could: it is the
+    // server); what it sends does not open.
+    let intruder = net.spawn_with(secret_room(&room, "wrong"));
+    net.run_for(10_000);
+    assert!(rejected(&net, a, intruder, Rejection::CannotOpen));
+    assert!(rejected(&net, b, intruder, Rejection::CannotOpen));
+    assert_eq!(net.node(a).open_peers(), vec![net.id(b)]);
+    assert!(net.node(intruder).open_peers().is_empty());
 }

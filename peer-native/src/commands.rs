@@ -103,11 +103,24 @@ pub struct RoomArgs {
     /// id in every run and on every server. Without it each run has a fresh id.
     #[arg(long, env = "SWARM_KEY")]
     pub key: Option<PathBuf>,
+    /// A secret room's secret (as the page's `k=`): the server sees only a name derived from
+    /// it, and every signal is sealed with a key derived from it.
+    #[arg(long, env = "SWARM_SECRET")]
+    pub secret: Option<String>,
+    /// Refuse peers whose offers and answers are not signed (protocol v1 clients), as the
+    /// page does by default.
+    #[arg(long)]
+    pub require_signed: bool,
 }
 
 impl RoomArgs {
     async fn join(&self) -> Result<Room, PeerError> {
-        let address = RoomAddress::new(&self.server, &self.room, self.token.clone())?;
+        let address = RoomAddress::with_secret(
+            &self.server,
+            &self.room,
+            self.token.clone(),
+            self.secret.clone(),
+        )?;
         let key_seed = match &self.key {
             Some(path) => Some(load_or_create_key(path)?),
             None => None,
@@ -117,6 +130,7 @@ impl RoomArgs {
             dht_above: self.dht_above,
             udp_addrs: self.bind.clone(),
             key_seed,
+            require_signed: self.require_signed,
         };
         Room::join(address, options).await
     }
@@ -348,6 +362,9 @@ fn report(event: &NodeEvent) {
         }
         NodeEvent::Node(Event::BadPeer { id, peer, reason }) => {
             eprintln!("peer {peer} sent bad data for {id}: {reason}")
+        }
+        NodeEvent::Node(Event::PeerRejected { peer, reason }) => {
+            eprintln!("peer rejected: {peer} ({}: {reason})", reason.code())
         }
         _ => {}
     }

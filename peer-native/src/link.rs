@@ -324,6 +324,7 @@ impl LinkTask {
                 kind,
                 sdp: local.sdp,
                 want: None,
+                auth: None,
             }));
         }
     }

@@ -176,6 +176,8 @@ pub(crate) struct NodeConfig {
     /// Room size above which we publish in the structured layer instead of flooding.
     pub(crate) dht_above: usize,
     pub(crate) udp_addrs: Vec<String>,
+    /// Signed offers required, and a secret room's key.
+    pub(crate) signals: swarm_core::signal_guard::SignalPolicy,
 }
 
 /// Starts a node; returns its input queue and the events it reports.
@@ -191,6 +193,7 @@ pub(crate) fn start(
         engine::NodeConfig::new(config.room, config.identity, unix_millis(), rand::random());
     engine_config.max_peers = config.max_peers;
     engine_config.dht_above = config.dht_above;
+    engine_config.signals = config.signals;
     engine_config.share = ShareConfig {
         owner_checks_pieces: true,
         ..ShareConfig::default()

@@ -5,7 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use swarm_core::identity::Identity;
+use swarm_core::secret_room::RoomSecret;
 use swarm_core::share::ShareError;
+use swarm_core::signal_guard::SignalPolicy;
 use swarm_protocol::{ContentId, ErrorCode, PeerId, RoomName};
 use tokio::sync::{mpsc, oneshot};
 
@@ -30,6 +32,9 @@ pub enum PeerError {
         /// Why it is refused.
         reason: String,
     },
+    /// `--secret` cannot be used (empty, or too long).
+    #[error("bad room secret: {0}")]
+    BadSecret(String),
     /// The content id is not 64 hex digits.
     #[error("bad content id {0:?}: expected 64 hex digits")]
     BadContentId(String),
@@ -109,11 +114,24 @@ pub struct RoomAddress {
     pub room: RoomName,
     /// The server's access token, if it wants one.
     pub token: Option<String>,
+    /// A secret room's secret and what it derives: the server then sees only the derived
+    /// name, and every signal is sealed.
+    pub secret: Option<(String, RoomSecret)>,
 }
 
 impl RoomAddress {
     /// Checks `server` and `room`.
     pub fn new(server: &str, room: &str, token: Option<String>) -> Result<Self, PeerError> {
+        Self::with_secret(server, room, token, None)
+    }
+
+    /// Checks `server`, `room` and the secret of a secret room.
+    pub fn with_secret(
+        server: &str,
+        room: &str,
+        token: Option<String>,
+        secret: Option<String>,
+    ) -> Result<Self, PeerError> {
         let server = server.trim_end_matches('/');
         let server = if let Some(rest) = server.strip_prefix("http://") {
             format!("ws://{rest}")
@@ -128,16 +146,32 @@ impl RoomAddress {
             name: room.to_owned(),
             reason: err.to_string(),
         })?;
+        let secret = match secret {
+            None => None,
+            Some(text) => {
+                let derived = RoomSecret::derive(&text, &room)
+                    .map_err(|err| PeerError::BadSecret(err.to_string()))?;
+                Some((text, derived))
+            }
+        };
         Ok(Self {
             server,
             room,
             token,
+            secret,
         })
+    }
+
+    /// The room name the server sees: the derived one in a secret room.
+    fn server_room(&self) -> &RoomName {
+        self.secret
+            .as_ref()
+            .map_or(&self.room, |(_, derived)| derived.server_room())
     }
 
     /// The room's WebSocket URL.
     fn socket_url(&self) -> String {
-        let mut url = format!("{}/ws/{}", self.server, self.room.as_str());
+        let mut url = format!("{}/ws/{}", self.server, self.server_room().as_str());
         if let Some(token) = &self.token {
             url.push_str("?token=");
             url.push_str(token);
@@ -152,8 +186,29 @@ impl RoomAddress {
         } else {
             self.server.replacen("ws://", "http://", 1)
         };
-        format!("{http}/#{}/{id}", self.room.as_str())
+        match &self.secret {
+            Some((text, _)) => format!(
+                "{http}/#{}/{id}?k={}",
+                self.room.as_str(),
+                js_uri_component(text)
+            ),
+            None => format!("{http}/#{}/{id}", self.room.as_str()),
+        }
     }
+}
+
+/// Percent-encodes what `encodeURIComponent` would (the page decodes the secret with
+/// `decodeURIComponent`).
+fn js_uri_component(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-_.!~*'()".contains(&byte) {
+            out.push(byte as char);
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
 }
 
 /// Options of the connections.
@@ -168,6 +223,8 @@ pub struct JoinOptions {
     pub udp_addrs: Vec<String>,
     /// The seed of our key (from [`load_or_create_key`]); `None` for a fresh key.
     pub key_seed: Option<[u8; 32]>,
+    /// Refuse peers whose offers and answers are not signed (protocol v1 clients).
+    pub require_signed: bool,
 }
 
 /// The key seed stored in `path` (64 hex digits), or a new random one written there (readable
@@ -212,7 +269,11 @@ impl Room {
         let identity = Identity::from_seed(options.key_seed.unwrap_or_else(rand::random));
         let (inputs, mut events) = node::start(NodeConfig {
             url: address.socket_url(),
-            room: address.room.clone(),
+            room: address.server_room().clone(),
+            signals: SignalPolicy {
+                require_signed: options.require_signed,
+                secret: address.secret.as_ref().map(|(_, derived)| derived.clone()),
+            },
             identity,
             max_peers: options.max_peers,
             dht_above: options.dht_above,

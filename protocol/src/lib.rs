@@ -29,7 +29,7 @@ pub use content::{ContentId, ContentIdError, Manifest};
 pub use peer_id::{PeerId, PeerIdError};
 pub use room::{RoomName, RoomNameError};
 pub use signal::{
-    ClientMsg, ErrorCode, IceCandidateInit, IceServer, ParseError, SdpType, ServerMsg,
+    ClientMsg, ErrorCode, IceCandidateInit, IceServer, ParseError, SdpAuth, SdpType, ServerMsg,
     SessionDescription, SignalData,
 };
 pub use wire::{AppMessage, BinaryFrame, PeerMsg, WireError};
