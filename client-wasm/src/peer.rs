@@ -402,8 +402,9 @@ impl Negotiator {
     fn on_signal(self: Rc<Self>, data: SignalData) {
         match data {
             SignalData::Sdp(description) => self.on_description(description),
-            // Handled by the room logic (swarm_core::client); never passed on.
-            SignalData::Busy => {}
+            // Handled by the room logic (swarm_core::client; sealed signals are opened
+            // there); never passed on.
+            SignalData::Busy | SignalData::Sealed(_) => {}
             SignalData::Candidate(candidate) => {
                 let init = candidate.map(|c| {
                     let init = RtcIceCandidateInit::new(&c.candidate);

@@ -185,7 +185,7 @@ impl Nonces {
     }
 
     /// The next nonce.
-    pub fn next<const N: usize>(&mut self) -> [u8; N] {
+    pub fn draw<const N: usize>(&mut self) -> [u8; N] {
         const { assert!(N <= 32) };
         let mut hash = Sha256::new();
         hash.update(self.key);
@@ -238,7 +238,7 @@ mod tests {
         let secret = RoomSecret::derive("k1", &room("demo")).expect("secret");
         let mut nonces = Nonces::new(&Identity::from_seed([1; 32]), 1, 2);
         let text = br#"{"sdp":{"type":"offer","sdp":"v=0"}}"#;
-        let sealed = secret.seal(id(1), id(2), &nonces.next(), text);
+        let sealed = secret.seal(id(1), id(2), &nonces.draw(), text);
         assert!(!sealed.contains("sdp"));
         assert_eq!(secret.open(id(1), id(2), &sealed), Ok(text.to_vec()));
         // Wrong secret, other room, other pair, other direction.
@@ -289,12 +289,12 @@ mod tests {
         for (start, random) in [(1, 1), (1, 2), (2, 1)] {
             let mut nonces = Nonces::new(&identity, start, random);
             for _ in 0..1000 {
-                assert!(seen.insert(nonces.next::<SEAL_NONCE_LEN>()));
+                assert!(seen.insert(nonces.draw::<SEAL_NONCE_LEN>()));
             }
         }
         // Another key, same start and randomness: other nonces.
         let mut other = Nonces::new(&Identity::from_seed([2; 32]), 1, 1);
-        assert!(seen.insert(other.next::<SEAL_NONCE_LEN>()));
+        assert!(seen.insert(other.draw::<SEAL_NONCE_LEN>()));
     }
 
     proptest! {
@@ -311,7 +311,7 @@ mod tests {
         fn seal_round_trips(plaintext in proptest::collection::vec(any::<u8>(), 0..2000), secret in ".{1,40}") {
             let secret = RoomSecret::derive(&secret, &room("r")).expect("secret");
             let mut nonces = Nonces::new(&Identity::from_seed([3; 32]), 5, 6);
-            let sealed = secret.seal(id(1), id(2), &nonces.next(), &plaintext);
+            let sealed = secret.seal(id(1), id(2), &nonces.draw(), &plaintext);
             prop_assert_eq!(secret.open(id(1), id(2), &sealed), Ok(plaintext));
         }
     }

@@ -76,7 +76,7 @@ impl SignalGuard {
             SignalData::Sdp(mut description) => {
                 let nonce = match description.kind {
                     SdpType::Offer => {
-                        let nonce = self.nonces.next();
+                        let nonce = self.nonces.draw();
                         self.track(to);
                         self.ours.insert(to, nonce);
                         nonce
@@ -98,7 +98,7 @@ impl SignalGuard {
         match &self.policy.secret {
             Some(secret) => {
                 let json = serde_json::to_vec(&data).unwrap_or_default();
-                let nonce: [u8; SEAL_NONCE_LEN] = self.nonces.next();
+                let nonce: [u8; SEAL_NONCE_LEN] = self.nonces.draw();
                 SignalData::Sealed(secret.seal(self.identity.id(), to, &nonce, &json))
             }
             None => data,

@@ -266,7 +266,9 @@ impl LinkTask {
                     }
                 }
                 SignalData::Candidate(_) => {} // the end of the remote candidates
-                SignalData::Busy => {}         // handled by swarm_core::client
+                // Handled by swarm_core::client: busy replies, and sealed signals (opened
+                // there before they reach a connection).
+                SignalData::Busy | SignalData::Sealed(_) => {}
             }
         }
         self.flush().await;
