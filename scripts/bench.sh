@@ -7,6 +7,7 @@
 #   scripts/bench.sh scaling [MiB] [cap MiB/s]   1 downloader, N = 1, 2, 4 capped seeders
 #   scripts/bench.sh media [rounds]              publish->frame, play->frame, seek->frame
 #   scripts/bench.sh native [MiB] [seed GiB]     native peer: native/browser throughput, seeder RSS
+#   scripts/bench.sh connect [rounds]            join -> first channel: plain, requireSigned, secret room
 #   scripts/bench.sh server [peers] [idle peers] signal-server vs matchbox_server vs PeerJS
 #   scripts/bench.sh profile [MiB]               CPU profile of both pages' main threads (a tool; not in all)
 set -euo pipefail
@@ -25,9 +26,9 @@ fi
 bash scripts/setup.sh --test
 bash scripts/build.sh
 case "$which" in
-  throughput|scaling|media|native|profile) benches="$which" ;;
-  all) benches="throughput scaling media native" ;;
-  *) echo "bench: unknown benchmark '$which' (throughput, scaling, media, native, server, profile, all)" >&2; exit 2 ;;
+  throughput|scaling|media|native|profile|connect) benches="$which" ;;
+  all) benches="throughput scaling media native connect" ;;
+  *) echo "bench: unknown benchmark '$which' (throughput, scaling, media, native, connect, server, profile, all)" >&2; exit 2 ;;
 esac
 for bench in $benches; do
   printf '\033[1m==> benchmark: %s\033[0m\n' "$bench"

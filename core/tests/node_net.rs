@@ -1597,8 +1597,17 @@ fn a_secret_room_carries_a_file_and_its_server_sees_no_description_or_address() 
     net.assert_holds(all[2], id, &bytes);
     assert!(!net.relayed.is_empty());
     for data in &net.relayed {
-        assert!(data.starts_with(r#"{"sealed":""#), "sealed: {data}");
-        for clear in ["sdp", "fingerprint", "candidate", "offer", "answer"] {
+        let sealed = data
+            .strip_prefix(r#"{"sealed":""#)
+            .and_then(|rest| rest.strip_suffix(r#""}"#))
+            .unwrap_or_else(|| panic!("sealed: {data}"));
+        assert!(
+            sealed
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'),
+            "base64url only: {sealed}"
+        );
+        for clear in ["fingerprint", "candidate", "offer", "answer"] {
             assert!(!data.contains(clear), "{clear} in {data}");
         }
     }

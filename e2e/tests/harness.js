@@ -126,6 +126,7 @@ export async function joinInPage({ room, options }) {
   window.events = [];
   swarm.on('peer-joined', (id) => window.events.push({ type: 'peer-joined', id, at: performance.now() }));
   swarm.on('peer-left', (id) => window.events.push({ type: 'peer-left', id, at: performance.now() }));
+  swarm.on('peer-rejected', (id, reason) => window.events.push({ type: 'peer-rejected', id, reason }));
   window.remoteStreams = {};
   swarm.on('stream', (peer, stream) => {
     window.remoteStreams[stream.id] = stream;

@@ -64,6 +64,45 @@ test('the lobby joins the room typed in, and a bad room name is explained', asyn
   await expect(page.locator('#failure-message')).toContainText('invalid-room');
 });
 
+test('a secret room from the lobby: the secret stays in the fragment, the link brings others in, the server never sees the name', async ({ browser, server }) => {
+  const context = await browser.newContext();
+  await context.grantPermissions(['clipboard-read', 'clipboard-write']);
+  const page = await context.newPage();
+  const sockets = [];
+  page.on('websocket', (socket) => sockets.push(socket.url()));
+  await page.goto(`${server.url}/`);
+  await page.fill('#room-input', 'our-plans');
+  await page.check('#secret-input');
+  await page.click('#join-form button');
+  await expect(page.locator('#my-id')).toHaveText(/^[0-9a-f]{32}$/);
+  await expect(page.locator('#secret-badge')).toBeVisible();
+  const hash = await page.evaluate(() => location.hash);
+  expect(hash).toMatch(/^#our-plans\?k=[A-Za-z0-9_-]{22}$/);
+  // The server saw a derived name, not the room's, and nothing of the secret.
+  expect(sockets.length).toBe(1);
+  expect(sockets[0]).toMatch(/\/ws\/s-[0-9a-f]{32}\?/);
+  expect(sockets[0]).not.toContain('our-plans');
+  expect(sockets[0]).not.toContain(hash.split('k=')[1]);
+  // Copy link carries the secret; a page opened from it joins the same room.
+  await page.click('#copy-link');
+  const link = await page.evaluate(() => navigator.clipboard.readText());
+  expect(link).toBe(`${server.url}/${hash}`);
+  const b = await openRoom(browser, server, hash.slice(1));
+  await expect(b.page.locator('#secret-badge')).toBeVisible();
+  await expect(page.locator(`#peer-list li[data-peer-id="${b.id}"]`)).toBeVisible({ timeout: 20_000 });
+  await b.page.fill('#chat-input', 'only we can read the way in');
+  await b.page.press('#chat-input', 'Enter');
+  await expect(page.locator('#chat-log li.theirs')).toContainText('only we can read the way in');
+  // The same name without the secret is another room: nobody there.
+  const outsider = await openRoom(browser, server, 'our-plans');
+  await expect(outsider.page.locator('#secret-badge')).toBeHidden();
+  await outsider.page.waitForTimeout(1500);
+  await expect(outsider.page.locator('#peer-count')).toHaveText('0');
+  fs.mkdirSync('artifacts', { recursive: true });
+  await page.setViewportSize({ width: 1100, height: 720 });
+  await page.screenshot({ path: 'artifacts/secret-room.png' });
+});
+
 test('files: share by picking, download with a live piece map, and open a #room/id link', async ({ browser, server }) => {
   const a = await openRoom(browser, server, 'files-ui');
   const b = await openRoom(browser, server, 'files-ui');

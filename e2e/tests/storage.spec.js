@@ -178,6 +178,7 @@ test('an insecure context (plain http:// from a LAN address): chat and a 12 MiB 
     await expect(b.page.locator('#insecure-limits')).toContainText('IndexedDB');
     await expect(b.page.locator('#insecure-limits')).toContainText('camera');
     await expect(b.page.locator('#camera')).toBeDisabled();
+    await b.page.screenshot({ path: 'artifacts/insecure-notice.png' });
 
     await a.page.evaluate((id) => window.swarm.send(id, 'hello over plain http'), b.id);
     await b.page.waitForFunction(() => window.events.some((e) => e.type === 'message' && e.data === 'hello over plain http'));
