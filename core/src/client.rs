@@ -30,6 +30,13 @@ use crate::token_bucket::TokenBucket;
 /// Providers dialled at once for a content we want and no neighbour provides.
 const PROVIDERS_DIALLED: usize = 2;
 
+/// A peer refused for one reason is reported once in this time (ms): an intruder's every
+/// candidate does not become an event.
+pub const REJECTION_REPORT_MS: u64 = 30_000;
+
+/// Most (peer, reason) pairs remembered for [`REJECTION_REPORT_MS`].
+const MAX_REJECTIONS_TOLD: usize = 1024;
+
 /// Time between two attempts to reach a provider of a content we want (ms).
 const PROVIDER_RETRY_MS: u64 = 5_000;
 
@@ -205,6 +212,8 @@ pub struct Client {
     guard: SignalGuard,
     /// The wall-clock milliseconds at start (`first_seq`), which seed the guard's nonces.
     started: u64,
+    /// When each peer was last reported refused for each reason.
+    rejections_told: BTreeMap<(PeerId, Rejection), u64>,
 }
 
 impl Client {
@@ -229,6 +238,7 @@ impl Client {
         Self {
             guard,
             started: first_seq,
+            rejections_told: BTreeMap::new(),
             room,
             identity,
             mesh: Mesh::with_max_peers(max_peers),
@@ -377,7 +387,7 @@ impl Client {
                 effects
             }
             ServerMsg::Left { id } => {
-                self.guard.forget(id);
+                self.guard.left(id);
                 let mut effects = mesh_effects(self.mesh.on_left(id));
                 self.unlisted.take(id);
                 self.forget_provider(id, &mut effects);
@@ -881,7 +891,8 @@ impl Client {
     /// the mesh dial someone else.
     fn on_signal(&mut self, from: PeerId, data: SignalData) -> Vec<Effect> {
         let data = match self.guard.incoming(from, data) {
-            Ok(data) => data,
+            Ok(Some(data)) => data,
+            Ok(None) => return Vec::new(),
             Err(reason) => return self.reject(from, reason),
         };
         let (offer, for_ours) = match &data {
@@ -915,8 +926,23 @@ impl Client {
     /// application hears why, and a connection to `from` still being set up is closed (one
     /// that is open carries on: a replayed or forged signal must not cut it).
     fn reject(&mut self, from: PeerId, reason: Rejection) -> Vec<Effect> {
-        warn!(peer = %from, reason = reason.code(), "refused a signal: {reason}");
-        let mut effects = vec![Effect::Rejected { peer: from, reason }];
+        let mut effects = Vec::new();
+        let now = self.now;
+        let last = self.rejections_told.get(&(from, reason)).copied();
+        if last.is_none_or(|at| now >= at + REJECTION_REPORT_MS) {
+            warn!(peer = %from, reason = reason.code(), "refused a signal: {reason}");
+            if self.rejections_told.len() >= MAX_REJECTIONS_TOLD {
+                self.rejections_told
+                    .retain(|_, at| now < *at + REJECTION_REPORT_MS);
+                if self.rejections_told.len() >= MAX_REJECTIONS_TOLD {
+                    self.rejections_told.clear();
+                }
+            }
+            self.rejections_told.insert((from, reason), now);
+            effects.push(Effect::Rejected { peer: from, reason });
+        } else {
+            debug!(peer = %from, reason = reason.code(), "refused a signal again");
+        }
         if self.mesh.knows(from) && !self.mesh.is_open(from) {
             self.guard.forget(from);
             effects.extend(mesh_effects(self.mesh.on_channel_closed(from)));
@@ -1087,6 +1113,39 @@ mod tests {
 
     fn peer(byte: u8) -> PeerId {
         Identity::from_seed([byte; 32]).id()
+    }
+
+    #[test]
+    fn an_unsigned_offer_is_refused_before_any_connection_and_reported_once_per_reason() {
+        let policy = SignalPolicy {
+            require_signed: true,
+            secret: None,
+        };
+        let mut a = client(1).with_signal_policy(policy, 7);
+        a.on_server_frame(&welcome(&a, &[]));
+        a.on_server_frame(&ServerMsg::Joined { id: peer(2) }.to_json());
+        let signal =
+            |data: &str| format!(r#"{{"type":"signal","from":"{}","data":{data}}}"#, peer(2));
+        let offer =
+            signal(r#"{"sdp":{"type":"offer","sdp":"v=0\r\na=fingerprint:sha-256 AA\r\n"}}"#);
+        let candidate = signal(
+            r#"{"candidate":{"candidate":"candidate:1 1 udp 1 10.0.0.2 9 typ host","sdpMLineIndex":0}}"#,
+        );
+        let rejected = Effect::Rejected {
+            peer: peer(2),
+            reason: Rejection::Unsigned,
+        };
+        // Told, and the connection prepared for its offer closed.
+        assert_eq!(
+            a.on_server_frame(&offer),
+            vec![rejected.clone(), Effect::Disconnect(peer(2))]
+        );
+        // Its candidates make no connection, and the same refusal is not told again soon.
+        assert!(a.on_server_frame(&candidate).is_empty());
+        assert!(a.on_server_frame(&offer).is_empty());
+        a.advance(REJECTION_REPORT_MS);
+        assert_eq!(a.on_server_frame(&offer)[0], rejected);
+        assert!(a.open_peers().is_empty());
     }
 
     #[test]

@@ -36,7 +36,7 @@ pub const MAX_FINGERPRINT_LEN: usize = 256;
 
 /// Why a signal from a peer was refused. Each has a stable [`code`](Rejection::code), which
 /// the browser client reports in its `peer-rejected` event.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, thiserror::Error)]
 pub enum Rejection {
     /// An offer or answer without a signature, in a room that requires them.
     #[error("the offer or answer is not signed, and this peer requires signatures")]

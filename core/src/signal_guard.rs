@@ -3,7 +3,7 @@
 //! room ([`crate::secret_room`]), and on receipt opens, checks and refuses with a named
 //! [`Rejection`] before anything is applied to a connection.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use swarm_protocol::{PeerId, RoomName, SdpType, SignalData};
 
@@ -41,6 +41,9 @@ pub struct SignalGuard {
     theirs: BTreeMap<PeerId, Nonce>,
     /// Offer nonces taken from each peer, newest last.
     seen: BTreeMap<PeerId, VecDeque<Nonce>>,
+    /// Peers whose last signal was refused: their candidates are dropped until one of their
+    /// descriptions passes (no connection is made for what follows a refused offer).
+    refused: BTreeSet<PeerId>,
 }
 
 impl SignalGuard {
@@ -62,6 +65,7 @@ impl SignalGuard {
             ours: BTreeMap::new(),
             theirs: BTreeMap::new(),
             seen: BTreeMap::new(),
+            refused: BTreeSet::new(),
         }
     }
 
@@ -105,8 +109,32 @@ impl SignalGuard {
         }
     }
 
-    /// Opens and checks `data` from `from`; what may be applied to the connection, or why not.
-    pub fn incoming(&mut self, from: PeerId, data: SignalData) -> Result<SignalData, Rejection> {
+    /// Opens and checks `data` from `from`: what may be applied to the connection, `None`
+    /// for a candidate (or `busy`) that follows a refused description (dropped without a
+    /// word), or why it is refused.
+    pub fn incoming(
+        &mut self,
+        from: PeerId,
+        data: SignalData,
+    ) -> Result<Option<SignalData>, Rejection> {
+        match self.check(from, data) {
+            Ok(data @ SignalData::Sdp(_)) => {
+                self.refused.remove(&from);
+                Ok(Some(data))
+            }
+            Ok(_) if self.refused.contains(&from) => Ok(None),
+            Ok(data) => Ok(Some(data)),
+            Err(reason) => {
+                if self.refused.len() >= MAX_TRACKED_PEERS {
+                    self.refused.pop_first();
+                }
+                self.refused.insert(from);
+                Err(reason)
+            }
+        }
+    }
+
+    fn check(&mut self, from: PeerId, data: SignalData) -> Result<SignalData, Rejection> {
         let data = match (&self.policy.secret, data) {
             (Some(secret), SignalData::Sealed(sealed)) => {
                 let json = secret.open(from, self.identity.id(), &sealed)?;
@@ -173,6 +201,12 @@ impl SignalGuard {
     pub fn forget(&mut self, peer: PeerId) {
         self.ours.remove(&peer);
         self.theirs.remove(&peer);
+    }
+
+    /// `peer` left the room: a later join of the same id starts afresh (the offers seen stay).
+    pub fn left(&mut self, peer: PeerId) {
+        self.forget(peer);
+        self.refused.remove(&peer);
     }
 
     /// Makes room for one more tracked peer.
@@ -246,9 +280,9 @@ mod tests {
     fn offer_and_answer_pass_between_signing_peers() {
         let (mut a, mut b) = (guard(1, signed()), guard(2, signed()));
         let offer = a.outgoing(id(2), description(SdpType::Offer, "AA"));
-        assert!(b.incoming(id(1), offer).is_ok());
+        assert!(matches!(b.incoming(id(1), offer), Ok(Some(_))));
         let answer = b.outgoing(id(1), description(SdpType::Answer, "BB"));
-        assert!(a.incoming(id(2), answer.clone()).is_ok());
+        assert!(matches!(a.incoming(id(2), answer.clone()), Ok(Some(_))));
         // The same answer again, or one for an older offer: stale.
         assert_eq!(
             a.incoming(id(2), answer.clone()),
@@ -263,7 +297,7 @@ mod tests {
         let (mut a, mut b) = (guard(1, signed()), guard(2, signed()));
         let offer = a.outgoing(id(2), description(SdpType::Offer, "AA"));
         assert!(b.incoming(id(1), offer.clone()).is_ok());
-        b.forget(id(1));
+        b.left(id(1));
         assert_eq!(b.incoming(id(1), offer), Err(Rejection::ReplayedOffer));
     }
 
@@ -281,7 +315,15 @@ mod tests {
             sdp_m_line_index: Some(0),
             username_fragment: None,
         }));
-        assert!(strict.incoming(id(1), candidate).is_ok());
+        assert_eq!(
+            strict.incoming(id(1), candidate.clone()),
+            Ok(None),
+            "after its refused offer, dropped without a word"
+        );
+        assert_eq!(
+            strict.incoming(id(5), candidate.clone()),
+            Ok(Some(candidate))
+        );
         // A signature present but broken is refused even where none is required.
         let mut a = guard(1, SignalPolicy::default());
         let SignalData::Sdp(mut forged) = a.outgoing(id(2), description(SdpType::Offer, "AA"))
@@ -303,9 +345,12 @@ mod tests {
             panic!("sealed: {offer:?}");
         };
         assert!(!text.contains("fingerprint"));
-        assert!(matches!(b.incoming(id(1), offer), Ok(SignalData::Sdp(_))));
+        assert!(matches!(
+            b.incoming(id(1), offer),
+            Ok(Some(SignalData::Sdp(_)))
+        ));
         let busy = a.outgoing(id(2), SignalData::Busy);
-        assert_eq!(b.incoming(id(1), busy), Ok(SignalData::Busy));
+        assert_eq!(b.incoming(id(1), busy), Ok(Some(SignalData::Busy)));
         // In the clear: refused.
         assert_eq!(
             b.incoming(id(1), SignalData::Busy),
