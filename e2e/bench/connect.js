@@ -4,10 +4,11 @@
 //   plain    no options: descriptions signed, unsigned ones taken (v1 peers welcome)
 //   signed   requireSigned: true (the page's default)
 //   secret   requireSigned and a secret: sealed signals, a derived room name
-// Usage: node bench/connect.js [rounds=15]
+// The order of the modes rotates from round to round.
+// Usage: node bench/connect.js [rounds=30]
 import { openBench } from './common.js';
 
-const rounds = Number(process.argv[2] || 15);
+const rounds = Number(process.argv[2] || 30);
 const modes = {
   plain: undefined,
   signed: { requireSigned: true },
@@ -39,8 +40,12 @@ const join = (page, room, options) => page.evaluate(async ({ room, options }) =>
 }, { room, options });
 
 const results = Object.fromEntries(Object.keys(modes).map((m) => [m, { welcome: [], channel: [] }]));
+const names = Object.keys(modes);
 for (let round = 0; round < rounds; round++) {
-  for (const [mode, options] of Object.entries(modes)) {
+  // Each mode goes first, second and third equally often.
+  const order = names.map((_, i) => names[(i + round) % names.length]);
+  for (const mode of order) {
+    const options = modes[mode];
     const [first, second] = [await ready(), await ready()];
     const room = `connect-${mode}-${round}`;
     await first.evaluate(async ({ room, options }) => {
