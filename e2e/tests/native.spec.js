@@ -34,10 +34,10 @@ function randomBytes(size, seed) {
 const sha256 = (bytes) => createHash('sha256').update(bytes).digest('hex');
 
 /** Runs `swarm-peer seed FILE` in `room`; resolves once it printed the content id. */
-async function nativeSeed(server, room, file) {
+async function nativeSeed(server, room, file, extra = []) {
   // Its log at debug level, printed if the test fails (see `download`).
   const env = { ...process.env, SWARM_LOG: 'warn,swarm_peer=debug,rtc_ice=error,rtc=error' };
-  const child = spawn(PEER, ['seed', file, '--server', server.url, '--room', room], { stdio: ['ignore', 'pipe', 'pipe'], env });
+  const child = spawn(PEER, ['seed', file, '--server', server.url, '--room', room, ...extra], { stdio: ['ignore', 'pipe', 'pipe'], env });
   let out = '';
   let err = '';
   child.stderr.on('data', (chunk) => { err += chunk; });
@@ -116,6 +116,25 @@ test('a browser downloads a 20 MiB file the native peer seeds, byte-identical', 
   expect(got.size).toBe(20 * MiB);
   expect(got.hash).toBe(sha256(bytes));
   expect(Object.keys(got.from)).toEqual([seeder.peer]);
+  await seeder.stop();
+});
+
+test('in a secret room with signatures required, a browser downloads what the native peer seeds', async ({ browser, server }) => {
+  const bytes = randomBytes(6 * MiB, 22);
+  const file = path.join(dir, 'secret.bin');
+  fs.writeFileSync(file, bytes);
+  const secret = 'n4tIve-s3cret_Kq81';
+  const seeder = await nativeSeed(server, 'hidden', file, ['--secret', secret, '--require-signed']);
+  // Its link opens the same secret room in the page.
+  expect(seeder.link).toBe(`${server.url}/#hidden/${seeder.id}?k=${secret}`);
+  const page = await joinRoom(browser, server, 'hidden', 'hidden', { requireSigned: true, secret });
+  const got = await download(page, seeder.id, [seeder]);
+  expect(got.hash).toBe(sha256(bytes));
+  expect(Object.keys(got.from)).toEqual([seeder.peer]);
+  // Nobody in the room the name alone opens.
+  const outsider = await joinRoom(browser, server, 'hidden', 'outsider');
+  await outsider.page.waitForTimeout(1500);
+  expect(await outsider.page.evaluate(() => window.swarm.members())).toEqual([]);
   await seeder.stop();
 });
 
