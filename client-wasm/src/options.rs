@@ -56,17 +56,7 @@ impl JoinOptions {
                 reason: "must be an object".to_owned(),
             });
         }
-        let token = match field(value, "token") {
-            None => None,
-            Some(token) => Some(
-                token
-                    .as_string()
-                    .ok_or_else(|| ClientError::InvalidOption {
-                        name: "token",
-                        reason: "must be a string".to_owned(),
-                    })?,
-            ),
-        };
+        let token = string(value, "token")?;
         let ice_transport_policy = match field(value, "iceTransportPolicy") {
             None => None,
             Some(policy) => Some(match policy.as_string().as_deref() {
@@ -124,6 +114,19 @@ impl JoinOptions {
             dht_above,
         })
     }
+}
+
+/// `object[name]` as a string; `None` when it is missing, an `invalid-option` error when it is
+/// anything else.
+fn string(object: &JsValue, name: &'static str) -> Result<Option<String>, ClientError> {
+    field(object, name)
+        .map(|value| {
+            value.as_string().ok_or_else(|| ClientError::InvalidOption {
+                name,
+                reason: "must be a string".to_owned(),
+            })
+        })
+        .transpose()
 }
 
 /// `object[name]` as a whole number from `min` to `max`; `None` when it is missing, an
