@@ -922,9 +922,10 @@ impl Client {
         effects
     }
 
-    /// Refuses a signal from `from` for `reason`: nothing of it reaches a connection, the
-    /// application hears why, and a connection to `from` still being set up is closed (one
-    /// that is open carries on: a replayed or forged signal must not cut it).
+    /// Refuses a signal from `from` for `reason`: nothing of it reaches a connection and the
+    /// application hears why. A forged or unsigned description also closes a connection to
+    /// `from` still being set up ([`Rejection::closes_setup`]); an open one carries on, and a
+    /// replay or what does not open closes nothing (whoever relays could inject those).
     fn reject(&mut self, from: PeerId, reason: Rejection) -> Vec<Effect> {
         let mut effects = Vec::new();
         let now = self.now;
@@ -943,7 +944,7 @@ impl Client {
         } else {
             debug!(peer = %from, reason = reason.code(), "refused a signal again");
         }
-        if self.mesh.knows(from) && !self.mesh.is_open(from) {
+        if reason.closes_setup() && self.mesh.knows(from) && !self.mesh.is_open(from) {
             self.guard.forget(from);
             effects.extend(mesh_effects(self.mesh.on_channel_closed(from)));
         }
@@ -1146,6 +1147,57 @@ mod tests {
         a.advance(REJECTION_REPORT_MS);
         assert_eq!(a.on_server_frame(&offer)[0], rejected);
         assert!(a.open_peers().is_empty());
+    }
+
+    #[test]
+    fn a_stale_answer_or_a_signal_that_does_not_open_cuts_no_setup() {
+        let mut a = client(1).with_signal_policy(SignalPolicy::default(), 7);
+        a.on_server_frame(&welcome(&a, &[peer(2)]));
+        // We offer to 2; an answer signed for another offer arrives (replayed by the server).
+        let offer = SignalData::Sdp(SessionDescription {
+            kind: SdpType::Offer,
+            sdp: "v=0\r\na=fingerprint:sha-256 AA\r\n".into(),
+            want: None,
+            auth: None,
+        });
+        assert!(matches!(
+            a.send_signal(peer(2), &offer)[..],
+            [Effect::ToServer { .. }]
+        ));
+        let mut b = client(2);
+        let answer = b.guard.outgoing(
+            peer(1),
+            SignalData::Sdp(SessionDescription {
+                kind: SdpType::Answer,
+                sdp: "v=0\r\na=fingerprint:sha-256 BB\r\n".into(),
+                want: None,
+                auth: None,
+            }),
+        );
+        let frame = format!(
+            r#"{{"type":"signal","from":"{}","data":{}}}"#,
+            peer(2),
+            serde_json::to_string(&answer).expect("json")
+        );
+        assert_eq!(
+            a.on_server_frame(&frame),
+            vec![Effect::Rejected {
+                peer: peer(2),
+                reason: Rejection::StaleAnswer,
+            }],
+            "told, and the connection being set up is left alone"
+        );
+        let sealed = format!(
+            r#"{{"type":"signal","from":"{}","data":{{"sealed":"AAAA"}}}}"#,
+            peer(2)
+        );
+        assert_eq!(
+            a.on_server_frame(&sealed),
+            vec![Effect::Rejected {
+                peer: peer(2),
+                reason: Rejection::CannotOpen,
+            }]
+        );
     }
 
     #[test]

@@ -66,6 +66,10 @@ pub enum Rejection {
     /// An offer whose nonce was seen before from that peer (replayed).
     #[error("an offer seen before (replayed)")]
     ReplayedOffer,
+    /// A description for a connection under way whose DTLS fingerprint is not that
+    /// connection's (one replayed from an older connection).
+    #[error("a description whose DTLS fingerprint is not the one of the connection under way")]
+    FingerprintChanged,
     /// A signal in the clear in a secret room.
     #[error("a signal in the clear in a secret room")]
     Unsealed,
@@ -82,6 +86,23 @@ pub enum Rejection {
 }
 
 impl Rejection {
+    /// Whether the signal was a description that is forged or unsigned (where signatures are
+    /// required): a connection still being set up with that peer is then closed and its
+    /// candidates dropped. Replays, stale answers and what does not open are only dropped, so
+    /// a signal delivered twice, or one injected by whoever relays, cannot cut a setup.
+    pub fn closes_setup(self) -> bool {
+        matches!(
+            self,
+            Self::Unsigned
+                | Self::MalformedAuth
+                | Self::WrongKey
+                | Self::BadKey
+                | Self::BadSignature
+                | Self::FingerprintMismatch
+                | Self::NoFingerprint
+        )
+    }
+
     /// The stable name of the reason.
     pub fn code(self) -> &'static str {
         match self {
@@ -94,6 +115,7 @@ impl Rejection {
             Self::NoFingerprint => "no-fingerprint",
             Self::StaleAnswer => "stale-answer",
             Self::ReplayedOffer => "replayed-offer",
+            Self::FingerprintChanged => "fingerprint-changed",
             Self::Unsealed => "unsealed",
             Self::Truncated => "truncated",
             Self::CannotOpen => "cannot-open",
@@ -102,18 +124,32 @@ impl Rejection {
     }
 }
 
-/// The DTLS fingerprints of an SDP description (`a=fingerprint:` lines at session or media
-/// level), normalised as `"{hash function in lowercase} {hex in uppercase}"`, sorted and
-/// without repeats.
+/// The DTLS fingerprints of an SDP description (`fingerprint` attribute lines at session or
+/// media level), normalised as `"{hash function in lowercase} {hex in uppercase}"`, sorted and
+/// without repeats. The attribute name is matched without regard to case, as some browsers'
+/// parsers do (Firefox takes `a=FINGERPRINT:` and accepts a certificate that matches any
+/// fingerprint listed), and a line that names the attribute but is not a hash function and a
+/// digest is kept as it stands, lowercased: either way it takes part in the comparison with
+/// the signed fingerprints, so no fingerprint a browser could use escapes the check.
 pub fn fingerprints(sdp: &str) -> Vec<String> {
     let mut found: Vec<String> = sdp
-        .lines()
-        .filter_map(|line| line.trim().strip_prefix("a=fingerprint:"))
-        .filter_map(|value| {
+        .split(['\n', '\r'])
+        .filter_map(|line| {
+            let (name, value) = line.trim().strip_prefix("a=")?.split_once(':')?;
+            name.trim()
+                .eq_ignore_ascii_case("fingerprint")
+                .then_some(value)
+        })
+        .map(|value| {
             let mut parts = value.split_whitespace();
-            let function = parts.next()?.to_ascii_lowercase();
-            let digest = parts.next()?.to_ascii_uppercase();
-            Some(format!("{function} {digest}"))
+            match (parts.next(), parts.next()) {
+                (Some(function), Some(digest)) => format!(
+                    "{} {}",
+                    function.to_ascii_lowercase(),
+                    digest.to_ascii_uppercase()
+                ),
+                _ => value.trim().to_ascii_lowercase(),
+            }
         })
         .collect();
     found.sort();
@@ -239,6 +275,37 @@ mod tests {
     }
 
     #[test]
+    fn a_fingerprint_line_in_other_letters_or_form_is_not_missed() {
+        // A server adds its own fingerprint in capitals (Firefox parses attribute names
+        // without regard to case and accepts any listed fingerprint).
+        let (a, b) = (key(1), key(2));
+        let text = sdp(FP_A);
+        let auth = sign(
+            &a,
+            &room("r"),
+            SdpType::Offer,
+            b.id(),
+            &[7; NONCE_LEN],
+            &text,
+        );
+        for added in [
+            "a=FINGERPRINT:sha-256 EE:EE\r\n",
+            "a=Fingerprint:sha-256 EE:EE\r\n",
+            "a=fingerprint :sha-256 EE:EE\r\n",
+            "a=fingerprint:sha-256\r\n",
+            "a=fingerprint:sha-256 EE:EE\n",
+            "\ra=fingerprint:sha-256 EE:EE\r",
+        ] {
+            let tampered = format!("{text}{added}");
+            assert_eq!(
+                verify(&auth, &room("r"), SdpType::Offer, a.id(), b.id(), &tampered),
+                Err(Rejection::FingerprintMismatch),
+                "{added:?}"
+            );
+        }
+    }
+
+    #[test]
     fn fingerprints_are_normalised_sorted_and_unique() {
         let text = "a=fingerprint:SHA-256 ab:cd\r\nm=audio\r\na=fingerprint:sha-256 AB:CD\r\na=fingerprint:sha-1 01:02\r\n";
         assert_eq!(fingerprints(text), vec!["sha-1 01:02", "sha-256 AB:CD"]);
@@ -339,6 +406,7 @@ mod tests {
             Rejection::NoFingerprint,
             Rejection::StaleAnswer,
             Rejection::ReplayedOffer,
+            Rejection::FingerprintChanged,
             Rejection::Unsealed,
             Rejection::Truncated,
             Rejection::CannotOpen,

@@ -41,9 +41,15 @@ pub struct SignalGuard {
     theirs: BTreeMap<PeerId, Nonce>,
     /// Offer nonces taken from each peer, newest last.
     seen: BTreeMap<PeerId, VecDeque<Nonce>>,
-    /// Peers whose last signal was refused: their candidates are dropped until one of their
-    /// descriptions passes (no connection is made for what follows a refused offer).
+    /// Peers whose last description was refused as forged or unsigned: their candidates are
+    /// dropped until one of their descriptions passes (no connection is made for what follows
+    /// a refused offer).
     refused: BTreeSet<PeerId>,
+    /// The DTLS fingerprints of the last description that passed from each peer, while its
+    /// connection lasts: a later description on that connection must carry the same (the
+    /// certificate of a connection never changes), so one replayed from an older connection
+    /// is refused even once its nonce is forgotten.
+    current: BTreeMap<PeerId, Vec<String>>,
 }
 
 impl SignalGuard {
@@ -66,6 +72,7 @@ impl SignalGuard {
             theirs: BTreeMap::new(),
             seen: BTreeMap::new(),
             refused: BTreeSet::new(),
+            current: BTreeMap::new(),
         }
     }
 
@@ -110,8 +117,8 @@ impl SignalGuard {
     }
 
     /// Opens and checks `data` from `from`: what may be applied to the connection, `None`
-    /// for a candidate (or `busy`) that follows a refused description (dropped without a
-    /// word), or why it is refused.
+    /// for a candidate (or `busy`) that follows a description refused as forged or unsigned
+    /// (dropped without a word), or why it is refused.
     pub fn incoming(
         &mut self,
         from: PeerId,
@@ -125,10 +132,12 @@ impl SignalGuard {
             Ok(_) if self.refused.contains(&from) => Ok(None),
             Ok(data) => Ok(Some(data)),
             Err(reason) => {
-                if self.refused.len() >= MAX_TRACKED_PEERS {
-                    self.refused.pop_first();
+                if reason.closes_setup() {
+                    if self.refused.len() >= MAX_TRACKED_PEERS {
+                        self.refused.pop_first();
+                    }
+                    self.refused.insert(from);
                 }
-                self.refused.insert(from);
                 Err(reason)
             }
         }
@@ -151,10 +160,12 @@ impl SignalGuard {
         let SignalData::Sdp(description) = &data else {
             return Ok(data);
         };
+        let fingerprints = sdp_auth::fingerprints(&description.sdp);
         let Some(auth) = &description.auth else {
             if self.policy.require_signed {
                 return Err(Rejection::Unsigned);
             }
+            self.same_connection(from, fingerprints)?;
             match description.kind {
                 SdpType::Offer => {
                     self.theirs.remove(&from);
@@ -173,27 +184,51 @@ impl SignalGuard {
             self.identity.id(),
             &description.sdp,
         )?;
+        if description.kind == SdpType::Answer && self.ours.get(&from) != Some(&nonce) {
+            return Err(Rejection::StaleAnswer);
+        }
+        if description.kind == SdpType::Offer
+            && self
+                .seen
+                .get(&from)
+                .is_some_and(|seen| seen.contains(&nonce))
+        {
+            return Err(Rejection::ReplayedOffer);
+        }
+        self.same_connection(from, fingerprints)?;
         match description.kind {
             SdpType::Offer => {
+                self.track(from);
                 let seen = self.seen.entry(from).or_default();
-                if seen.contains(&nonce) {
-                    return Err(Rejection::ReplayedOffer);
-                }
                 if seen.len() >= SEEN_OFFERS_PER_PEER {
                     seen.pop_front();
                 }
                 seen.push_back(nonce);
-                self.track(from);
                 self.theirs.insert(from, nonce);
             }
             SdpType::Answer => {
-                if self.ours.get(&from) != Some(&nonce) {
-                    return Err(Rejection::StaleAnswer);
-                }
                 self.ours.remove(&from);
             }
         }
         Ok(data)
+    }
+
+    /// Refuses a description from `from` whose fingerprints are not those of the connection
+    /// it is for (one replayed from an older connection); notes them for a new connection.
+    fn same_connection(
+        &mut self,
+        from: PeerId,
+        fingerprints: Vec<String>,
+    ) -> Result<(), Rejection> {
+        match self.current.get(&from) {
+            Some(current) if *current != fingerprints => Err(Rejection::FingerprintChanged),
+            Some(_) => Ok(()),
+            None => {
+                self.track(from);
+                self.current.insert(from, fingerprints);
+                Ok(())
+            }
+        }
     }
 
     /// The connection to `peer` ended: its pending offers are forgotten (the offers seen
@@ -201,6 +236,7 @@ impl SignalGuard {
     pub fn forget(&mut self, peer: PeerId) {
         self.ours.remove(&peer);
         self.theirs.remove(&peer);
+        self.current.remove(&peer);
     }
 
     /// `peer` left the room: a later join of the same id starts afresh (the offers seen stay).
@@ -209,30 +245,42 @@ impl SignalGuard {
         self.refused.remove(&peer);
     }
 
-    /// Makes room for one more tracked peer.
+    /// Makes room for one more tracked peer in each map: past the bound, a peer without a
+    /// connection in progress or open is forgotten first (so fresh keys cannot push out the
+    /// peers we are connected to).
     fn track(&mut self, peer: PeerId) {
-        for map_len in [self.seen.len(), self.ours.len(), self.theirs.len()] {
-            if map_len < MAX_TRACKED_PEERS {
-                continue;
+        fn make_room<V>(
+            map: &mut BTreeMap<PeerId, V>,
+            keep: &BTreeMap<PeerId, Vec<String>>,
+            peer: PeerId,
+        ) {
+            if map.len() < MAX_TRACKED_PEERS || map.contains_key(&peer) {
+                return;
             }
-            let victim = self
-                .seen
+            let victim = map
                 .keys()
-                .chain(self.ours.keys())
-                .chain(self.theirs.keys())
                 .copied()
-                .find(|p| *p != peer);
+                .find(|p| *p != peer && !keep.contains_key(p))
+                .or_else(|| map.keys().copied().find(|p| *p != peer));
             if let Some(victim) = victim {
-                self.seen.remove(&victim);
-                self.ours.remove(&victim);
-                self.theirs.remove(&victim);
+                map.remove(&victim);
             }
+        }
+        make_room(&mut self.seen, &self.current, peer);
+        make_room(&mut self.ours, &self.current, peer);
+        make_room(&mut self.theirs, &self.current, peer);
+        if self.current.len() >= MAX_TRACKED_PEERS && !self.current.contains_key(&peer) {
+            self.current.pop_first();
         }
     }
 
     /// Peers tracked (for tests of the bound).
     pub fn tracked(&self) -> usize {
-        self.seen.len().max(self.ours.len()).max(self.theirs.len())
+        self.seen
+            .len()
+            .max(self.ours.len())
+            .max(self.theirs.len())
+            .max(self.current.len())
     }
 }
 
@@ -290,6 +338,53 @@ mod tests {
         );
         let _newer = a.outgoing(id(2), description(SdpType::Offer, "AA"));
         assert_eq!(a.incoming(id(2), answer), Err(Rejection::StaleAnswer));
+    }
+
+    #[test]
+    fn a_description_for_an_open_connection_keeps_its_fingerprint() {
+        let (mut a, mut b) = (guard(1, signed()), guard(2, signed()));
+        let first = a.outgoing(id(2), description(SdpType::Offer, "AA"));
+        assert!(matches!(b.incoming(id(1), first), Ok(Some(_))));
+        // A renegotiation on the same connection carries the same certificate.
+        let again = a.outgoing(id(2), description(SdpType::Offer, "AA"));
+        assert!(matches!(b.incoming(id(1), again), Ok(Some(_))));
+        // One from an older connection (its nonce long forgotten) has another: refused, and
+        // not as a forgery (it closes nothing).
+        let old = a.outgoing(id(2), description(SdpType::Offer, "CC"));
+        assert_eq!(
+            b.incoming(id(1), old.clone()),
+            Err(Rejection::FingerprintChanged)
+        );
+        assert!(!Rejection::FingerprintChanged.closes_setup());
+        // Once that connection is gone, a new one may have a new certificate.
+        b.forget(id(1));
+        let SignalData::Sdp(mut fresh) = a.outgoing(id(2), description(SdpType::Offer, "CC"))
+        else {
+            panic!("an offer");
+        };
+        fresh.want = None;
+        assert!(matches!(
+            b.incoming(id(1), SignalData::Sdp(fresh)),
+            Ok(Some(_))
+        ));
+    }
+
+    #[test]
+    fn fresh_keys_cannot_push_out_the_peers_we_are_connected_to() {
+        let (mut a, mut b) = (guard(1, signed()), guard(2, signed()));
+        let offer = a.outgoing(id(2), description(SdpType::Offer, "AA"));
+        assert!(matches!(b.incoming(id(1), offer.clone()), Ok(Some(_))));
+        for n in 0..(MAX_TRACKED_PEERS as u32 + 50) {
+            let mut seed = [9u8; 32];
+            seed[..4].copy_from_slice(&n.to_be_bytes());
+            let fake = Identity::from_seed(seed);
+            let mut sender = SignalGuard::new(room(), fake.clone(), signed(), 1, 1);
+            let fake_offer = sender.outgoing(id(2), description(SdpType::Offer, "FF"));
+            assert!(b.incoming(fake.id(), fake_offer).is_ok());
+        }
+        assert!(b.tracked() <= MAX_TRACKED_PEERS);
+        // The replay of the connected peer's offer is still refused.
+        assert_eq!(b.incoming(id(1), offer), Err(Rejection::ReplayedOffer));
     }
 
     #[test]
