@@ -890,7 +890,8 @@ impl Client {
     /// An offer we have no room to answer gets a `busy` reply; a `busy` reply to ours makes
     /// the mesh dial someone else.
     fn on_signal(&mut self, from: PeerId, data: SignalData) -> Vec<Effect> {
-        let data = match self.guard.incoming(from, data) {
+        let open = self.mesh.is_open(from);
+        let data = match self.guard.incoming(from, data, open) {
             Ok(Some(data)) => data,
             Ok(None) => return Vec::new(),
             Err(reason) => return self.reject(from, reason),
@@ -957,6 +958,7 @@ impl Client {
     pub fn on_channel_open(&mut self, peer: PeerId) -> Vec<Effect> {
         let mut effects = mesh_effects(self.mesh.on_channel_open(peer));
         if self.mesh.is_open(peer) {
+            self.guard.opened(peer);
             // In a large room only ours: the others are found in the structured layer, and
             // ours are published again through the newcomer if it is closer to their keys.
             let heard = if self.is_large_room() {

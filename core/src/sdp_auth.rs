@@ -66,9 +66,9 @@ pub enum Rejection {
     /// An offer whose nonce was seen before from that peer (replayed).
     #[error("an offer seen before (replayed)")]
     ReplayedOffer,
-    /// A description for a connection under way whose DTLS fingerprint is not that
-    /// connection's (one replayed from an older connection).
-    #[error("a description whose DTLS fingerprint is not the one of the connection under way")]
+    /// A description for an open connection whose DTLS fingerprint is not that connection's
+    /// (one replayed from an older connection).
+    #[error("a description whose DTLS fingerprint is not the one of the open connection")]
     FingerprintChanged,
     /// A signal in the clear in a secret room.
     #[error("a signal in the clear in a secret room")]

@@ -45,11 +45,15 @@ pub struct SignalGuard {
     /// dropped until one of their descriptions passes (no connection is made for what follows
     /// a refused offer).
     refused: BTreeSet<PeerId>,
-    /// The DTLS fingerprints of the last description that passed from each peer, while its
-    /// connection lasts: a later description on that connection must carry the same (the
+    /// The DTLS fingerprints of the last description that passed from each peer: once its
+    /// channel is open, a later description on that connection must carry the same (the
     /// certificate of a connection never changes), so one replayed from an older connection
-    /// is refused even once its nonce is forgotten.
+    /// is refused even once its nonce is forgotten. Until then each description that passes
+    /// replaces them (an offer refused as busy, or a connection given up, leaves its
+    /// fingerprints here, and the next attempt has a new certificate).
     current: BTreeMap<PeerId, Vec<String>>,
+    /// Peers whose channel is open: kept when fresh keys fill the maps.
+    connected: BTreeSet<PeerId>,
 }
 
 impl SignalGuard {
@@ -73,6 +77,7 @@ impl SignalGuard {
             seen: BTreeMap::new(),
             refused: BTreeSet::new(),
             current: BTreeMap::new(),
+            connected: BTreeSet::new(),
         }
     }
 
@@ -116,15 +121,17 @@ impl SignalGuard {
         }
     }
 
-    /// Opens and checks `data` from `from`: what may be applied to the connection, `None`
-    /// for a candidate (or `busy`) that follows a description refused as forged or unsigned
-    /// (dropped without a word), or why it is refused.
+    /// Opens and checks `data` from `from` (`open`: whether our channel to it is open): what
+    /// may be applied to the connection, `None` for a candidate (or `busy`) that follows a
+    /// description refused as forged or unsigned (dropped without a word), or why it is
+    /// refused.
     pub fn incoming(
         &mut self,
         from: PeerId,
         data: SignalData,
+        open: bool,
     ) -> Result<Option<SignalData>, Rejection> {
-        match self.check(from, data) {
+        match self.check(from, data, open) {
             Ok(data @ SignalData::Sdp(_)) => {
                 self.refused.remove(&from);
                 Ok(Some(data))
@@ -143,7 +150,12 @@ impl SignalGuard {
         }
     }
 
-    fn check(&mut self, from: PeerId, data: SignalData) -> Result<SignalData, Rejection> {
+    fn check(
+        &mut self,
+        from: PeerId,
+        data: SignalData,
+        open: bool,
+    ) -> Result<SignalData, Rejection> {
         let data = match (&self.policy.secret, data) {
             (Some(secret), SignalData::Sealed(sealed)) => {
                 let json = secret.open(from, self.identity.id(), &sealed)?;
@@ -165,7 +177,7 @@ impl SignalGuard {
             if self.policy.require_signed {
                 return Err(Rejection::Unsigned);
             }
-            self.same_connection(from, fingerprints)?;
+            self.same_connection(from, fingerprints, open)?;
             match description.kind {
                 SdpType::Offer => {
                     self.theirs.remove(&from);
@@ -195,7 +207,7 @@ impl SignalGuard {
         {
             return Err(Rejection::ReplayedOffer);
         }
-        self.same_connection(from, fingerprints)?;
+        self.same_connection(from, fingerprints, open)?;
         match description.kind {
             SdpType::Offer => {
                 self.track(from);
@@ -213,17 +225,19 @@ impl SignalGuard {
         Ok(data)
     }
 
-    /// Refuses a description from `from` whose fingerprints are not those of the connection
-    /// it is for (one replayed from an older connection); notes them for a new connection.
+    /// Refuses a description from `from` for an open connection whose fingerprints are not
+    /// that connection's (one replayed from an older connection); before the channel opens,
+    /// notes them as the connection's.
     fn same_connection(
         &mut self,
         from: PeerId,
         fingerprints: Vec<String>,
+        open: bool,
     ) -> Result<(), Rejection> {
         match self.current.get(&from) {
-            Some(current) if *current != fingerprints => Err(Rejection::FingerprintChanged),
-            Some(_) => Ok(()),
-            None => {
+            Some(current) if open && *current != fingerprints => Err(Rejection::FingerprintChanged),
+            Some(current) if *current == fingerprints => Ok(()),
+            _ => {
                 self.track(from);
                 self.current.insert(from, fingerprints);
                 Ok(())
@@ -237,6 +251,15 @@ impl SignalGuard {
         self.ours.remove(&peer);
         self.theirs.remove(&peer);
         self.current.remove(&peer);
+        self.connected.remove(&peer);
+    }
+
+    /// The channel to `peer` opened: what is tracked of it is kept when fresh keys fill the
+    /// maps (at most [`MAX_TRACKED_PEERS`] connections are counted).
+    pub fn opened(&mut self, peer: PeerId) {
+        if self.connected.len() < MAX_TRACKED_PEERS {
+            self.connected.insert(peer);
+        }
     }
 
     /// `peer` left the room: a later join of the same id starts afresh (the offers seen stay).
@@ -245,33 +268,27 @@ impl SignalGuard {
         self.refused.remove(&peer);
     }
 
-    /// Makes room for one more tracked peer in each map: past the bound, a peer without a
-    /// connection in progress or open is forgotten first (so fresh keys cannot push out the
-    /// peers we are connected to).
+    /// Makes room for one more tracked peer in each map: past the bound, a peer whose
+    /// channel is not open is forgotten first (so fresh keys cannot push out the peers we are
+    /// connected to).
     fn track(&mut self, peer: PeerId) {
-        fn make_room<V>(
-            map: &mut BTreeMap<PeerId, V>,
-            keep: &BTreeMap<PeerId, Vec<String>>,
-            peer: PeerId,
-        ) {
+        fn make_room<V>(map: &mut BTreeMap<PeerId, V>, keep: &BTreeSet<PeerId>, peer: PeerId) {
             if map.len() < MAX_TRACKED_PEERS || map.contains_key(&peer) {
                 return;
             }
             let victim = map
                 .keys()
                 .copied()
-                .find(|p| *p != peer && !keep.contains_key(p))
+                .find(|p| *p != peer && !keep.contains(p))
                 .or_else(|| map.keys().copied().find(|p| *p != peer));
             if let Some(victim) = victim {
                 map.remove(&victim);
             }
         }
-        make_room(&mut self.seen, &self.current, peer);
-        make_room(&mut self.ours, &self.current, peer);
-        make_room(&mut self.theirs, &self.current, peer);
-        if self.current.len() >= MAX_TRACKED_PEERS && !self.current.contains_key(&peer) {
-            self.current.pop_first();
-        }
+        make_room(&mut self.seen, &self.connected, peer);
+        make_room(&mut self.ours, &self.connected, peer);
+        make_room(&mut self.theirs, &self.connected, peer);
+        make_room(&mut self.current, &self.connected, peer);
     }
 
     /// Peers tracked (for tests of the bound).
@@ -328,72 +345,90 @@ mod tests {
     fn offer_and_answer_pass_between_signing_peers() {
         let (mut a, mut b) = (guard(1, signed()), guard(2, signed()));
         let offer = a.outgoing(id(2), description(SdpType::Offer, "AA"));
-        assert!(matches!(b.incoming(id(1), offer), Ok(Some(_))));
+        assert!(matches!(b.incoming(id(1), offer, false), Ok(Some(_))));
         let answer = b.outgoing(id(1), description(SdpType::Answer, "BB"));
-        assert!(matches!(a.incoming(id(2), answer.clone()), Ok(Some(_))));
+        assert!(matches!(
+            a.incoming(id(2), answer.clone(), false),
+            Ok(Some(_))
+        ));
         // The same answer again, or one for an older offer: stale.
         assert_eq!(
-            a.incoming(id(2), answer.clone()),
+            a.incoming(id(2), answer.clone(), false),
             Err(Rejection::StaleAnswer)
         );
         let _newer = a.outgoing(id(2), description(SdpType::Offer, "AA"));
-        assert_eq!(a.incoming(id(2), answer), Err(Rejection::StaleAnswer));
+        assert_eq!(
+            a.incoming(id(2), answer, false),
+            Err(Rejection::StaleAnswer)
+        );
     }
 
     #[test]
     fn a_description_for_an_open_connection_keeps_its_fingerprint() {
         let (mut a, mut b) = (guard(1, signed()), guard(2, signed()));
         let first = a.outgoing(id(2), description(SdpType::Offer, "AA"));
-        assert!(matches!(b.incoming(id(1), first), Ok(Some(_))));
+        assert!(matches!(b.incoming(id(1), first, false), Ok(Some(_))));
         // A renegotiation on the same connection carries the same certificate.
         let again = a.outgoing(id(2), description(SdpType::Offer, "AA"));
-        assert!(matches!(b.incoming(id(1), again), Ok(Some(_))));
+        assert!(matches!(b.incoming(id(1), again, true), Ok(Some(_))));
         // One from an older connection (its nonce long forgotten) has another: refused, and
         // not as a forgery (it closes nothing).
         let old = a.outgoing(id(2), description(SdpType::Offer, "CC"));
         assert_eq!(
-            b.incoming(id(1), old.clone()),
+            b.incoming(id(1), old.clone(), true),
             Err(Rejection::FingerprintChanged)
         );
         assert!(!Rejection::FingerprintChanged.closes_setup());
+        // Before a channel opens, each attempt may have a new certificate (an offer refused
+        // as busy, a connection given up and tried again)...
+        let retry = a.outgoing(id(2), description(SdpType::Offer, "DD"));
+        assert!(matches!(b.incoming(id(1), retry, false), Ok(Some(_))));
+        // ...and once it is open, its certificate is the one that holds.
+        let stray = a.outgoing(id(2), description(SdpType::Offer, "AA"));
+        assert_eq!(
+            b.incoming(id(1), stray, true),
+            Err(Rejection::FingerprintChanged)
+        );
         // Once that connection is gone, a new one may have a new certificate.
         b.forget(id(1));
-        let SignalData::Sdp(mut fresh) = a.outgoing(id(2), description(SdpType::Offer, "CC"))
-        else {
-            panic!("an offer");
-        };
-        fresh.want = None;
-        assert!(matches!(
-            b.incoming(id(1), SignalData::Sdp(fresh)),
-            Ok(Some(_))
-        ));
+        let fresh = a.outgoing(id(2), description(SdpType::Offer, "CC"));
+        assert!(matches!(b.incoming(id(1), fresh, true), Ok(Some(_))));
     }
 
     #[test]
     fn fresh_keys_cannot_push_out_the_peers_we_are_connected_to() {
         let (mut a, mut b) = (guard(1, signed()), guard(2, signed()));
         let offer = a.outgoing(id(2), description(SdpType::Offer, "AA"));
-        assert!(matches!(b.incoming(id(1), offer.clone()), Ok(Some(_))));
+        assert!(matches!(
+            b.incoming(id(1), offer.clone(), false),
+            Ok(Some(_))
+        ));
         for n in 0..(MAX_TRACKED_PEERS as u32 + 50) {
             let mut seed = [9u8; 32];
             seed[..4].copy_from_slice(&n.to_be_bytes());
             let fake = Identity::from_seed(seed);
             let mut sender = SignalGuard::new(room(), fake.clone(), signed(), 1, 1);
             let fake_offer = sender.outgoing(id(2), description(SdpType::Offer, "FF"));
-            assert!(b.incoming(fake.id(), fake_offer).is_ok());
+            assert!(b.incoming(fake.id(), fake_offer, false).is_ok());
         }
         assert!(b.tracked() <= MAX_TRACKED_PEERS);
         // The replay of the connected peer's offer is still refused.
-        assert_eq!(b.incoming(id(1), offer), Err(Rejection::ReplayedOffer));
+        assert_eq!(
+            b.incoming(id(1), offer, false),
+            Err(Rejection::ReplayedOffer)
+        );
     }
 
     #[test]
     fn a_replayed_offer_is_refused() {
         let (mut a, mut b) = (guard(1, signed()), guard(2, signed()));
         let offer = a.outgoing(id(2), description(SdpType::Offer, "AA"));
-        assert!(b.incoming(id(1), offer.clone()).is_ok());
+        assert!(b.incoming(id(1), offer.clone(), false).is_ok());
         b.left(id(1));
-        assert_eq!(b.incoming(id(1), offer), Err(Rejection::ReplayedOffer));
+        assert_eq!(
+            b.incoming(id(1), offer, false),
+            Err(Rejection::ReplayedOffer)
+        );
     }
 
     #[test]
@@ -401,8 +436,11 @@ mod tests {
         let mut open = guard(2, SignalPolicy::default());
         let mut strict = guard(3, signed());
         let offer = description(SdpType::Offer, "AA");
-        assert!(open.incoming(id(1), offer.clone()).is_ok());
-        assert_eq!(strict.incoming(id(1), offer), Err(Rejection::Unsigned));
+        assert!(open.incoming(id(1), offer.clone(), false).is_ok());
+        assert_eq!(
+            strict.incoming(id(1), offer, false),
+            Err(Rejection::Unsigned)
+        );
         // Candidates carry no signature and pass.
         let candidate = SignalData::Candidate(Some(IceCandidateInit {
             candidate: "candidate:1 1 udp 1 10.0.0.1 1 typ host".into(),
@@ -411,12 +449,12 @@ mod tests {
             username_fragment: None,
         }));
         assert_eq!(
-            strict.incoming(id(1), candidate.clone()),
+            strict.incoming(id(1), candidate.clone(), false),
             Ok(None),
             "after its refused offer, dropped without a word"
         );
         assert_eq!(
-            strict.incoming(id(5), candidate.clone()),
+            strict.incoming(id(5), candidate.clone(), false),
             Ok(Some(candidate))
         );
         // A signature present but broken is refused even where none is required.
@@ -427,7 +465,7 @@ mod tests {
         };
         forged.sdp = forged.sdp.replace("AA", "EE");
         assert_eq!(
-            open.incoming(id(1), SignalData::Sdp(forged)),
+            open.incoming(id(1), SignalData::Sdp(forged), false),
             Err(Rejection::FingerprintMismatch)
         );
     }
@@ -441,29 +479,29 @@ mod tests {
         };
         assert!(!text.contains("fingerprint"));
         assert!(matches!(
-            b.incoming(id(1), offer),
+            b.incoming(id(1), offer, false),
             Ok(Some(SignalData::Sdp(_)))
         ));
         let busy = a.outgoing(id(2), SignalData::Busy);
-        assert_eq!(b.incoming(id(1), busy), Ok(Some(SignalData::Busy)));
+        assert_eq!(b.incoming(id(1), busy, false), Ok(Some(SignalData::Busy)));
         // In the clear: refused.
         assert_eq!(
-            b.incoming(id(1), SignalData::Busy),
+            b.incoming(id(1), SignalData::Busy, false),
             Err(Rejection::Unsealed)
         );
         // From a peer with another secret: does not open.
         let mut intruder = guard(3, secret("guess"));
         let theirs = intruder.outgoing(id(2), description(SdpType::Offer, "CC"));
-        assert_eq!(b.incoming(id(3), theirs), Err(Rejection::CannotOpen));
+        assert_eq!(b.incoming(id(3), theirs, false), Err(Rejection::CannotOpen));
         // Truncated.
         assert_eq!(
-            b.incoming(id(1), SignalData::Sealed("AAAA".into())),
+            b.incoming(id(1), SignalData::Sealed("AAAA".into()), false),
             Err(Rejection::Truncated)
         );
         // Sealed data outside a secret room is not for us.
         let mut plain = guard(4, SignalPolicy::default());
         assert_eq!(
-            plain.incoming(id(1), SignalData::Sealed("AAAA".into())),
+            plain.incoming(id(1), SignalData::Sealed("AAAA".into()), false),
             Err(Rejection::CannotOpen)
         );
     }
