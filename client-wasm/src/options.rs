@@ -92,17 +92,7 @@ impl JoinOptions {
                 reason: "must be true or false".to_owned(),
             })?,
         };
-        let secret = match field(value, "secret") {
-            None => None,
-            Some(secret) => Some(
-                secret
-                    .as_string()
-                    .ok_or_else(|| ClientError::InvalidOption {
-                        name: "secret",
-                        reason: "must be a string".to_owned(),
-                    })?,
-            ),
-        };
+        let secret = string(value, "secret")?;
         Ok(Self {
             require_signed,
             secret,

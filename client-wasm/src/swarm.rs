@@ -78,8 +78,9 @@ export interface SwarmEvents {
    * an open one was dropped). `reason` names why: "unsigned" (it does not sign and
    * `requireSigned` is set), "fingerprint-mismatch", "bad-signature", "wrong-key",
    * "bad-key", "malformed-signature", "no-fingerprint" (someone between us altered it),
-   * "stale-answer", "replayed-offer" (replayed), "cannot-open", "truncated", "unsealed",
-   * "malformed-sealed" (not sealed with this secret room's key). */
+   * "stale-answer", "replayed-offer", "fingerprint-changed" (replayed), "cannot-open",
+   * "truncated", "unsealed", "malformed-sealed" (not sealed with this secret room's key).
+   * Told once per peer and reason in 30 s. */
   "peer-rejected": (id: string, reason: string) => void;
 }
 

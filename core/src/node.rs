@@ -280,7 +280,8 @@ pub enum Event {
     Cancelled(ContentId),
     /// A signal from `peer` was refused: unsigned where signatures are required, forged,
     /// replayed, or not sealed with this secret room's key. Nothing of it reached a
-    /// connection; a connection to `peer` still being set up was closed.
+    /// connection; for a forged or unsigned description, a connection to `peer` still being
+    /// set up was closed ([`Rejection::closes_setup`]).
     PeerRejected {
         /// The peer the signal claimed to come from.
         peer: PeerId,
